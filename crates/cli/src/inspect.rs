@@ -1,0 +1,93 @@
+//! `weft inspect`: a model's structure and cost.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::Context;
+
+pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
+    let model = weft_onnx::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let graph = &model.graph;
+    let shapes: HashMap<String, Vec<usize>> = graph
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.concrete_shape(batch)))
+        .collect();
+    let inferred = weft_core::shape::infer(graph, &shapes)?;
+    println!("model      {}", path.display());
+    println!(
+        "graph      {} (opset {}, producer '{}')",
+        graph.name, model.opset, model.producer
+    );
+    for i in &graph.inputs {
+        println!("input      {} {} {}", i.name, i.dtype, dims(&i.shape));
+    }
+    for o in &graph.outputs {
+        let s = inferred
+            .shape(&o.name)
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_default();
+        println!("output     {} {s}", o.name);
+    }
+    let mut by_op: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    let mut total_macs = 0u64;
+    if layers {
+        println!(
+            "\n{:<40} {:<20} {:>22} {:>12} {:>14}",
+            "node", "op", "output shape", "params", "MACs"
+        );
+    }
+    for node in &graph.nodes {
+        let ins: Vec<Vec<usize>> = node
+            .inputs
+            .iter()
+            .map(|i| inferred.shape(i).map(<[usize]>::to_vec).unwrap_or_default())
+            .collect();
+        let out = node
+            .outputs
+            .first()
+            .and_then(|o| inferred.shape(o))
+            .unwrap_or(&[])
+            .to_vec();
+        let macs = node.op.macs(&ins, &out);
+        let params: usize = node
+            .inputs
+            .iter()
+            .filter_map(|i| graph.initializers.get(i))
+            .map(|t| t.len())
+            .sum();
+        total_macs += macs;
+        let e = by_op.entry(node.op.name()).or_default();
+        e.0 += 1;
+        e.1 += macs;
+        if layers {
+            println!(
+                "{:<40} {:<20} {:>22} {:>12} {:>14}",
+                node.name,
+                node.op.name(),
+                format!("{out:?}"),
+                params,
+                macs
+            );
+        }
+    }
+    println!("\n{:<22} {:>6} {:>16}", "op", "count", "MACs");
+    for (op, (count, macs)) in &by_op {
+        println!("{op:<22} {count:>6} {macs:>16}");
+    }
+    println!("\nnodes      {}", graph.nodes.len());
+    println!("parameters {}", graph.parameter_count());
+    println!(
+        "MACs       {total_macs} ({:.3} G) at batch {batch}",
+        total_macs as f64 / 1e9
+    );
+    Ok(())
+}
+
+fn dims(shape: &[Option<usize>]) -> String {
+    let parts: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}

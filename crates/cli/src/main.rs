@@ -1,0 +1,107 @@
+//! The `weft` command: build, inspect and run models.
+
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: quantize ResNet-style networks, compile them to FPGA-shaped OpenCL kernels, and serve them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Write a zoo model (seeded weights) as ONNX.
+    Zoo {
+        /// One of resnet18, resnet34, resnet50, resnet101, resnet152, resnet8, resnet20.
+        name: String,
+        /// Seed for the weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fix the batch dimension (default: symbolic).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Number of classifier outputs (default: 1000, or 10 for the CIFAR nets).
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// Output ONNX file.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Show a model's ops, shapes, parameters and multiply-accumulates per layer.
+    Inspect {
+        /// An ONNX model.
+        model: PathBuf,
+        /// Batch size used for symbolic batch dimensions.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Print the per-layer table too (default: only the summary and the op table).
+        #[arg(long)]
+        layers: bool,
+    },
+    /// Run a model on .npy inputs and write the outputs as .npy.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Zoo {
+            name,
+            seed,
+            batch,
+            num_classes,
+            output,
+        } => zoo(&name, seed, batch, num_classes, &output),
+        Command::Inspect {
+            model,
+            batch,
+            layers,
+        } => inspect::inspect(&model, batch, layers),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn zoo(
+    name: &str,
+    seed: u64,
+    batch: Option<usize>,
+    num_classes: Option<usize>,
+    output: &std::path::Path,
+) -> anyhow::Result<()> {
+    if batch == Some(0) || num_classes == Some(0) {
+        anyhow::bail!("--batch and --num-classes must be at least 1");
+    }
+    let graph = weft_zoo::build(
+        name,
+        &weft_zoo::ZooOptions {
+            seed,
+            batch,
+            num_classes,
+        },
+    )?;
+    weft_onnx::export_file(&graph, output)?;
+    eprintln!(
+        "wrote {name} (seed {seed}, {} parameters) to {}",
+        graph.parameter_count(),
+        output.display()
+    );
+    Ok(())
+}

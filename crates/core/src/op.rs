@@ -1,0 +1,231 @@
+//! Operator definitions: the op set that ResNet-family models exported from PyTorch,
+//! Keras/TensorFlow and weft's own zoo use.
+//!
+//! Attributes that ONNX moved into inputs over its opsets (Reshape's shape, Pad's pads,
+//! Clip's bounds, Squeeze/Unsqueeze/ReduceMean axes) are inputs here too, in the newest
+//! form; importers convert older forms into constant inputs.
+
+use crate::DType;
+
+/// How a convolution or pooling window is padded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Padding {
+    /// Explicit pads `[top, left, bottom, right]`.
+    Explicit([usize; 4]),
+    /// Pad so that `out = ceil(in / stride)`, extra padding at the end.
+    SameUpper,
+    /// Pad so that `out = ceil(in / stride)`, extra padding at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+impl Padding {
+    pub const ZERO: Padding = Padding::Explicit([0; 4]);
+}
+
+/// An activation fused into the op that produces its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    /// Clip to `[min, max]` (ReLU6 is `Clip(0, 6)`).
+    Clip {
+        min: f32,
+        max: f32,
+    },
+}
+
+impl Activation {
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Relu => v.max(0.0),
+            Activation::Clip { min, max } => v.max(min).min(max),
+        }
+    }
+}
+
+/// 2-D convolution. Inputs: X `[N,C,H,W]`, W `[M,C/group,kH,kW]`, optional B `[M]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    /// `[kH, kW]`; `None` means taken from the weight shape.
+    pub kernel_shape: Option<[usize; 2]>,
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub group: usize,
+    /// Set by the fusion pass.
+    pub activation: Option<Activation>,
+}
+
+impl Default for Conv {
+    fn default() -> Self {
+        Conv {
+            kernel_shape: None,
+            strides: [1, 1],
+            dilations: [1, 1],
+            padding: Padding::ZERO,
+            group: 1,
+            activation: None,
+        }
+    }
+}
+
+/// Max or average pooling over a 2-D window. Input X `[N,C,H,W]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub kernel_shape: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    pub padding: Padding,
+    pub ceil_mode: bool,
+    /// AveragePool only: whether padded cells count in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// General matrix multiply `alpha * A' * B' + beta * C`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gemm {
+    pub alpha: f32,
+    pub beta: f32,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+impl Default for Gemm {
+    fn default() -> Self {
+        Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        }
+    }
+}
+
+/// Pad modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+}
+
+/// An operator with its attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Conv(Conv),
+    /// Inputs: X, scale, bias, mean, var.
+    BatchNormalization {
+        epsilon: f32,
+    },
+    Relu,
+    /// Inputs: X, optional min, optional max.
+    Clip,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    MaxPool(Pool),
+    AveragePool(Pool),
+    GlobalAveragePool,
+    GlobalMaxPool,
+    Flatten {
+        axis: i64,
+    },
+    /// Inputs: data, shape.
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    /// Inputs: data, optional axes.
+    Squeeze,
+    /// Inputs: data, axes.
+    Unsqueeze,
+    Gemm(Gemm),
+    MatMul,
+    /// `legacy` is the opset < 13 meaning: coerce to 2-D at `axis`, softmax each row.
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
+    Identity,
+    /// Inputs: data, pads, optional constant value.
+    Pad {
+        mode: PadMode,
+    },
+    Concat {
+        axis: i64,
+    },
+    /// Inputs: data, optional axes.
+    ReduceMean {
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
+    Shape,
+    Gather {
+        axis: i64,
+    },
+    Cast {
+        to: DType,
+    },
+}
+
+impl Op {
+    /// The ONNX-style op type name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Conv(_) => "Conv",
+            Op::BatchNormalization { .. } => "BatchNormalization",
+            Op::Relu => "Relu",
+            Op::Clip => "Clip",
+            Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::Mul => "Mul",
+            Op::Div => "Div",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool(_) => "AveragePool",
+            Op::GlobalAveragePool => "GlobalAveragePool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Squeeze => "Squeeze",
+            Op::Unsqueeze => "Unsqueeze",
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Softmax { .. } => "Softmax",
+            Op::Identity => "Identity",
+            Op::Pad { .. } => "Pad",
+            Op::Concat { .. } => "Concat",
+            Op::ReduceMean { .. } => "ReduceMean",
+            Op::Shape => "Shape",
+            Op::Gather { .. } => "Gather",
+            Op::Cast { .. } => "Cast",
+        }
+    }
+
+    /// Multiply-accumulates per output element, given the input shapes, for ops that do
+    /// them (convolution and matrix products); used by `inspect`.
+    pub fn macs(&self, input_shapes: &[Vec<usize>], output_shape: &[usize]) -> u64 {
+        let out: u64 = output_shape.iter().map(|&d| d as u64).product();
+        match self {
+            Op::Conv(c) => match input_shapes.get(1) {
+                Some(w) if w.len() == 4 => {
+                    out * (w[1] * w[2] * w[3]) as u64 * u64::from(c.group > 0)
+                }
+                _ => 0,
+            },
+            Op::Gemm(g) => match input_shapes.first() {
+                Some(a) if a.len() == 2 => out * (if g.trans_a { a[0] } else { a[1] }) as u64,
+                _ => 0,
+            },
+            Op::MatMul => match input_shapes.first() {
+                Some(a) if !a.is_empty() => out * a[a.len() - 1] as u64,
+                _ => 0,
+            },
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! ONNX ModelProto to weft Graph.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prost::Message;
+use weft_core::op::{Conv, Gemm, PadMode, Padding, Pool};
+use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
+
+use crate::attrs::Attrs;
+use crate::proto::{ModelProto, NodeProto, ValueInfoProto, type_proto};
+use crate::tensor::{from_proto, type_name, weft_type};
+use crate::{OPSET_RANGE, OnnxError, Result};
+
+/// An imported model: the graph plus what the file said about itself.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub graph: Graph,
+    pub opset: i64,
+    pub producer: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Loads an ONNX file; external data files resolve relative to its directory.
+pub fn load(path: &Path) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|source| OnnxError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_bytes(&bytes, path.parent())
+}
+
+/// Imports an ONNX model from its bytes. The graph comes back sorted and shape-checked
+/// (symbolic dims taken as 1).
+pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
+    let model = ModelProto::decode(bytes).map_err(|e| OnnxError::Decode(e.to_string()))?;
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| matches!(o.domain(), "" | "ai.onnx"))
+        .map(|o| o.version())
+        .ok_or_else(|| OnnxError::Invalid("no default-domain opset is imported".into()))?;
+    if !OPSET_RANGE.contains(&opset) {
+        return Err(OnnxError::Invalid(format!(
+            "opset {opset} is not supported (weft reads opsets {} to {})",
+            OPSET_RANGE.start(),
+            OPSET_RANGE.end()
+        )));
+    }
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Invalid("the model has no graph".into()))?;
+    let mut graph = Graph {
+        name: g.name().to_string(),
+        ..Default::default()
+    };
+    for t in &g.initializer {
+        if t.name().is_empty() {
+            return Err(OnnxError::Invalid("an initializer has no name".into()));
+        }
+        graph
+            .initializers
+            .insert(t.name().to_string(), from_proto(t, base_dir)?);
+    }
+    if !g.sparse_initializer.is_empty() {
+        return Err(OnnxError::Invalid(
+            "sparse initializers are not supported".into(),
+        ));
+    }
+    for vi in &g.input {
+        if !graph.initializers.contains_key(vi.name()) {
+            graph.inputs.push(value_info(vi, true)?);
+        }
+    }
+    for vi in &g.output {
+        graph.outputs.push(value_info(vi, false)?);
+    }
+    let mut ctx = Importer {
+        graph: &mut graph,
+        opset,
+        base_dir,
+    };
+    for (idx, node) in g.node.iter().enumerate() {
+        ctx.node(idx, node)?;
+    }
+    graph.sort()?;
+    weft_core::shape::infer(&graph, &HashMap::new())?;
+    Ok(Model {
+        graph,
+        opset,
+        producer: format!("{} {}", model.producer_name(), model.producer_version())
+            .trim()
+            .to_string(),
+        metadata: model
+            .metadata_props
+            .iter()
+            .map(|p| (p.key().to_string(), p.value().to_string()))
+            .collect(),
+    })
+}
+
+fn value_info(vi: &ValueInfoProto, need_shape: bool) -> Result<ValueInfo> {
+    let name = vi.name();
+    if name.is_empty() {
+        return Err(OnnxError::Invalid(
+            "a graph input or output has no name".into(),
+        ));
+    }
+    let tensor_type = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => Some(t),
+        None if !need_shape => None,
+        _ => return Err(OnnxError::Invalid(format!("'{name}' is not a tensor"))),
+    };
+    let dtype = match tensor_type {
+        Some(t) => weft_type(t.elem_type()).ok_or_else(|| {
+            OnnxError::Invalid(format!(
+                "'{name}' has unsupported element type {}",
+                type_name(t.elem_type())
+            ))
+        })?,
+        None => DType::F32,
+    };
+    let shape = match tensor_type.and_then(|t| t.shape.as_ref()) {
+        Some(s) => s
+            .dim
+            .iter()
+            .map(|d| match d.value {
+                Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => {
+                    Some(v as usize)
+                }
+                _ => None,
+            })
+            .collect(),
+        None if need_shape => {
+            return Err(OnnxError::Invalid(format!("input '{name}' has no shape")));
+        }
+        None => vec![],
+    };
+    Ok(ValueInfo::new(name, dtype, shape))
+}
+
+struct Importer<'g> {
+    graph: &'g mut Graph,
+    opset: i64,
+    base_dir: Option<&'g Path>,
+}
+
+impl Importer<'_> {
+    /// Adds a constant and returns its name.
+    fn constant(&mut self, stem: &str, t: Tensor) -> String {
+        let name = self.graph.fresh_name(stem);
+        self.graph.initializers.insert(name.clone(), t);
+        name
+    }
+
+    fn node(&mut self, idx: usize, n: &NodeProto) -> Result<()> {
+        let name = if n.name().is_empty() {
+            format!("{}_{idx}", n.op_type())
+        } else {
+            n.name().to_string()
+        };
+        let a = Attrs {
+            node: n,
+            name: name.clone(),
+            opset: self.opset,
+        };
+        if !matches!(n.domain(), "" | "ai.onnx") {
+            return Err(a.unsupported(format!(
+                "operators of domain '{}' are not supported",
+                n.domain()
+            )));
+        }
+        let mut inputs: Vec<String> = n.input.clone();
+        let outputs: Vec<String> = n.output.clone();
+        if outputs.first().is_none_or(|o| o.is_empty()) {
+            return Err(a.unsupported("the node has no output"));
+        }
+        let v = self.opset;
+        let single_output = |a: &Attrs| -> Result<()> {
+            if outputs.iter().skip(1).any(|o| !o.is_empty()) {
+                return Err(a.unsupported("only the first output is supported"));
+            }
+            Ok(())
+        };
+        let op = match n.op_type() {
+            "Constant" => {
+                let t = if let Some(t) = a.tensor("value")? {
+                    from_proto(t, self.base_dir)?
+                } else if a.has("value_float") {
+                    Tensor::f32_scalar(a.float("value_float", 0.0)?)
+                } else if let Some(f) = a.floats("value_floats")? {
+                    Tensor::from_f32(&[f.len()], f)?
+                } else if a.has("value_int") {
+                    Tensor::from_i64(&[], vec![a.int("value_int", 0)?])?
+                } else if let Some(i) = a.ints("value_ints")? {
+                    Tensor::i64_vec(&i)
+                } else {
+                    return Err(
+                        a.unsupported("Constant without a tensor, float(s) or int(s) value")
+                    );
+                };
+                if self
+                    .graph
+                    .initializers
+                    .insert(outputs[0].clone(), t)
+                    .is_some()
+                {
+                    return Err(OnnxError::Graph(weft_core::CoreError::DuplicateValue(
+                        outputs[0].clone(),
+                    )));
+                }
+                return Ok(());
+            }
+            "Conv" => {
+                let kernel = a.usizes("kernel_shape", 2)?;
+                Op::Conv(Conv {
+                    kernel_shape: kernel.map(|k| [k[0], k[1]]),
+                    strides: a.pair("strides", 1)?,
+                    dilations: a.pair("dilations", 1)?,
+                    padding: padding(&a)?,
+                    group: usize::try_from(a.int("group", 1)?)
+                        .ok()
+                        .filter(|&g| g > 0)
+                        .ok_or_else(|| a.unsupported("group must be positive"))?,
+                    activation: None,
+                })
+            }
+            "BatchNormalization" => {
+                if a.int("spatial", 1)? != 1 || a.int("training_mode", 0)? != 0 {
+                    return Err(a.unsupported(
+                        "only inference-mode, spatial BatchNormalization is supported",
+                    ));
+                }
+                Op::BatchNormalization {
+                    epsilon: a.float("epsilon", 1e-5)?,
+                }
+            }
+            "Relu" => Op::Relu,
+            "Clip" => {
+                if v < 11 {
+                    let min = self.constant(
+                        &format!("{name}.min"),
+                        Tensor::f32_scalar(a.float("min", f32::MIN)?),
+                    );
+                    let max = self.constant(
+                        &format!("{name}.max"),
+                        Tensor::f32_scalar(a.float("max", f32::MAX)?),
+                    );
+                    inputs = vec![inputs.first().cloned().unwrap_or_default(), min, max];
+                }
+                Op::Clip
+            }
+            "Add" => Op::Add,
+            "Sub" => Op::Sub,
+            "Mul" => Op::Mul,
+            "Div" => Op::Div,
+            "MaxPool" => {
+                single_output(&a)?;
+                if a.int("storage_order", 0)? != 0 {
+                    return Err(a.unsupported("column-major storage_order"));
+                }
+                Op::MaxPool(pool(&a, false)?)
+            }
+            "AveragePool" => Op::AveragePool(pool(&a, true)?),
+            "GlobalAveragePool" => Op::GlobalAveragePool,
+            "GlobalMaxPool" => Op::GlobalMaxPool,
+            "Flatten" => Op::Flatten {
+                axis: a.int("axis", 1)?,
+            },
+            "Reshape" => {
+                if v < 5 {
+                    let shape = a
+                        .ints("shape")?
+                        .ok_or_else(|| a.unsupported("Reshape without shape"))?;
+                    let s = self.constant(&format!("{name}.shape"), Tensor::i64_vec(&shape));
+                    inputs.truncate(1);
+                    inputs.push(s);
+                }
+                Op::Reshape {
+                    allowzero: a.int("allowzero", 0)? != 0,
+                }
+            }
+            "Transpose" => Op::Transpose {
+                perm: a
+                    .ints("perm")?
+                    .map(|p| {
+                        p.iter()
+                            .map(|&x| {
+                                usize::try_from(x)
+                                    .map_err(|_| a.unsupported(format!("negative perm {x}")))
+                            })
+                            .collect::<Result<Vec<_>>>()
+                    })
+                    .transpose()?,
+            },
+            "Squeeze" | "Unsqueeze" => {
+                if v < 13 {
+                    if let Some(axes) = a.ints("axes")? {
+                        let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
+                        inputs.truncate(1);
+                        inputs.push(s);
+                    }
+                }
+                if n.op_type() == "Squeeze" {
+                    Op::Squeeze
+                } else {
+                    Op::Unsqueeze
+                }
+            }
+            "Gemm" => Op::Gemm(Gemm {
+                alpha: a.float("alpha", 1.0)?,
+                beta: a.float("beta", 1.0)?,
+                trans_a: a.int("transA", 0)? != 0,
+                trans_b: a.int("transB", 0)? != 0,
+            }),
+            "MatMul" => Op::MatMul,
+            "Softmax" => {
+                if v < 13 {
+                    Op::Softmax {
+                        axis: a.int("axis", 1)?,
+                        legacy: true,
+                    }
+                } else {
+                    Op::Softmax {
+                        axis: a.int("axis", -1)?,
+                        legacy: false,
+                    }
+                }
+            }
+            "Identity" => Op::Identity,
+            "Dropout" => {
+                single_output(&a)?;
+                inputs.truncate(1);
+                Op::Identity
+            }
+            "Pad" => {
+                let mode = match a.string("mode")?.as_deref().unwrap_or("constant") {
+                    "constant" => PadMode::Constant,
+                    "reflect" => PadMode::Reflect,
+                    "edge" => PadMode::Edge,
+                    other => return Err(a.unsupported(format!("pad mode '{other}'"))),
+                };
+                if v < 11 {
+                    let pads = a
+                        .ints("pads")?
+                        .ok_or_else(|| a.unsupported("Pad without pads"))?;
+                    let p = self.constant(&format!("{name}.pads"), Tensor::i64_vec(&pads));
+                    let value = self.constant(
+                        &format!("{name}.value"),
+                        Tensor::f32_scalar(a.float("value", 0.0)?),
+                    );
+                    inputs = vec![inputs.first().cloned().unwrap_or_default(), p, value];
+                } else if inputs.get(3).is_some_and(|s| !s.is_empty()) {
+                    return Err(a.unsupported("the axes input of Pad"));
+                }
+                Op::Pad { mode }
+            }
+            "Concat" => Op::Concat {
+                axis: a.int("axis", 0).and_then(|x| {
+                    if a.has("axis") {
+                        Ok(x)
+                    } else {
+                        Err(a.unsupported("Concat without axis"))
+                    }
+                })?,
+            },
+            "ReduceMean" => {
+                if v < 18 {
+                    if let Some(axes) = a.ints("axes")? {
+                        let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
+                        inputs.truncate(1);
+                        inputs.push(s);
+                    }
+                }
+                Op::ReduceMean {
+                    keepdims: a.int("keepdims", 1)? != 0,
+                    noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
+                }
+            }
+            "Shape" => {
+                if a.has("start") || a.has("end") {
+                    return Err(a.unsupported("Shape with start or end"));
+                }
+                Op::Shape
+            }
+            "Gather" => Op::Gather {
+                axis: a.int("axis", 0)?,
+            },
+            "Cast" => {
+                let to = a.int("to", 0)?;
+                let dtype = i32::try_from(to)
+                    .ok()
+                    .and_then(weft_type)
+                    .ok_or_else(|| a.unsupported(format!("Cast to {}", type_name(to as i32))))?;
+                Op::Cast { to: dtype }
+            }
+            other => return Err(a.unsupported(format!("operator '{other}' is not supported"))),
+        };
+        let outputs = if matches!(op, Op::BatchNormalization { .. }) {
+            single_output(&a)?;
+            outputs[..1].to_vec()
+        } else {
+            outputs
+        };
+        self.graph.nodes.push(Node {
+            name,
+            op,
+            inputs,
+            outputs,
+        });
+        Ok(())
+    }
+}
+
+fn padding(a: &Attrs) -> Result<Padding> {
+    match a.string("auto_pad")?.as_deref().unwrap_or("NOTSET") {
+        "NOTSET" | "" => Ok(match a.usizes("pads", 4)? {
+            Some(p) => Padding::Explicit([p[0], p[1], p[2], p[3]]),
+            None => Padding::ZERO,
+        }),
+        "SAME_UPPER" => Ok(Padding::SameUpper),
+        "SAME_LOWER" => Ok(Padding::SameLower),
+        "VALID" => Ok(Padding::Valid),
+        other => Err(a.unsupported(format!("auto_pad '{other}'"))),
+    }
+}
+
+fn pool(a: &Attrs, average: bool) -> Result<Pool> {
+    let k = a
+        .usizes("kernel_shape", 2)?
+        .ok_or_else(|| a.unsupported("kernel_shape is required (only 2-D pooling is supported)"))?;
+    Ok(Pool {
+        kernel_shape: [k[0], k[1]],
+        strides: a.pair("strides", 1)?,
+        dilations: a.pair("dilations", 1)?,
+        padding: padding(a)?,
+        ceil_mode: a.int("ceil_mode", 0)? != 0,
+        count_include_pad: average && a.int("count_include_pad", 0)? != 0,
+    })
+}

@@ -1,0 +1,348 @@
+//! Evaluation of one node on concrete tensors, in f32 (and int64 for shape arithmetic).
+
+use ndarray::{ArrayD, Axis, Ix2, IxDyn, Zip};
+use weft_core::op::{Activation, PadMode};
+use weft_core::shape::{self, Shapes, normalize_axis};
+use weft_core::{CoreError, DType, Node, Op, Result, Tensor};
+
+use crate::conv::conv2d;
+use crate::pool::{PoolKind, global_pool, pool2d};
+
+macro_rules! map_tensor {
+    ($t:expr, $a:ident => $body:expr) => {
+        match $t {
+            Tensor::F32($a) => Tensor::F32($body),
+            Tensor::F16($a) => Tensor::F16($body),
+            Tensor::I8($a) => Tensor::I8($body),
+            Tensor::U8($a) => Tensor::U8($body),
+            Tensor::I32($a) => Tensor::I32($body),
+            Tensor::I64($a) => Tensor::I64($body),
+        }
+    };
+}
+
+/// Evaluates `node` on `inputs` (aligned with `node.inputs`, `None` for omitted ones).
+/// Shapes are checked by shape inference first, so no input can make it panic.
+pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let mut shapes = Shapes::default();
+    for (name, t) in node.inputs.iter().zip(inputs) {
+        if let Some(t) = t {
+            shapes.insert(name, t);
+        }
+    }
+    let inferred = shape::infer_node(node, &shapes)?;
+    let out_shape = inferred.first().map(|(_, s)| s.clone()).unwrap_or_default();
+    let input = |i: usize| -> Result<&Tensor> {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .ok_or_else(|| CoreError::node(node, format!("input {i} is missing")))
+    };
+    let f32_in = |i: usize| -> Result<ArrayD<f32>> { Ok(input(i)?.to_f32()) };
+    let err = |m: String| CoreError::node(node, m);
+    let x = input(0)?;
+    let result = match &node.op {
+        Op::Conv(c) => {
+            let bias = match inputs.get(2).copied().flatten() {
+                Some(b) => Some(b.to_f32()),
+                None => None,
+            };
+            Tensor::F32(conv2d(&x.to_f32(), &f32_in(1)?, bias.as_ref(), c).map_err(err)?)
+        }
+        Op::BatchNormalization { epsilon } => {
+            let x = x.to_f32();
+            let (scale, bias, mean, var) = (f32_in(1)?, f32_in(2)?, f32_in(3)?, f32_in(4)?);
+            let mut y = x.clone();
+            for (ci, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+                let k = scale[[ci]] / (var[[ci]] + epsilon).sqrt();
+                let b = bias[[ci]] - mean[[ci]] * k;
+                plane.mapv_inplace(|v| v * k + b);
+            }
+            Tensor::F32(y)
+        }
+        Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
+        Op::Clip => {
+            let bound = |i: usize, d: f32| {
+                inputs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .and_then(|t| t.to_f32().iter().next().copied())
+                    .unwrap_or(d)
+            };
+            let (lo, hi) = (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY));
+            Tensor::F32(x.to_f32().mapv(|v| v.max(lo).min(hi)))
+        }
+        Op::Add | Op::Sub | Op::Mul | Op::Div => binary(node, x, input(1)?)?,
+        Op::MaxPool(p) => Tensor::F32(pool2d(&x.to_f32(), p, PoolKind::Max).map_err(err)?),
+        Op::AveragePool(p) => Tensor::F32(pool2d(&x.to_f32(), p, PoolKind::Average).map_err(err)?),
+        Op::GlobalAveragePool => Tensor::F32(global_pool(&x.to_f32(), PoolKind::Average)),
+        Op::GlobalMaxPool => Tensor::F32(global_pool(&x.to_f32(), PoolKind::Max)),
+        Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity => {
+            x.reshaped(&out_shape)?
+        }
+        Op::Transpose { perm } => {
+            let perm: Vec<usize> = perm
+                .clone()
+                .unwrap_or_else(|| (0..x.shape().len()).rev().collect());
+            map_tensor!(x, a => a.view().permuted_axes(perm.clone()).as_standard_layout().into_owned())
+        }
+        Op::Gemm(g) => {
+            let a = to2(&x.to_f32())?;
+            let b = to2(&f32_in(1)?)?;
+            let a = if g.trans_a { a.t().to_owned() } else { a };
+            let b = if g.trans_b { b.t().to_owned() } else { b };
+            let mut y = a.dot(&b) * g.alpha;
+            if let Some(c) = inputs.get(2).copied().flatten() {
+                let c = c.to_f32();
+                let c = c
+                    .broadcast(IxDyn(y.shape()))
+                    .ok_or_else(|| err("C does not broadcast".into()))?;
+                Zip::from(&mut y)
+                    .and(
+                        &c.into_dimensionality::<Ix2>()
+                            .map_err(|e| err(e.to_string()))?,
+                    )
+                    .for_each(|y, &c| *y += g.beta * c);
+            }
+            Tensor::F32(y.into_dyn())
+        }
+        Op::MatMul => Tensor::F32(matmul(&x.to_f32(), &f32_in(1)?, &out_shape)?),
+        Op::Softmax { axis, legacy } => {
+            let x = x.to_f32();
+            let rank = x.ndim();
+            let a = normalize_axis(*axis, rank)
+                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let y = if *legacy {
+                let rows: usize = x.shape()[..a].iter().product();
+                let cols: usize = x.shape()[a..].iter().product();
+                let mut m = x
+                    .into_shape_with_order((rows, cols))
+                    .map_err(|e| err(e.to_string()))?;
+                m.rows_mut()
+                    .into_iter()
+                    .for_each(|mut r| softmax_lane(r.as_slice_mut().unwrap_or(&mut [])));
+                m.into_shape_with_order(IxDyn(&out_shape))
+                    .map_err(|e| err(e.to_string()))?
+            } else {
+                let mut y = x;
+                for mut lane in y.lanes_mut(Axis(a)) {
+                    let mut v: Vec<f32> = lane.iter().copied().collect();
+                    softmax_lane(&mut v);
+                    lane.iter_mut().zip(v).for_each(|(d, s)| *d = s);
+                }
+                y
+            };
+            Tensor::F32(y)
+        }
+        Op::Pad { mode } => {
+            let pads = input(1)?.to_i64_vec();
+            let value = inputs
+                .get(2)
+                .copied()
+                .flatten()
+                .and_then(|t| t.to_f32().iter().next().copied())
+                .unwrap_or(0.0);
+            Tensor::F32(pad(&x.to_f32(), &pads, *mode, value, &out_shape))
+        }
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, x.shape().len())
+                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let all: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect::<Result<_>>()?;
+            if all.iter().all(|t| t.dtype() == DType::I64) {
+                let arrays: Vec<ArrayD<i64>> = all.iter().map(|t| t.to_i64()).collect();
+                let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+                Tensor::I64(ndarray::concatenate(Axis(a), &views).map_err(|e| err(e.to_string()))?)
+            } else {
+                let arrays: Vec<ArrayD<f32>> = all.iter().map(|t| t.to_f32()).collect();
+                let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+                Tensor::F32(ndarray::concatenate(Axis(a), &views).map_err(|e| err(e.to_string()))?)
+            }
+        }
+        Op::ReduceMean {
+            keepdims,
+            noop_with_empty_axes,
+        } => {
+            let x = x.to_f32();
+            let rank = x.ndim();
+            let mut axes: Vec<usize> =
+                match inputs.get(1).copied().flatten().map(|t| t.to_i64_vec()) {
+                    Some(a) if !a.is_empty() => {
+                        a.iter().filter_map(|&v| normalize_axis(v, rank)).collect()
+                    }
+                    _ if *noop_with_empty_axes => vec![],
+                    _ => (0..rank).collect(),
+                };
+            axes.sort_unstable();
+            let mut y = x;
+            for &a in axes.iter().rev() {
+                y = y
+                    .mean_axis(Axis(a))
+                    .ok_or_else(|| err("mean over an empty axis".into()))?;
+                if *keepdims {
+                    y.insert_axis_inplace(Axis(a));
+                }
+            }
+            Tensor::F32(y)
+        }
+        Op::Shape => Tensor::i64_vec(&x.shape().iter().map(|&d| d as i64).collect::<Vec<_>>()),
+        Op::Gather { axis } => {
+            let a = normalize_axis(*axis, x.shape().len())
+                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let dim = x.shape()[a] as i64;
+            let idx: Vec<usize> = input(1)?
+                .to_i64_vec()
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + dim } else { i };
+                    if (0..dim).contains(&j) {
+                        Ok(j as usize)
+                    } else {
+                        Err(err(format!(
+                            "index {i} out of range for axis of size {dim}"
+                        )))
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let picked = map_tensor!(x, a_ => a_.select(Axis(a), &idx));
+            picked.reshaped(&out_shape)?
+        }
+        Op::Cast { to } => x.cast(*to),
+    };
+    if result.shape() != out_shape.as_slice() {
+        return Err(err(format!(
+            "computed shape {:?} differs from inferred {:?}",
+            result.shape(),
+            out_shape
+        )));
+    }
+    Ok(vec![result])
+}
+
+fn to2(a: &ArrayD<f32>) -> Result<ndarray::Array2<f32>> {
+    a.clone()
+        .into_dimensionality::<Ix2>()
+        .map_err(|e| CoreError::Tensor(e.to_string()))
+}
+
+fn softmax_lane(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    v.iter_mut().for_each(|x| *x /= sum);
+}
+
+fn binary(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let err = |m: String| CoreError::node(node, m);
+    if a.dtype() == DType::I64 && b.dtype() == DType::I64 {
+        let (a, b) = (a.to_i64(), b.to_i64());
+        return Ok(Tensor::I64(match node.op {
+            Op::Add => &a + &b,
+            Op::Sub => &a - &b,
+            Op::Mul => &a * &b,
+            _ => {
+                if b.iter().any(|&v| v == 0) {
+                    return Err(err("integer division by zero".into()));
+                }
+                &a / &b
+            }
+        }));
+    }
+    let (a, b) = (a.to_f32(), b.to_f32());
+    Ok(Tensor::F32(match node.op {
+        Op::Add => &a + &b,
+        Op::Sub => &a - &b,
+        Op::Mul => &a * &b,
+        _ => &a / &b,
+    }))
+}
+
+fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let a2 = if a.ndim() == 1 {
+        a.clone().insert_axis(Axis(0))
+    } else {
+        a.clone()
+    };
+    let b2 = if b.ndim() == 1 {
+        b.clone().insert_axis(Axis(1))
+    } else {
+        b.clone()
+    };
+    let (m, k) = (a2.shape()[a2.ndim() - 2], a2.shape()[a2.ndim() - 1]);
+    let n = b2.shape()[b2.ndim() - 1];
+    let batch = shape::broadcast(&a2.shape()[..a2.ndim() - 2], &b2.shape()[..b2.ndim() - 2])
+        .ok_or_else(|| CoreError::Tensor("MatMul batch dims do not broadcast".into()))?;
+    let mut full_a = batch.clone();
+    full_a.extend([m, k]);
+    let mut full_b = batch.clone();
+    full_b.extend([k, n]);
+    let bad = || CoreError::Tensor("MatMul operands do not broadcast".into());
+    let av = a2
+        .broadcast(IxDyn(&full_a))
+        .ok_or_else(bad)?
+        .as_standard_layout()
+        .into_owned();
+    let bv = b2
+        .broadcast(IxDyn(&full_b))
+        .ok_or_else(bad)?
+        .as_standard_layout()
+        .into_owned();
+    let nb: usize = batch.iter().product();
+    let a3 = av
+        .into_shape_with_order((nb, m, k))
+        .map_err(|e| CoreError::Tensor(e.to_string()))?;
+    let b3 = bv
+        .into_shape_with_order((nb, k, n))
+        .map_err(|e| CoreError::Tensor(e.to_string()))?;
+    let mut out = Vec::with_capacity(nb * m * n);
+    for i in 0..nb {
+        out.extend(
+            a3.index_axis(Axis(0), i)
+                .dot(&b3.index_axis(Axis(0), i))
+                .iter()
+                .copied(),
+        );
+    }
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).map_err(|e| CoreError::Tensor(e.to_string()))
+}
+
+fn pad(
+    x: &ArrayD<f32>,
+    pads: &[i64],
+    mode: PadMode,
+    value: f32,
+    out_shape: &[usize],
+) -> ArrayD<f32> {
+    let rank = x.ndim();
+    let in_shape = x.shape().to_vec();
+    ArrayD::from_shape_fn(IxDyn(out_shape), |idx| {
+        let mut src = Vec::with_capacity(rank);
+        for d in 0..rank {
+            let i = idx[d] as i64 - pads[d];
+            let n = in_shape[d] as i64;
+            let j = if (0..n).contains(&i) {
+                i
+            } else {
+                match mode {
+                    PadMode::Constant => return value,
+                    PadMode::Edge => i.clamp(0, n - 1),
+                    PadMode::Reflect => {
+                        if n == 1 {
+                            0
+                        } else {
+                            let period = 2 * (n - 1);
+                            let r = i.rem_euclid(period);
+                            if r < n { r } else { period - r }
+                        }
+                    }
+                }
+            };
+            src.push(j as usize);
+        }
+        x[IxDyn(&src)]
+    })
+}

@@ -23,10 +23,7 @@ pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
         println!("input      {} {} {}", i.name, i.dtype, dims(&i.shape));
     }
     for o in &graph.outputs {
-        let s = inferred
-            .shape(&o.name)
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_default();
+        let s = inferred.shape(&o.name).map(|s| format!("{s:?}")).unwrap_or_default();
         println!("output     {} {s}", o.name);
     }
     let mut by_op: BTreeMap<&str, (usize, u64)> = BTreeMap::new();

@@ -63,11 +63,7 @@ fn main() -> ExitCode {
             num_classes,
             output,
         } => zoo(&name, seed, batch, num_classes, &output),
-        Command::Inspect {
-            model,
-            batch,
-            layers,
-        } => inspect::inspect(&model, batch, layers),
+        Command::Inspect { model, batch, layers } => inspect::inspect(&model, batch, layers),
         Command::Run(args) => run::run(&args),
     };
     match result {

@@ -8,11 +8,7 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("node '{node}' ({op}): {message}")]
-    Node {
-        node: String,
-        op: String,
-        message: String,
-    },
+    Node { node: String, op: String, message: String },
     #[error("shape mismatch in node '{node}' ({op}): expected {expected}, got {got}")]
     ShapeMismatch {
         node: String,
@@ -20,9 +16,7 @@ pub enum CoreError {
         expected: String,
         got: String,
     },
-    #[error(
-        "value '{0}' is used but never produced (no graph input, initializer or node output has that name)"
-    )]
+    #[error("value '{0}' is used but never produced (no graph input, initializer or node output has that name)")]
     UndefinedValue(String),
     #[error("the graph has a cycle through node '{0}'")]
     Cycle(String),
@@ -37,10 +31,7 @@ pub enum CoreError {
     #[error("npy file: {0}")]
     Npy(String),
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl CoreError {

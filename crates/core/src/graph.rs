@@ -53,10 +53,7 @@ impl Node {
 
     /// The input at `idx`, or `None` when absent or omitted.
     pub fn input(&self, idx: usize) -> Option<&str> {
-        self.inputs
-            .get(idx)
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
+        self.inputs.get(idx).map(String::as_str).filter(|s| !s.is_empty())
     }
 }
 
@@ -109,8 +106,7 @@ impl Graph {
                 }
             }
         }
-        let mut ready: std::collections::BTreeSet<usize> =
-            (0..n).filter(|&i| pending[i] == 0).collect();
+        let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
         let mut order = Vec::with_capacity(n);
         while let Some(idx) = ready.pop_first() {
             order.push(idx);
@@ -130,10 +126,7 @@ impl Graph {
                 return Err(CoreError::UndefinedValue(out.name.clone()));
             }
         }
-        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
-            .into_iter()
-            .map(Some)
-            .collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
         self.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
         Ok(())
     }

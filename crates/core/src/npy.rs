@@ -32,15 +32,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         .ok_or_else(|| bad("truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
     let descr = dict_value(header, "descr").ok_or_else(|| bad("header has no 'descr'"))?;
-    let fortran =
-        dict_value(header, "fortran_order").ok_or_else(|| bad("header has no 'fortran_order'"))?;
+    let fortran = dict_value(header, "fortran_order").ok_or_else(|| bad("header has no 'fortran_order'"))?;
     let shape_text = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'"))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let mut shape = Vec::new();
-    let inner = shape_text
-        .trim()
-        .trim_start_matches('(')
-        .trim_end_matches(')');
+    let inner = shape_text.trim().trim_start_matches('(').trim_end_matches(')');
     for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         shape.push(
             part.parse::<usize>()
@@ -63,9 +59,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         "<f4" => Tensor::from_le_bytes(DType::F32, &storage_shape, exact(data, n, 4)?)?,
         "<f2" => Tensor::from_le_bytes(DType::F16, &storage_shape, exact(data, n, 2)?)?,
         "|i1" | "<i1" => Tensor::from_le_bytes(DType::I8, &storage_shape, exact(data, n, 1)?)?,
-        "|u1" | "<u1" | "|b1" => {
-            Tensor::from_le_bytes(DType::U8, &storage_shape, exact(data, n, 1)?)?
-        }
+        "|u1" | "<u1" | "|b1" => Tensor::from_le_bytes(DType::U8, &storage_shape, exact(data, n, 1)?)?,
         "<i4" => Tensor::from_le_bytes(DType::I32, &storage_shape, exact(data, n, 4)?)?,
         "<i8" => Tensor::from_le_bytes(DType::I64, &storage_shape, exact(data, n, 8)?)?,
         "<f8" => {
@@ -101,10 +95,7 @@ fn exact(data: &[u8], n: usize, size: usize) -> Result<&[u8]> {
 
 fn transpose(t: &Tensor, perm: &[usize]) -> Tensor {
     fn go<T: Clone>(a: &ndarray::ArrayD<T>, perm: &[usize]) -> ndarray::ArrayD<T> {
-        a.view()
-            .permuted_axes(perm.to_vec())
-            .as_standard_layout()
-            .into_owned()
+        a.view().permuted_axes(perm.to_vec()).as_standard_layout().into_owned()
     }
     match t {
         Tensor::F32(a) => Tensor::F32(go(a, perm)),
@@ -149,10 +140,7 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
         [one] => format!("({one},)"),
         dims => format!(
             "({})",
-            dims.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         ),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");

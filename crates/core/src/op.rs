@@ -212,9 +212,7 @@ impl Op {
         let out: u64 = output_shape.iter().map(|&d| d as u64).product();
         match self {
             Op::Conv(c) => match input_shapes.get(1) {
-                Some(w) if w.len() == 4 => {
-                    out * (w[1] * w[2] * w[3]) as u64 * u64::from(c.group > 0)
-                }
+                Some(w) if w.len() == 4 => out * (w[1] * w[2] * w[3]) as u64 * u64::from(c.group > 0),
                 _ => 0,
             },
             Op::Gemm(g) => match input_shapes.first() {

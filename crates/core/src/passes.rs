@@ -47,11 +47,7 @@ pub fn fold_constants(graph: &mut Graph, eval: Evaluate) -> Result<usize> {
                 .all(|i| i.is_empty() || graph.initializers.contains_key(i))
             && !node.outputs.iter().any(|o| outputs.contains(o));
         if all_const {
-            let ins: Vec<Option<&Tensor>> = node
-                .inputs
-                .iter()
-                .map(|i| graph.initializers.get(i))
-                .collect();
+            let ins: Vec<Option<&Tensor>> = node.inputs.iter().map(|i| graph.initializers.get(i)).collect();
             let results = eval(&node, &ins)?;
             for (name, t) in node.outputs.iter().zip(results) {
                 graph.initializers.insert(name.clone(), t);
@@ -73,8 +69,7 @@ pub fn remove_identities(graph: &mut Graph) -> usize {
     let mut idx = 0;
     while idx < graph.nodes.len() {
         let node = &graph.nodes[idx];
-        if node.op == Op::Identity && !outputs.contains(&node.outputs[0]) && node.input(0).is_some()
-        {
+        if node.op == Op::Identity && !outputs.contains(&node.outputs[0]) && node.input(0).is_some() {
             let (from, to) = (node.outputs[0].clone(), node.inputs[0].clone());
             graph.nodes.remove(idx);
             rename_uses(graph, &from, &to);
@@ -130,8 +125,7 @@ pub fn fold_batchnorm(graph: &mut Graph) -> usize {
         let (Ok(w), [scale, shift, mean, var]) = (w.as_f32(), params.as_slice()) else {
             break;
         };
-        let (scale, shift, mean, var) =
-            (scale.to_f32(), shift.to_f32(), mean.to_f32(), var.to_f32());
+        let (scale, shift, mean, var) = (scale.to_f32(), shift.to_f32(), mean.to_f32(), var.to_f32());
         let m = w.shape()[0];
         if [&scale, &shift, &mean, &var].iter().any(|p| p.len() != m) {
             break;
@@ -149,9 +143,7 @@ pub fn fold_batchnorm(graph: &mut Graph) -> usize {
         }
         let conv_name = graph.nodes[conv_idx].name.clone();
         let w_name = graph.fresh_name(&format!("{conv_name}.weight_folded"));
-        graph
-            .initializers
-            .insert(w_name.clone(), Tensor::F32(new_w));
+        graph.initializers.insert(w_name.clone(), Tensor::F32(new_w));
         let b_name = graph.fresh_name(&format!("{conv_name}.bias_folded"));
         graph.initializers.insert(
             b_name.clone(),
@@ -262,10 +254,8 @@ mod tests {
             ],
             ..Default::default()
         };
-        g.initializers.insert(
-            "w".into(),
-            Tensor::from_f32(&[3, 2, 1, 1], vec![1.0; 6]).unwrap(),
-        );
+        g.initializers
+            .insert("w".into(), Tensor::from_f32(&[3, 2, 1, 1], vec![1.0; 6]).unwrap());
         for (name, v) in [("s", 2.0), ("b", 0.5), ("m", 1.0), ("v", 4.0)] {
             g.initializers
                 .insert(name.into(), Tensor::from_f32(&[3], vec![v; 3]).unwrap());
@@ -279,9 +269,7 @@ mod tests {
         assert_eq!(fold_batchnorm(&mut g), 1);
         assert_eq!(fuse_activations(&mut g), 1);
         assert_eq!(g.nodes.len(), 1);
-        let Op::Conv(c) = &g.nodes[0].op else {
-            panic!()
-        };
+        let Op::Conv(c) = &g.nodes[0].op else { panic!() };
         assert_eq!(c.activation, Some(Activation::Relu));
         assert_eq!(g.nodes[0].outputs, vec!["y".to_string()]);
         let w = g.initializers[&g.nodes[0].inputs[1]].to_f32();

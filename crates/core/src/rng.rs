@@ -10,7 +10,7 @@ pub struct Rng {
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng {
-            state: seed ^ 0x5EED_0F_3EF7,
+            state: seed ^ 0x5EED_0F3E_F7A1,
         }
     }
 

@@ -38,7 +38,10 @@ pub fn window(
         .ok_or_else(|| "kernel span overflows".to_string())?;
     let same = |upper: bool| {
         let out = input.div_ceil(stride);
-        let needed = ((out.max(1) - 1) * stride + span).saturating_sub(input);
+        let needed = (out.max(1) - 1)
+            .saturating_mul(stride)
+            .saturating_add(span)
+            .saturating_sub(input);
         let small = needed / 2;
         let (b, e) = if upper {
             (small, needed - small)
@@ -59,7 +62,7 @@ pub fn window(
                 Padding::Explicit(p) => (p[axis], p[axis + 2]),
                 _ => (0, 0),
             };
-            let padded = input + b + e;
+            let padded = input.saturating_add(b).saturating_add(e);
             if padded < span {
                 return Err(format!(
                     "window of span {span} does not fit input of size {input} with pads {b}+{e}"
@@ -72,7 +75,7 @@ pub fn window(
                 room / stride
             } + 1;
             // A window that would start entirely in the end padding is dropped.
-            if ceil_mode && (out - 1) * stride >= input + b {
+            if ceil_mode && (out - 1).saturating_mul(stride) >= input.saturating_add(b) {
                 out -= 1;
             }
             Window {
@@ -117,16 +120,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank {
-            a[i + a.len() - rank]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= rank {
-            b[i + b.len() - rank]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -145,11 +140,7 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
 }
 
 /// Resolves the target shape of a Reshape.
-pub fn reshape_target(
-    input: &[usize],
-    target: &[i64],
-    allowzero: bool,
-) -> std::result::Result<Vec<usize>, String> {
+pub fn reshape_target(input: &[usize], target: &[i64], allowzero: bool) -> std::result::Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -173,14 +164,12 @@ pub fn reshape_target(
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or("target shape overflows")?;
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return Err(format!(
-            "cannot reshape {input:?} ({total} elements) to {target:?}"
-        ));
+        return Err(format!("cannot reshape {input:?} ({total} elements) to {target:?}"));
     }
     Ok(out)
 }
@@ -196,8 +185,7 @@ impl Shapes {
     /// Records a value's dtype and shape, and its contents when it is a small integer
     /// tensor that later shape computations may need.
     pub fn insert(&mut self, name: &str, t: &Tensor) {
-        self.values
-            .insert(name.to_string(), (t.dtype(), t.shape().to_vec()));
+        self.values.insert(name.to_string(), (t.dtype(), t.shape().to_vec()));
         if matches!(t.dtype(), DType::I64 | DType::I32) && t.len() <= 64 {
             self.constants.insert(name.to_string(), t.clone());
         }
@@ -228,10 +216,10 @@ pub fn infer(graph: &Graph, input_shapes: &HashMap<String, Vec<usize>>) -> Resul
         for (name, v) in node.outputs.iter().zip(outs) {
             s.values.insert(name.clone(), v);
         }
-        if let Some(c) = fold_small(node, &s) {
-            if let Some(out) = node.outputs.first() {
-                s.constants.insert(out.clone(), c);
-            }
+        if let Some(c) = fold_small(node, &s)
+            && let Some(out) = node.outputs.first()
+        {
+            s.constants.insert(out.clone(), c);
         }
     }
     Ok(s)
@@ -249,16 +237,12 @@ fn in_shape<'a>(node: &Node, s: &'a Shapes, idx: usize) -> Result<&'a (DType, Ve
 fn const_ints(node: &Node, s: &Shapes, idx: usize, what: &str) -> Result<Option<Vec<i64>>> {
     match node.input(idx) {
         None => Ok(None),
-        Some(name) => s
-            .constants
-            .get(name)
-            .map(|t| Some(t.to_i64_vec()))
-            .ok_or_else(|| {
-                CoreError::node(
-                    node,
-                    format!("{what} ('{name}') must be a constant known before running"),
-                )
-            }),
+        Some(name) => s.constants.get(name).map(|t| Some(t.to_i64_vec())).ok_or_else(|| {
+            CoreError::node(
+                node,
+                format!("{what} ('{name}') must be a constant known before running"),
+            )
+        }),
     }
 }
 
@@ -274,9 +258,8 @@ fn mismatch(node: &Node, expected: impl Into<String>, got: impl std::fmt::Debug)
 fn axes_set(node: &Node, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     let mut out = Vec::new();
     for &a in axes {
-        let a = normalize_axis(a, rank).ok_or_else(|| {
-            CoreError::node(node, format!("axis {a} out of range for rank {rank}"))
-        })?;
+        let a = normalize_axis(a, rank)
+            .ok_or_else(|| CoreError::node(node, format!("axis {a} out of range for rank {rank}")))?;
         if out.contains(&a) {
             return Err(CoreError::node(node, format!("axis {a} repeated")));
         }
@@ -300,10 +283,10 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                     (&x, w),
                 ));
             }
-            if let Some(k) = c.kernel_shape {
-                if k != [w[2], w[3]] {
-                    return Err(mismatch(node, format!("weight kernel {k:?}"), &w[2..]));
-                }
+            if let Some(k) = c.kernel_shape
+                && k != [w[2], w[3]]
+            {
+                return Err(mismatch(node, format!("weight kernel {k:?}"), &w[2..]));
             }
             if c.group == 0 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
                 return Err(mismatch(
@@ -318,26 +301,9 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                     return Err(mismatch(node, format!("bias of shape [{}]", w[0]), b));
                 }
             }
-            let oh = window(
-                x[2],
-                w[2],
-                c.strides[0],
-                c.dilations[0],
-                &c.padding,
-                false,
-                0,
-            )
-            .map_err(err)?;
-            let ow = window(
-                x[3],
-                w[3],
-                c.strides[1],
-                c.dilations[1],
-                &c.padding,
-                false,
-                1,
-            )
-            .map_err(|m| CoreError::node(node, m))?;
+            let oh = window(x[2], w[2], c.strides[0], c.dilations[0], &c.padding, false, 0).map_err(err)?;
+            let ow = window(x[3], w[3], c.strides[1], c.dilations[1], &c.padding, false, 1)
+                .map_err(|m| CoreError::node(node, m))?;
             one(vec![x[0], w[0], oh.out, ow.out])
         }
         Op::BatchNormalization { .. } => {
@@ -347,26 +313,20 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             for i in 1..5 {
                 let (_, p) = in_shape(node, s, i)?;
                 if p != &vec![x[1]] {
-                    return Err(mismatch(
-                        node,
-                        format!("parameter {i} of shape [{}]", x[1]),
-                        p,
-                    ));
+                    return Err(mismatch(node, format!("parameter {i} of shape [{}]", x[1]), p));
                 }
             }
             one(x)
         }
         Op::Relu | Op::Clip | Op::Identity => one(x),
         Op::Softmax { axis, .. } => {
-            normalize_axis(*axis, x.len())
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             one(x)
         }
         Op::Cast { to } => Ok(vec![(*to, x)]),
         Op::Add | Op::Sub | Op::Mul | Op::Div => {
             let (_, y) = in_shape(node, s, 1)?;
-            let out = broadcast(&x, y)
-                .ok_or_else(|| mismatch(node, format!("shape broadcastable with {x:?}"), y))?;
+            let out = broadcast(&x, y).ok_or_else(|| mismatch(node, format!("shape broadcastable with {x:?}"), y))?;
             one(out)
         }
         Op::MaxPool(p) | Op::AveragePool(p) => {
@@ -391,14 +351,13 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             let a = if *axis == x.len() as i64 {
                 x.len()
             } else {
-                normalize_axis(*axis, x.len())
-                    .ok_or_else(|| err(format!("axis {axis} out of range")))?
+                normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?
             };
             one(vec![x[..a].iter().product(), x[a..].iter().product()])
         }
         Op::Reshape { allowzero } => {
-            let target = const_ints(node, s, 1, "the target shape")?
-                .ok_or_else(|| err("missing shape input".into()))?;
+            let target =
+                const_ints(node, s, 1, "the target shape")?.ok_or_else(|| err("missing shape input".into()))?;
             one(reshape_target(&x, &target, *allowzero).map_err(err)?)
         }
         Op::Transpose { perm } => {
@@ -406,11 +365,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..x.len()).collect::<Vec<_>>() {
-                return Err(mismatch(
-                    node,
-                    format!("permutation of rank {}", x.len()),
-                    &perm,
-                ));
+                return Err(mismatch(node, format!("permutation of rank {}", x.len()), &perm));
             }
             one(perm.iter().map(|&p| x[p]).collect())
         }
@@ -430,8 +385,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                 .collect())
         }
         Op::Unsqueeze => {
-            let axes =
-                const_ints(node, s, 1, "axes")?.ok_or_else(|| err("missing axes input".into()))?;
+            let axes = const_ints(node, s, 1, "axes")?.ok_or_else(|| err("missing axes input".into()))?;
             let rank = x.len() + axes.len();
             let axes = axes_set(node, &axes, rank)?;
             let mut it = x.iter();
@@ -450,16 +404,8 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             if x.len() != 2 || b.len() != 2 {
                 return Err(mismatch(node, "2-D A and B", (&x, b)));
             }
-            let (m, k) = if g.trans_a {
-                (x[1], x[0])
-            } else {
-                (x[0], x[1])
-            };
-            let (k2, n) = if g.trans_b {
-                (b[1], b[0])
-            } else {
-                (b[0], b[1])
-            };
+            let (m, k) = if g.trans_a { (x[1], x[0]) } else { (x[0], x[1]) };
+            let (k2, n) = if g.trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
             if k != k2 {
                 return Err(mismatch(node, format!("B with inner dimension {k}"), b));
             }
@@ -473,34 +419,27 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::MatMul => {
             let (_, b) = in_shape(node, s, 1)?;
-            one(matmul_shape(&x, b).ok_or_else(|| {
-                mismatch(node, format!("shape compatible with {x:?} for MatMul"), b)
-            })?)
+            one(matmul_shape(&x, b)
+                .ok_or_else(|| mismatch(node, format!("shape compatible with {x:?} for MatMul"), b))?)
         }
         Op::Pad { .. } => {
-            let pads =
-                const_ints(node, s, 1, "pads")?.ok_or_else(|| err("missing pads input".into()))?;
+            let pads = const_ints(node, s, 1, "pads")?.ok_or_else(|| err("missing pads input".into()))?;
             if pads.len() != 2 * x.len() {
                 return Err(mismatch(node, format!("{} pads", 2 * x.len()), &pads));
             }
             let r = x.len();
             let out: Option<Vec<usize>> = (0..r)
-                .map(|i| usize::try_from(x[i] as i64 + pads[i] + pads[i + r]).ok())
+                .map(|i| usize::try_from((x[i] as i64).saturating_add(pads[i]).saturating_add(pads[i + r])).ok())
                 .collect();
             one(out.ok_or_else(|| err(format!("pads {pads:?} remove more than the input has")))?)
         }
         Op::Concat { axis } => {
-            let a = normalize_axis(*axis, x.len())
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let mut out = x.clone();
             for i in 1..node.inputs.len() {
                 let (_, y) = in_shape(node, s, i)?;
                 if y.len() != x.len() || (0..x.len()).any(|d| d != a && y[d] != x[d]) {
-                    return Err(mismatch(
-                        node,
-                        format!("shape matching {x:?} except axis {a}"),
-                        y,
-                    ));
+                    return Err(mismatch(node, format!("shape matching {x:?} except axis {a}"), y));
                 }
                 out[a] += y[a];
             }
@@ -532,8 +471,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
         Op::Shape => Ok(vec![(DType::I64, vec![x.len()])]),
         Op::Gather { axis } => {
             let (_, idx) = in_shape(node, s, 1)?;
-            let a = normalize_axis(*axis, x.len())
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let mut out = x[..a].to_vec();
             out.extend_from_slice(idx);
             out.extend_from_slice(&x[a + 1..]);
@@ -547,16 +485,8 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
-    let a2 = if a.len() == 1 {
-        vec![1, a[0]]
-    } else {
-        a.to_vec()
-    };
-    let b2 = if b.len() == 1 {
-        vec![b[0], 1]
-    } else {
-        b.to_vec()
-    };
+    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -578,9 +508,7 @@ fn fold_small(node: &Node, s: &Shapes) -> Option<Tensor> {
     match &node.op {
         Op::Shape => {
             let shape = s.shape(node.input(0)?)?;
-            Some(Tensor::i64_vec(
-                &shape.iter().map(|&d| d as i64).collect::<Vec<_>>(),
-            ))
+            Some(Tensor::i64_vec(&shape.iter().map(|&d| d as i64).collect::<Vec<_>>()))
         }
         Op::Identity
         | Op::Cast {
@@ -672,10 +600,7 @@ mod tests {
 
     #[test]
     fn reshape_targets() {
-        assert_eq!(
-            reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(),
-            vec![2, 12]
-        );
+        assert_eq!(reshape_target(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
         assert!(reshape_target(&[2, 3, 4], &[5, -1], false).is_err());
         assert!(reshape_target(&[2, 3], &[-1, -1], false).is_err());
     }

@@ -73,8 +73,7 @@ impl Tensor {
     /// A 1-D int64 tensor.
     pub fn i64_vec(values: &[i64]) -> Tensor {
         Tensor::I64(
-            ArrayD::from_shape_vec(IxDyn(&[values.len()]), values.to_vec())
-                .unwrap_or_else(|_| unreachable_shape()),
+            ArrayD::from_shape_vec(IxDyn(&[values.len()]), values.to_vec()).unwrap_or_else(|_| unreachable_shape()),
         )
     }
 
@@ -135,14 +134,8 @@ impl Tensor {
                 self.to_f64_like()
                     .mapv(|v| v.round().clamp(i32::MIN as f64, i32::MAX as f64) as i32),
             ),
-            DType::I8 => Tensor::I8(
-                self.to_f64_like()
-                    .mapv(|v| v.round().clamp(-128.0, 127.0) as i8),
-            ),
-            DType::U8 => Tensor::U8(
-                self.to_f64_like()
-                    .mapv(|v| v.round().clamp(0.0, 255.0) as u8),
-            ),
+            DType::I8 => Tensor::I8(self.to_f64_like().mapv(|v| v.round().clamp(-128.0, 127.0) as i8)),
+            DType::U8 => Tensor::U8(self.to_f64_like().mapv(|v| v.round().clamp(0.0, 255.0) as u8)),
         }
     }
 
@@ -283,14 +276,7 @@ mod tests {
     #[test]
     fn bytes_round_trip_every_dtype() {
         let t = Tensor::from_f32(&[2, 3], vec![0.5, -1.0, 2.0, 3.25, -7.0, 100.0]).unwrap();
-        for dt in [
-            DType::F32,
-            DType::F16,
-            DType::I8,
-            DType::U8,
-            DType::I32,
-            DType::I64,
-        ] {
+        for dt in [DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64] {
             let c = t.cast(dt);
             let back = Tensor::from_le_bytes(dt, c.shape(), &c.to_le_bytes()).unwrap();
             assert_eq!(back, c, "{dt}");

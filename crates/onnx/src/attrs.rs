@@ -84,17 +84,13 @@ impl<'a> Attrs<'a> {
         }
         v.iter()
             .map(|&x| {
-                usize::try_from(x).map_err(|_| {
-                    self.unsupported(format!("attribute '{key}' has negative value {x}"))
-                })
+                usize::try_from(x).map_err(|_| self.unsupported(format!("attribute '{key}' has negative value {x}")))
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }
 
     pub fn pair(&self, key: &str, default: usize) -> Result<[usize; 2]> {
-        Ok(self
-            .usizes(key, 2)?
-            .map_or([default, default], |v| [v[0], v[1]]))
+        Ok(self.usizes(key, 2)?.map_or([default, default], |v| [v[0], v[1]]))
     }
 }

@@ -7,8 +7,8 @@ use weft_core::{Graph, Node, Op, Tensor, ValueInfo};
 use crate::proto::attribute_proto::AttributeType as At;
 use crate::proto::tensor_shape_proto::{Dimension, dimension};
 use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    type_proto,
 };
 use crate::tensor::{onnx_type, to_proto};
 use crate::{OnnxError, Result};
@@ -136,29 +136,15 @@ impl Writer<'_> {
                 None => self.emit(&n.name, "Conv", ins, outs, conv_attrs(c)),
                 Some(act) => {
                     let mid = self.fresh(&format!("{}.preact", n.name));
-                    self.emit(
-                        &n.name,
-                        "Conv",
-                        ins,
-                        std::slice::from_ref(&mid),
-                        conv_attrs(c),
-                    );
+                    self.emit(&n.name, "Conv", ins, std::slice::from_ref(&mid), conv_attrs(c));
                     match act {
-                        Activation::Relu => {
-                            self.emit(&format!("{}.relu", n.name), "Relu", &[mid], outs, vec![])
-                        }
+                        Activation::Relu => self.emit(&format!("{}.relu", n.name), "Relu", &[mid], outs, vec![]),
                         Activation::Clip { min, max } => {
                             let lo = self.fresh(&format!("{}.min", n.name));
                             let hi = self.fresh(&format!("{}.max", n.name));
                             self.extra.push((lo.clone(), Tensor::f32_scalar(min)));
                             self.extra.push((hi.clone(), Tensor::f32_scalar(max)));
-                            self.emit(
-                                &format!("{}.clip", n.name),
-                                "Clip",
-                                &[mid, lo, hi],
-                                outs,
-                                vec![],
-                            );
+                            self.emit(&format!("{}.clip", n.name), "Clip", &[mid, lo, hi], outs, vec![]);
                         }
                     }
                 }
@@ -172,9 +158,7 @@ impl Writer<'_> {
             ),
             Op::MaxPool(p) => self.emit(&n.name, "MaxPool", ins, outs, pool_attrs(p, false)),
             Op::AveragePool(p) => self.emit(&n.name, "AveragePool", ins, outs, pool_attrs(p, true)),
-            Op::Flatten { axis } => {
-                self.emit(&n.name, "Flatten", ins, outs, vec![int("axis", *axis)])
-            }
+            Op::Flatten { axis } => self.emit(&n.name, "Flatten", ins, outs, vec![int("axis", *axis)]),
             Op::Reshape { allowzero } => self.emit(
                 &n.name,
                 "Reshape",
@@ -187,9 +171,7 @@ impl Writer<'_> {
                 "Transpose",
                 ins,
                 outs,
-                perm.as_ref()
-                    .map(|p| vec![ints("perm", &us(p))])
-                    .unwrap_or_default(),
+                perm.as_ref().map(|p| vec![ints("perm", &us(p))]).unwrap_or_default(),
             ),
             Op::Gemm(g) => self.emit(
                 &n.name,
@@ -203,10 +185,7 @@ impl Writer<'_> {
                     int("transB", i64::from(g.trans_b)),
                 ],
             ),
-            Op::Softmax {
-                axis,
-                legacy: false,
-            } => self.emit(&n.name, "Softmax", ins, outs, vec![int("axis", *axis)]),
+            Op::Softmax { axis, legacy: false } => self.emit(&n.name, "Softmax", ins, outs, vec![int("axis", *axis)]),
             Op::Softmax { axis, legacy: true } => {
                 // Opset < 13 meaning: softmax over the flattened trailing dims.
                 let (shape, flat, soft) = (
@@ -235,13 +214,7 @@ impl Writer<'_> {
                     std::slice::from_ref(&soft),
                     vec![int("axis", -1)],
                 );
-                self.emit(
-                    &format!("{}.reshape", n.name),
-                    "Reshape",
-                    &[soft, shape],
-                    outs,
-                    vec![],
-                );
+                self.emit(&format!("{}.reshape", n.name), "Reshape", &[soft, shape], outs, vec![]);
             }
             Op::Pad { mode } => {
                 let m = match mode {
@@ -251,9 +224,7 @@ impl Writer<'_> {
                 };
                 self.emit(&n.name, "Pad", ins, outs, vec![string("mode", m)]);
             }
-            Op::Concat { axis } => {
-                self.emit(&n.name, "Concat", ins, outs, vec![int("axis", *axis)])
-            }
+            Op::Concat { axis } => self.emit(&n.name, "Concat", ins, outs, vec![int("axis", *axis)]),
             Op::ReduceMean {
                 keepdims,
                 noop_with_empty_axes,
@@ -263,10 +234,7 @@ impl Writer<'_> {
                 match n.input(1) {
                     Some(axes) => {
                         let t = self.graph.initializers.get(axes).ok_or_else(|| {
-                            OnnxError::Invalid(format!(
-                                "node '{}': ReduceMean axes must be constant to export",
-                                n.name
-                            ))
+                            OnnxError::Invalid(format!("node '{}': ReduceMean axes must be constant to export", n.name))
                         })?;
                         attrs.push(ints("axes", &t.to_i64_vec()));
                     }
@@ -278,16 +246,8 @@ impl Writer<'_> {
                 }
                 self.emit(&n.name, "ReduceMean", &ins[..1], outs, attrs);
             }
-            Op::Gather { axis } => {
-                self.emit(&n.name, "Gather", ins, outs, vec![int("axis", *axis)])
-            }
-            Op::Cast { to } => self.emit(
-                &n.name,
-                "Cast",
-                ins,
-                outs,
-                vec![int("to", i64::from(onnx_type(*to)))],
-            ),
+            Op::Gather { axis } => self.emit(&n.name, "Gather", ins, outs, vec![int("axis", *axis)]),
+            Op::Cast { to } => self.emit(&n.name, "Cast", ins, outs, vec![int("to", i64::from(onnx_type(*to)))]),
             Op::Relu
             | Op::Clip
             | Op::Add
@@ -314,9 +274,7 @@ fn value_info(v: &ValueInfo) -> ValueInfoProto {
         .map(|(i, d)| Dimension {
             value: Some(match d {
                 Some(x) => dimension::Value::DimValue(*x as i64),
-                None => {
-                    dimension::Value::DimParam(if i == 0 { "N".into() } else { format!("d{i}") })
-                }
+                None => dimension::Value::DimParam(if i == 0 { "N".into() } else { format!("d{i}") }),
             }),
             denotation: None,
         })
@@ -348,11 +306,7 @@ pub fn to_bytes(graph: &Graph) -> Result<Vec<u8>> {
     for n in &graph.nodes {
         w.node(n)?;
     }
-    let mut initializer: Vec<_> = graph
-        .initializers
-        .iter()
-        .map(|(name, t)| to_proto(name, t))
-        .collect();
+    let mut initializer: Vec<_> = graph.initializers.iter().map(|(name, t)| to_proto(name, t)).collect();
     initializer.extend(w.extra.iter().map(|(name, t)| to_proto(name, t)));
     let model = ModelProto {
         ir_version: Some(8),

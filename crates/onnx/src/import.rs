@@ -64,9 +64,7 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
             .insert(t.name().to_string(), from_proto(t, base_dir)?);
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(OnnxError::Invalid(
-            "sparse initializers are not supported".into(),
-        ));
+        return Err(OnnxError::Invalid("sparse initializers are not supported".into()));
     }
     for vi in &g.input {
         if !graph.initializers.contains_key(vi.name()) {
@@ -103,9 +101,7 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
 fn value_info(vi: &ValueInfoProto, need_shape: bool) -> Result<ValueInfo> {
     let name = vi.name();
     if name.is_empty() {
-        return Err(OnnxError::Invalid(
-            "a graph input or output has no name".into(),
-        ));
+        return Err(OnnxError::Invalid("a graph input or output has no name".into()));
     }
     let tensor_type = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => Some(t),
@@ -126,9 +122,7 @@ fn value_info(vi: &ValueInfoProto, need_shape: bool) -> Result<ValueInfo> {
             .dim
             .iter()
             .map(|d| match d.value {
-                Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => {
-                    Some(v as usize)
-                }
+                Some(crate::proto::tensor_shape_proto::dimension::Value::DimValue(v)) if v >= 0 => Some(v as usize),
                 _ => None,
             })
             .collect(),
@@ -166,10 +160,7 @@ impl Importer<'_> {
             opset: self.opset,
         };
         if !matches!(n.domain(), "" | "ai.onnx") {
-            return Err(a.unsupported(format!(
-                "operators of domain '{}' are not supported",
-                n.domain()
-            )));
+            return Err(a.unsupported(format!("operators of domain '{}' are not supported", n.domain())));
         }
         let mut inputs: Vec<String> = n.input.clone();
         let outputs: Vec<String> = n.output.clone();
@@ -196,16 +187,9 @@ impl Importer<'_> {
                 } else if let Some(i) = a.ints("value_ints")? {
                     Tensor::i64_vec(&i)
                 } else {
-                    return Err(
-                        a.unsupported("Constant without a tensor, float(s) or int(s) value")
-                    );
+                    return Err(a.unsupported("Constant without a tensor, float(s) or int(s) value"));
                 };
-                if self
-                    .graph
-                    .initializers
-                    .insert(outputs[0].clone(), t)
-                    .is_some()
-                {
+                if self.graph.initializers.insert(outputs[0].clone(), t).is_some() {
                     return Err(OnnxError::Graph(weft_core::CoreError::DuplicateValue(
                         outputs[0].clone(),
                     )));
@@ -228,9 +212,7 @@ impl Importer<'_> {
             }
             "BatchNormalization" => {
                 if a.int("spatial", 1)? != 1 || a.int("training_mode", 0)? != 0 {
-                    return Err(a.unsupported(
-                        "only inference-mode, spatial BatchNormalization is supported",
-                    ));
+                    return Err(a.unsupported("only inference-mode, spatial BatchNormalization is supported"));
                 }
                 Op::BatchNormalization {
                     epsilon: a.float("epsilon", 1e-5)?,
@@ -239,14 +221,8 @@ impl Importer<'_> {
             "Relu" => Op::Relu,
             "Clip" => {
                 if v < 11 {
-                    let min = self.constant(
-                        &format!("{name}.min"),
-                        Tensor::f32_scalar(a.float("min", f32::MIN)?),
-                    );
-                    let max = self.constant(
-                        &format!("{name}.max"),
-                        Tensor::f32_scalar(a.float("max", f32::MAX)?),
-                    );
+                    let min = self.constant(&format!("{name}.min"), Tensor::f32_scalar(a.float("min", f32::MIN)?));
+                    let max = self.constant(&format!("{name}.max"), Tensor::f32_scalar(a.float("max", f32::MAX)?));
                     inputs = vec![inputs.first().cloned().unwrap_or_default(), min, max];
                 }
                 Op::Clip
@@ -270,9 +246,7 @@ impl Importer<'_> {
             },
             "Reshape" => {
                 if v < 5 {
-                    let shape = a
-                        .ints("shape")?
-                        .ok_or_else(|| a.unsupported("Reshape without shape"))?;
+                    let shape = a.ints("shape")?.ok_or_else(|| a.unsupported("Reshape without shape"))?;
                     let s = self.constant(&format!("{name}.shape"), Tensor::i64_vec(&shape));
                     inputs.truncate(1);
                     inputs.push(s);
@@ -286,21 +260,18 @@ impl Importer<'_> {
                     .ints("perm")?
                     .map(|p| {
                         p.iter()
-                            .map(|&x| {
-                                usize::try_from(x)
-                                    .map_err(|_| a.unsupported(format!("negative perm {x}")))
-                            })
+                            .map(|&x| usize::try_from(x).map_err(|_| a.unsupported(format!("negative perm {x}"))))
                             .collect::<Result<Vec<_>>>()
                     })
                     .transpose()?,
             },
             "Squeeze" | "Unsqueeze" => {
-                if v < 13 {
-                    if let Some(axes) = a.ints("axes")? {
-                        let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
-                        inputs.truncate(1);
-                        inputs.push(s);
-                    }
+                if v < 13
+                    && let Some(axes) = a.ints("axes")?
+                {
+                    let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
+                    inputs.truncate(1);
+                    inputs.push(s);
                 }
                 if n.op_type() == "Squeeze" {
                     Op::Squeeze
@@ -342,14 +313,9 @@ impl Importer<'_> {
                     other => return Err(a.unsupported(format!("pad mode '{other}'"))),
                 };
                 if v < 11 {
-                    let pads = a
-                        .ints("pads")?
-                        .ok_or_else(|| a.unsupported("Pad without pads"))?;
+                    let pads = a.ints("pads")?.ok_or_else(|| a.unsupported("Pad without pads"))?;
                     let p = self.constant(&format!("{name}.pads"), Tensor::i64_vec(&pads));
-                    let value = self.constant(
-                        &format!("{name}.value"),
-                        Tensor::f32_scalar(a.float("value", 0.0)?),
-                    );
+                    let value = self.constant(&format!("{name}.value"), Tensor::f32_scalar(a.float("value", 0.0)?));
                     inputs = vec![inputs.first().cloned().unwrap_or_default(), p, value];
                 } else if inputs.get(3).is_some_and(|s| !s.is_empty()) {
                     return Err(a.unsupported("the axes input of Pad"));
@@ -366,12 +332,12 @@ impl Importer<'_> {
                 })?,
             },
             "ReduceMean" => {
-                if v < 18 {
-                    if let Some(axes) = a.ints("axes")? {
-                        let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
-                        inputs.truncate(1);
-                        inputs.push(s);
-                    }
+                if v < 18
+                    && let Some(axes) = a.ints("axes")?
+                {
+                    let s = self.constant(&format!("{name}.axes"), Tensor::i64_vec(&axes));
+                    inputs.truncate(1);
+                    inputs.push(s);
                 }
                 Op::ReduceMean {
                     keepdims: a.int("keepdims", 1)? != 0,

@@ -35,10 +35,7 @@ pub enum OnnxError {
     #[error("invalid ONNX model: {0}")]
     Graph(#[from] weft_core::CoreError),
     #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 pub type Result<T, E = OnnxError> = std::result::Result<T, E>;

@@ -51,13 +51,12 @@ pub fn from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let n = weft_core::tensor::checked_numel(&shape).map_err(|e| bad(e.to_string()))?;
     let code = t.data_type();
     let external;
-    let raw: Option<&[u8]> =
-        if t.data_location() == crate::proto::tensor_proto::DataLocation::External {
-            external = read_external(t, base_dir).map_err(bad)?;
-            Some(&external)
-        } else {
-            t.raw_data.as_deref()
-        };
+    let raw: Option<&[u8]> = if t.data_location() == crate::proto::tensor_proto::DataLocation::External {
+        external = read_external(t, base_dir).map_err(bad)?;
+        Some(&external)
+    } else {
+        t.raw_data.as_deref()
+    };
     let count_err = |got: usize| bad(format!("has {got} values, shape {shape:?} needs {n}"));
     let dt = Dt::try_from(code).map_err(|_| bad(format!("unknown data type {code}")))?;
     let tensor = match (dt, raw) {
@@ -112,30 +111,19 @@ pub fn from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         }
         (Dt::Int8, None) => {
             check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as i8).collect())
-                .map(Tensor::I8)
+            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as i8).collect()).map(Tensor::I8)
         }
         (Dt::Uint8 | Dt::Bool, None) => {
             check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as u8).collect())
-                .map(Tensor::U8)
+            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as u8).collect()).map(Tensor::U8)
         }
         (Dt::Float16, None) => {
             check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(
-                &shape,
-                t.int32_data
-                    .iter()
-                    .map(|&v| f16::from_bits(v as u16))
-                    .collect(),
-            )
-            .map(Tensor::F16)
+            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| f16::from_bits(v as u16)).collect())
+                .map(Tensor::F16)
         }
         (other, _) => {
-            return Err(bad(format!(
-                "data type {} is not supported",
-                other.as_str_name()
-            )));
+            return Err(bad(format!("data type {} is not supported", other.as_str_name())));
         }
     };
     tensor.map_err(|e| bad(e.to_string()))
@@ -154,19 +142,14 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> std::result::Resul
     };
     let location = get("location").ok_or("external data without a location")?;
     let rel = Path::new(&location);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
         return Err(format!(
             "external data location '{location}' must stay inside the model's directory"
         ));
     }
     let base = base_dir.ok_or("external data needs the model loaded from a file")?;
     let path = base.join(rel);
-    let bytes =
-        std::fs::read(&path).map_err(|e| format!("external data file {}: {e}", path.display()))?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("external data file {}: {e}", path.display()))?;
     let offset: usize = get("offset")
         .map(|v| v.parse().map_err(|_| format!("bad offset {v}")))
         .transpose()?
@@ -177,12 +160,10 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> std::result::Resul
             .ok_or("bad length")?,
         None => bytes.len(),
     };
-    bytes.get(offset..end).map(<[u8]>::to_vec).ok_or_else(|| {
-        format!(
-            "external data range {offset}..{end} is outside {}",
-            path.display()
-        )
-    })
+    bytes
+        .get(offset..end)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| format!("external data range {offset}..{end} is outside {}", path.display()))
 }
 
 /// Writes a tensor as a TensorProto with `raw_data`.

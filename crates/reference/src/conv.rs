@@ -22,40 +22,19 @@ pub fn conv2d(
         ));
     }
     let mg = m / g;
-    let wy = window(
-        h,
-        kh,
-        conv.strides[0],
-        conv.dilations[0],
-        &conv.padding,
-        false,
-        0,
-    )?;
-    let wx = window(
-        wd,
-        kw,
-        conv.strides[1],
-        conv.dilations[1],
-        &conv.padding,
-        false,
-        1,
-    )?;
+    let wy = window(h, kh, conv.strides[0], conv.dilations[0], &conv.padding, false, 0)?;
+    let wx = window(wd, kw, conv.strides[1], conv.dilations[1], &conv.padding, false, 1)?;
     let (oh, ow) = (wy.out, wx.out);
     let p = oh * ow;
     let k = cg * kh * kw;
     let x = x.as_standard_layout();
     let xs = x.as_slice().ok_or("input is not contiguous")?;
     let w = w.as_standard_layout();
-    let w2 = w
-        .view()
-        .into_shape_with_order((m, k))
-        .map_err(|e| e.to_string())?;
+    let w2 = w.view().into_shape_with_order((m, k)).map_err(|e| e.to_string())?;
     let bias: Option<Vec<f32>> = bias.map(|b| b.iter().copied().collect());
     let mut out = vec![0f32; n * m * p];
-    let pointwise = kh == 1
-        && kw == 1
-        && conv.strides == [1, 1]
-        && wy.pad_begin + wy.pad_end + wx.pad_begin + wx.pad_end == 0;
+    let pointwise =
+        kh == 1 && kw == 1 && conv.strides == [1, 1] && wy.pad_begin + wy.pad_end + wx.pad_begin + wx.pad_end == 0;
     let mut col = Array2::<f32>::zeros((k, p));
     for ni in 0..n {
         for gi in 0..g {
@@ -136,26 +115,8 @@ mod tests {
     fn naive(x: &ArrayD<f32>, w: &ArrayD<f32>, conv: &Conv) -> ArrayD<f32> {
         let (n, c, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
         let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-        let wy = window(
-            h,
-            kh,
-            conv.strides[0],
-            conv.dilations[0],
-            &conv.padding,
-            false,
-            0,
-        )
-        .unwrap();
-        let wx = window(
-            wd,
-            kw,
-            conv.strides[1],
-            conv.dilations[1],
-            &conv.padding,
-            false,
-            1,
-        )
-        .unwrap();
+        let wy = window(h, kh, conv.strides[0], conv.dilations[0], &conv.padding, false, 0).unwrap();
+        let wx = window(wd, kw, conv.strides[1], conv.dilations[1], &conv.padding, false, 1).unwrap();
         let mg = m / conv.group;
         let _ = c;
         let mut out = ArrayD::zeros(IxDyn(&[n, m, wy.out, wx.out]));
@@ -168,16 +129,12 @@ mod tests {
                         for ci in 0..cg {
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let iy = (oy * conv.strides[0] + ky * conv.dilations[0])
-                                        as isize
+                                    let iy = (oy * conv.strides[0] + ky * conv.dilations[0]) as isize
                                         - wy.pad_begin as isize;
-                                    let ix = (ox * conv.strides[1] + kx * conv.dilations[1])
-                                        as isize
+                                    let ix = (ox * conv.strides[1] + kx * conv.dilations[1]) as isize
                                         - wx.pad_begin as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
-                                    {
-                                        acc += x[[ni, gi * cg + ci, iy as usize, ix as usize]]
-                                            * w[[mo, ci, ky, kx]];
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                        acc += x[[ni, gi * cg + ci, iy as usize, ix as usize]] * w[[mo, ci, ky, kx]];
                                     }
                                 }
                             }
@@ -194,27 +151,14 @@ mod tests {
     fn im2col_matches_the_definition() {
         let mut rng = Rng::new(3);
         let cases = [
-            (
-                2,
-                4,
-                7,
-                6,
-                6,
-                3,
-                3,
-                [2, 1],
-                [1, 1],
-                Padding::Explicit([1, 0, 2, 1]),
-                2,
-            ),
+            (2, 4, 7, 6, 6, 3, 3, [2, 1], [1, 1], Padding::Explicit([1, 0, 2, 1]), 2),
             (1, 3, 9, 9, 4, 1, 1, [2, 2], [1, 1], Padding::ZERO, 1),
             (1, 2, 8, 5, 2, 3, 2, [1, 1], [2, 1], Padding::SameUpper, 1),
             (1, 4, 6, 6, 4, 3, 3, [1, 1], [1, 1], Padding::SameLower, 4),
             (1, 3, 5, 5, 2, 1, 1, [1, 1], [1, 1], Padding::ZERO, 1),
         ];
         for (n, c, h, wd, m, kh, kw, strides, dilations, padding, group) in cases {
-            let x = ArrayD::from_shape_vec(IxDyn(&[n, c, h, wd]), rng.normals(n * c * h * wd, 1.0))
-                .unwrap();
+            let x = ArrayD::from_shape_vec(IxDyn(&[n, c, h, wd]), rng.normals(n * c * h * wd, 1.0)).unwrap();
             let w = ArrayD::from_shape_vec(
                 IxDyn(&[m, c / group, kh, kw]),
                 rng.normals(m * c / group * kh * kw, 1.0),

@@ -26,8 +26,7 @@ pub struct Executor {
 impl Executor {
     pub fn new(mut graph: Graph) -> Result<Self, ExecError> {
         graph.sort()?;
-        let keep: std::collections::HashSet<&str> =
-            graph.outputs.iter().map(|o| o.name.as_str()).collect();
+        let keep: std::collections::HashSet<&str> = graph.outputs.iter().map(|o| o.name.as_str()).collect();
         let mut last_use: HashMap<&str, usize> = HashMap::new();
         for (idx, node) in graph.nodes.iter().enumerate() {
             for i in node.inputs.iter().filter(|i| !i.is_empty()) {
@@ -49,10 +48,7 @@ impl Executor {
 
     /// Runs the graph. Every graph input must be given with its declared dtype and a
     /// shape matching its fixed dims. Returns the graph outputs in declaration order.
-    pub fn run(
-        &self,
-        inputs: &HashMap<String, Tensor>,
-    ) -> Result<Vec<(String, Tensor)>, ExecError> {
+    pub fn run(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, ExecError> {
         let mut values: HashMap<&str, Tensor> = HashMap::new();
         for decl in &self.graph.inputs {
             let t = inputs.get(&decl.name).ok_or_else(|| ExecError::Input {
@@ -62,10 +58,7 @@ impl Executor {
             check_input(decl, t)?;
             values.insert(decl.name.as_str(), t.clone());
         }
-        if let Some(extra) = inputs
-            .keys()
-            .find(|k| !self.graph.inputs.iter().any(|d| &d.name == *k))
-        {
+        if let Some(extra) = inputs.keys().find(|k| !self.graph.inputs.iter().any(|d| &d.name == *k)) {
             return Err(ExecError::Input {
                 name: extra.clone(),
                 message: format!(
@@ -87,9 +80,7 @@ impl Executor {
                     if i.is_empty() {
                         None
                     } else {
-                        values
-                            .get(i.as_str())
-                            .or_else(|| self.graph.initializers.get(i))
+                        values.get(i.as_str()).or_else(|| self.graph.initializers.get(i))
                     }
                 })
                 .collect();
@@ -124,12 +115,8 @@ fn check_input(decl: &weft_core::ValueInfo, t: &Tensor) -> Result<(), ExecError>
     if t.dtype() != decl.dtype {
         return Err(bad(format!("expected {}, got {}", decl.dtype, t.dtype())));
     }
-    let ok = t.shape().len() == decl.shape.len()
-        && decl
-            .shape
-            .iter()
-            .zip(t.shape())
-            .all(|(d, &s)| d.is_none_or(|d| d == s));
+    let ok =
+        t.shape().len() == decl.shape.len() && decl.shape.iter().zip(t.shape()).all(|(d, &s)| d.is_none_or(|d| d == s));
     if !ok {
         let want: Vec<String> = decl
             .shape

@@ -21,6 +21,9 @@ macro_rules! map_tensor {
     };
 }
 
+/// Largest tensor (in elements) a node may produce: 4 Gi elements.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
 /// Evaluates `node` on `inputs` (aligned with `node.inputs`, `None` for omitted ones).
 /// Shapes are checked by shape inference first, so no input can make it panic.
 pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
@@ -32,6 +35,12 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     }
     let inferred = shape::infer_node(node, &shapes)?;
     let out_shape = inferred.first().map(|(_, s)| s.clone()).unwrap_or_default();
+    if weft_core::tensor::checked_numel(&out_shape)? > MAX_ELEMENTS {
+        return Err(CoreError::node(
+            node,
+            format!("output shape {out_shape:?} is too large"),
+        ));
+    }
     let input = |i: usize| -> Result<&Tensor> {
         inputs
             .get(i)
@@ -44,10 +53,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     let x = input(0)?;
     let result = match &node.op {
         Op::Conv(c) => {
-            let bias = match inputs.get(2).copied().flatten() {
-                Some(b) => Some(b.to_f32()),
-                None => None,
-            };
+            let bias = inputs.get(2).copied().flatten().map(|b| b.to_f32());
             Tensor::F32(conv2d(&x.to_f32(), &f32_in(1)?, bias.as_ref(), c).map_err(err)?)
         }
         Op::BatchNormalization { epsilon } => {
@@ -83,9 +89,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             x.reshaped(&out_shape)?
         }
         Op::Transpose { perm } => {
-            let perm: Vec<usize> = perm
-                .clone()
-                .unwrap_or_else(|| (0..x.shape().len()).rev().collect());
+            let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.shape().len()).rev().collect());
             map_tensor!(x, a => a.view().permuted_axes(perm.clone()).as_standard_layout().into_owned())
         }
         Op::Gemm(g) => {
@@ -100,10 +104,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
                     .broadcast(IxDyn(y.shape()))
                     .ok_or_else(|| err("C does not broadcast".into()))?;
                 Zip::from(&mut y)
-                    .and(
-                        &c.into_dimensionality::<Ix2>()
-                            .map_err(|e| err(e.to_string()))?,
-                    )
+                    .and(&c.into_dimensionality::<Ix2>().map_err(|e| err(e.to_string()))?)
                     .for_each(|y, &c| *y += g.beta * c);
             }
             Tensor::F32(y.into_dyn())
@@ -112,14 +113,11 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::Softmax { axis, legacy } => {
             let x = x.to_f32();
             let rank = x.ndim();
-            let a = normalize_axis(*axis, rank)
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let a = normalize_axis(*axis, rank).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let y = if *legacy {
                 let rows: usize = x.shape()[..a].iter().product();
                 let cols: usize = x.shape()[a..].iter().product();
-                let mut m = x
-                    .into_shape_with_order((rows, cols))
-                    .map_err(|e| err(e.to_string()))?;
+                let mut m = x.into_shape_with_order((rows, cols)).map_err(|e| err(e.to_string()))?;
                 m.rows_mut()
                     .into_iter()
                     .for_each(|mut r| softmax_lane(r.as_slice_mut().unwrap_or(&mut [])));
@@ -147,8 +145,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             Tensor::F32(pad(&x.to_f32(), &pads, *mode, value, &out_shape))
         }
         Op::Concat { axis } => {
-            let a = normalize_axis(*axis, x.shape().len())
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let a = normalize_axis(*axis, x.shape().len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let all: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect::<Result<_>>()?;
             if all.iter().all(|t| t.dtype() == DType::I64) {
                 let arrays: Vec<ArrayD<i64>> = all.iter().map(|t| t.to_i64()).collect();
@@ -166,14 +163,11 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         } => {
             let x = x.to_f32();
             let rank = x.ndim();
-            let mut axes: Vec<usize> =
-                match inputs.get(1).copied().flatten().map(|t| t.to_i64_vec()) {
-                    Some(a) if !a.is_empty() => {
-                        a.iter().filter_map(|&v| normalize_axis(v, rank)).collect()
-                    }
-                    _ if *noop_with_empty_axes => vec![],
-                    _ => (0..rank).collect(),
-                };
+            let mut axes: Vec<usize> = match inputs.get(1).copied().flatten().map(|t| t.to_i64_vec()) {
+                Some(a) if !a.is_empty() => a.iter().filter_map(|&v| normalize_axis(v, rank)).collect(),
+                _ if *noop_with_empty_axes => vec![],
+                _ => (0..rank).collect(),
+            };
             axes.sort_unstable();
             let mut y = x;
             for &a in axes.iter().rev() {
@@ -188,8 +182,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         }
         Op::Shape => Tensor::i64_vec(&x.shape().iter().map(|&d| d as i64).collect::<Vec<_>>()),
         Op::Gather { axis } => {
-            let a = normalize_axis(*axis, x.shape().len())
-                .ok_or_else(|| err(format!("axis {axis} out of range")))?;
+            let a = normalize_axis(*axis, x.shape().len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let dim = x.shape()[a] as i64;
             let idx: Vec<usize> = input(1)?
                 .to_i64_vec()
@@ -199,9 +192,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
                     if (0..dim).contains(&j) {
                         Ok(j as usize)
                     } else {
-                        Err(err(format!(
-                            "index {i} out of range for axis of size {dim}"
-                        )))
+                        Err(err(format!("index {i} out of range for axis of size {dim}")))
                     }
                 })
                 .collect::<Result<_>>()?;
@@ -310,13 +301,7 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, out_shape: &[usize]) -> Result<Array
     ArrayD::from_shape_vec(IxDyn(out_shape), out).map_err(|e| CoreError::Tensor(e.to_string()))
 }
 
-fn pad(
-    x: &ArrayD<f32>,
-    pads: &[i64],
-    mode: PadMode,
-    value: f32,
-    out_shape: &[usize],
-) -> ArrayD<f32> {
+fn pad(x: &ArrayD<f32>, pads: &[i64], mode: PadMode, value: f32, out_shape: &[usize]) -> ArrayD<f32> {
     let rank = x.ndim();
     let in_shape = x.shape().to_vec();
     ArrayD::from_shape_fn(IxDyn(out_shape), |idx| {

@@ -36,22 +36,12 @@ pub enum ZooError {
 }
 
 /// Options for building a zoo model.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ZooOptions {
     pub seed: u64,
     /// Fixed batch size, or `None` for a symbolic batch dimension.
     pub batch: Option<usize>,
     pub num_classes: Option<usize>,
-}
-
-impl Default for ZooOptions {
-    fn default() -> Self {
-        ZooOptions {
-            seed: 0,
-            batch: None,
-            num_classes: None,
-        }
-    }
 }
 
 /// Builds a zoo model by name.
@@ -76,11 +66,7 @@ pub fn build(name: &str, opts: &ZooOptions) -> Result<Graph, ZooError> {
         vec![opts.batch, Some(3), Some(size), Some(size)],
     ));
     let mut x = INPUT.to_string();
-    let widths: &[usize] = if cifar {
-        &[16, 32, 64]
-    } else {
-        &[64, 128, 256, 512]
-    };
+    let widths: &[usize] = if cifar { &[16, 32, 64] } else { &[64, 128, 256, 512] };
     let mut channels;
     if cifar {
         x = b.conv("conv1", &x, 3, 16, 3, 1, 1)?;
@@ -98,10 +84,13 @@ pub fn build(name: &str, opts: &ZooOptions) -> Result<Graph, ZooError> {
         for block in 0..n_blocks {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let prefix = format!("layer{}.{block}", stage + 1);
+            // The residual branch's last BatchNorm is scaled down with the stage's depth so
+            // the identity path does not grow without bound over many blocks.
+            let branch_gain = 1.0 / (n_blocks as f32).sqrt();
             (x, channels) = if bottleneck {
-                b.bottleneck(&prefix, &x, channels, width, stride)?
+                b.bottleneck(&prefix, &x, channels, width, stride, branch_gain)?
             } else {
-                b.basic(&prefix, &x, channels, width, stride)?
+                b.basic(&prefix, &x, channels, width, stride, branch_gain)?
             };
         }
     }
@@ -109,8 +98,7 @@ pub fn build(name: &str, opts: &ZooOptions) -> Result<Graph, ZooError> {
     let features = b.add_node("flatten", Op::Flatten { axis: 1 }, &[&x], FEATURES)?;
     let fc_weight = Tensor::from_f32(
         &[classes, channels],
-        b.rng
-            .normals(classes * channels, 1.0 / (channels as f32).sqrt()),
+        b.rng.normals(classes * channels, 1.0 / (channels as f32).sqrt()),
     )?;
     let w = b.constant("fc.weight", fc_weight);
     let bias = b.constant("fc.bias", Tensor::from_f32(&[classes], vec![0.0; classes])?);
@@ -123,16 +111,12 @@ pub fn build(name: &str, opts: &ZooOptions) -> Result<Graph, ZooError> {
         &[&features, &w, &bias],
         LOGITS,
     )?;
-    b.graph.outputs.push(ValueInfo::new(
-        LOGITS,
-        DType::F32,
-        vec![opts.batch, Some(classes)],
-    ));
-    b.graph.outputs.push(ValueInfo::new(
-        FEATURES,
-        DType::F32,
-        vec![opts.batch, Some(channels)],
-    ));
+    b.graph
+        .outputs
+        .push(ValueInfo::new(LOGITS, DType::F32, vec![opts.batch, Some(classes)]));
+    b.graph
+        .outputs
+        .push(ValueInfo::new(FEATURES, DType::F32, vec![opts.batch, Some(channels)]));
     Ok(b.graph)
 }
 
@@ -167,21 +151,11 @@ impl Builder {
         name.to_string()
     }
 
-    fn add_node(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: &[&str],
-        output: &str,
-    ) -> Result<String, ZooError> {
+    fn add_node(&mut self, name: &str, op: Op, inputs: &[&str], output: &str) -> Result<String, ZooError> {
         let node = Node::new(name, op, inputs, &[output]);
         let ins: Vec<Option<&Tensor>> = inputs
             .iter()
-            .map(|i| {
-                self.probe
-                    .get(*i)
-                    .or_else(|| self.graph.initializers.get(*i))
-            })
+            .map(|i| self.probe.get(*i).or_else(|| self.graph.initializers.get(*i)))
             .collect();
         let out = weft_reference::eval_node(&node, &ins)?.remove(0);
         self.probe.insert(output.to_string(), out);
@@ -203,8 +177,7 @@ impl Builder {
         let fan_in = cin * k * k;
         let w = Tensor::from_f32(
             &[cout, cin, k, k],
-            self.rng
-                .normals(cout * fan_in, (2.0 / fan_in as f32).sqrt()),
+            self.rng.normals(cout * fan_in, (2.0 / fan_in as f32).sqrt()),
         )?;
         let w = self.constant(&format!("{name}.weight"), w);
         let op = Op::Conv(Conv {
@@ -227,23 +200,16 @@ impl Builder {
             for (ci, plane) in act.axis_iter(ndarray::Axis(1)).enumerate() {
                 let m = plane.mean().unwrap_or(0.0);
                 mean[ci] = m;
-                var[ci] = plane.iter().map(|v| (v - m) * (v - m)).sum::<f32>()
-                    / plane.len().max(1) as f32
-                    + 1e-3;
+                var[ci] = plane.iter().map(|v| (v - m) * (v - m)).sum::<f32>() / plane.len().max(1) as f32 + 1e-3;
             }
         }
-        let gamma: Vec<f32> = (0..c)
-            .map(|_| gamma_scale * self.rng.range(0.8, 1.2))
-            .collect();
+        let gamma: Vec<f32> = (0..c).map(|_| gamma_scale * self.rng.range(0.8, 1.2)).collect();
         let beta: Vec<f32> = (0..c).map(|_| self.rng.normal() * 0.1).collect();
         let mean: Vec<f32> = mean.iter().map(|m| m + self.rng.normal() * 0.01).collect();
         let var: Vec<f32> = var.iter().map(|v| v * self.rng.range(0.9, 1.1)).collect();
         let s = self.constant(&format!("{name}.weight"), Tensor::from_f32(&[c], gamma)?);
         let b = self.constant(&format!("{name}.bias"), Tensor::from_f32(&[c], beta)?);
-        let m = self.constant(
-            &format!("{name}.running_mean"),
-            Tensor::from_f32(&[c], mean)?,
-        );
+        let m = self.constant(&format!("{name}.running_mean"), Tensor::from_f32(&[c], mean)?);
         let v = self.constant(&format!("{name}.running_var"), Tensor::from_f32(&[c], var)?);
         self.add_node(
             name,
@@ -269,26 +235,11 @@ impl Builder {
         self.add_node(name, op, &[x], &format!("{name}.out"))
     }
 
-    fn shortcut(
-        &mut self,
-        prefix: &str,
-        x: &str,
-        cin: usize,
-        cout: usize,
-        stride: usize,
-    ) -> Result<String, ZooError> {
+    fn shortcut(&mut self, prefix: &str, x: &str, cin: usize, cout: usize, stride: usize) -> Result<String, ZooError> {
         if stride == 1 && cin == cout {
             return Ok(x.to_string());
         }
-        let d = self.conv(
-            &format!("{prefix}.downsample.0"),
-            x,
-            cin,
-            cout,
-            1,
-            stride,
-            0,
-        )?;
+        let d = self.conv(&format!("{prefix}.downsample.0"), x, cin, cout, 1, stride, 0)?;
         self.bn(&format!("{prefix}.downsample.1"), &d, cout, 1.0)
     }
 
@@ -300,19 +251,15 @@ impl Builder {
         cin: usize,
         width: usize,
         stride: usize,
+        gain: f32,
     ) -> Result<(String, usize), ZooError> {
         let y = self.conv(&format!("{p}.conv1"), x, cin, width, 3, stride, 1)?;
         let y = self.bn(&format!("{p}.bn1"), &y, width, 1.0)?;
         let y = self.relu(&format!("{p}.relu1"), &y)?;
         let y = self.conv(&format!("{p}.conv2"), &y, width, width, 3, 1, 1)?;
-        let y = self.bn(&format!("{p}.bn2"), &y, width, 0.5)?;
+        let y = self.bn(&format!("{p}.bn2"), &y, width, gain)?;
         let s = self.shortcut(p, x, cin, width, stride)?;
-        let y = self.add_node(
-            &format!("{p}.add"),
-            Op::Add,
-            &[&y, &s],
-            &format!("{p}.add.out"),
-        )?;
+        let y = self.add_node(&format!("{p}.add"), Op::Add, &[&y, &s], &format!("{p}.add.out"))?;
         Ok((self.relu(&format!("{p}.relu2"), &y)?, width))
     }
 
@@ -324,6 +271,7 @@ impl Builder {
         cin: usize,
         width: usize,
         stride: usize,
+        gain: f32,
     ) -> Result<(String, usize), ZooError> {
         let cout = width * 4;
         let y = self.conv(&format!("{p}.conv1"), x, cin, width, 1, 1, 0)?;
@@ -333,14 +281,9 @@ impl Builder {
         let y = self.bn(&format!("{p}.bn2"), &y, width, 1.0)?;
         let y = self.relu(&format!("{p}.relu2"), &y)?;
         let y = self.conv(&format!("{p}.conv3"), &y, width, cout, 1, 1, 0)?;
-        let y = self.bn(&format!("{p}.bn3"), &y, cout, 0.5)?;
+        let y = self.bn(&format!("{p}.bn3"), &y, cout, gain)?;
         let s = self.shortcut(p, x, cin, cout, stride)?;
-        let y = self.add_node(
-            &format!("{p}.add"),
-            Op::Add,
-            &[&y, &s],
-            &format!("{p}.add.out"),
-        )?;
+        let y = self.add_node(&format!("{p}.add"), Op::Add, &[&y, &s], &format!("{p}.add.out"))?;
         Ok((self.relu(&format!("{p}.relu3"), &y)?, cout))
     }
 }

@@ -3,11 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::Context;
-
 pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
-    let model = weft_onnx::load(path).with_context(|| format!("loading {}", path.display()))?;
-    let graph = &model.graph;
+    let loaded = crate::model::open(path)?;
+    let graph = loaded.graph();
     let shapes: HashMap<String, Vec<usize>> = graph
         .inputs
         .iter()
@@ -15,10 +13,34 @@ pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
         .collect();
     let inferred = weft_core::shape::infer(graph, &shapes)?;
     println!("model      {}", path.display());
-    println!(
-        "graph      {} (opset {}, producer '{}')",
-        graph.name, model.opset, model.producer
-    );
+    match &loaded {
+        crate::model::Loaded::Onnx(m) => println!(
+            "graph      {} (ONNX opset {}, producer '{}')",
+            graph.name, m.opset, m.producer
+        ),
+        crate::model::Loaded::Package(p) => {
+            println!(
+                "package    {} (format {}, precision {})",
+                p.name,
+                weft_compile::FORMAT_VERSION,
+                p.precision
+            );
+            for (k, v) in &p.metadata {
+                println!("  {k:<18} {v}");
+            }
+            println!(
+                "preprocess {}",
+                serde_json::to_string(&p.preprocess).unwrap_or_default()
+            );
+            if !p.labels.is_empty() {
+                println!(
+                    "labels     {} ({} ...)",
+                    p.labels.len(),
+                    p.labels.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+    }
     for i in &graph.inputs {
         println!("input      {} {} {}", i.name, i.dtype, dims(&i.shape));
     }

@@ -1,6 +1,10 @@
 //! The `weft` command: build, inspect and run models.
 
+mod compile;
+mod data;
 mod inspect;
+mod model;
+mod progress;
 mod run;
 
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ enum Command {
     },
     /// Show a model's ops, shapes, parameters and multiply-accumulates per layer.
     Inspect {
-        /// An ONNX model.
+        /// An ONNX model or a .weft package.
         model: PathBuf,
         /// Batch size used for symbolic batch dimensions.
         #[arg(long, default_value_t = 1)]
@@ -49,7 +53,9 @@ enum Command {
         #[arg(long)]
         layers: bool,
     },
-    /// Run a model on .npy inputs and write the outputs as .npy.
+    /// Quantize (int8, f16) or keep (f32) a model and compile it into a package.
+    Compile(compile::CompileArgs),
+    /// Run a model or package on .npy inputs and write an output as .npy.
     Run(run::RunArgs),
 }
 
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
             output,
         } => zoo(&name, seed, batch, num_classes, &output),
         Command::Inspect { model, batch, layers } => inspect::inspect(&model, batch, layers),
+        Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
     };
     match result {

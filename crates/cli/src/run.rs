@@ -9,7 +9,7 @@ use weft_core::Tensor;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// An ONNX model.
+    /// An ONNX model or a .weft package.
     pub model: PathBuf,
     /// Input .npy file; `NAME=FILE` for models with several inputs.
     #[arg(long, required = true)]
@@ -20,7 +20,8 @@ pub struct RunArgs {
     /// Which model output to write (default: the first).
     #[arg(long)]
     pub output_name: Option<String>,
-    /// Executor: `reference` (the f32 oracle).
+    /// Executor: `reference` (the f32 oracle for ONNX models and f32/f16 packages, the
+    /// integer oracle for int8 packages).
     #[arg(long, default_value = "reference")]
     pub device: String,
 }
@@ -32,10 +33,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             args.device
         );
     }
-    let model = weft_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let mut graph = model.graph;
-    weft_reference::optimize(&mut graph)?;
-    let inputs = read_inputs(&args.input, &graph)?;
+    let executor = match crate::model::open(&args.model)? {
+        crate::model::Loaded::Onnx(m) => {
+            let mut graph = m.graph;
+            weft_reference::optimize(&mut graph)?;
+            weft_reference::Executor::new(graph)?
+        }
+        crate::model::Loaded::Package(p) => weft_compile::reference_executor(&p)?,
+    };
+    let graph = executor.graph();
+    let inputs = read_inputs(&args.input, graph)?;
     let out_name = match &args.output_name {
         Some(n) => {
             if !graph.outputs.iter().any(|o| &o.name == n) {
@@ -52,7 +59,6 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             .map(|o| o.name.clone())
             .context("the model has no outputs")?,
     };
-    let executor = weft_reference::Executor::new(graph)?;
     let start = Instant::now();
     let outputs = executor.run(&inputs)?;
     let elapsed = start.elapsed();

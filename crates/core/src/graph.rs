@@ -6,7 +6,7 @@ use crate::{CoreError, DType, Op, Result, Tensor};
 
 /// Name, dtype and declared shape of a graph input or output.
 /// `None` dims are symbolic (a batch dimension, usually).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValueInfo {
     pub name: String,
     pub dtype: DType,
@@ -33,7 +33,7 @@ impl ValueInfo {
 }
 
 /// One operation. An empty input name marks an omitted optional input.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub name: String,
     pub op: Op,

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod npy;
 pub mod op;
 pub mod passes;
+pub mod quant;
 pub mod rng;
 pub mod shape;
 pub mod tensor;

@@ -8,7 +8,7 @@
 use crate::DType;
 
 /// How a convolution or pooling window is padded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Padding {
     /// Explicit pads `[top, left, bottom, right]`.
     Explicit([usize; 4]),
@@ -25,7 +25,7 @@ impl Padding {
 }
 
 /// An activation fused into the op that produces its input.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Relu,
     /// Clip to `[min, max]` (ReLU6 is `Clip(0, 6)`).
@@ -45,7 +45,7 @@ impl Activation {
 }
 
 /// 2-D convolution. Inputs: X `[N,C,H,W]`, W `[M,C/group,kH,kW]`, optional B `[M]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Conv {
     /// `[kH, kW]`; `None` means taken from the weight shape.
     pub kernel_shape: Option<[usize; 2]>,
@@ -71,7 +71,7 @@ impl Default for Conv {
 }
 
 /// Max or average pooling over a 2-D window. Input X `[N,C,H,W]`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pool {
     pub kernel_shape: [usize; 2],
     pub strides: [usize; 2],
@@ -83,7 +83,7 @@ pub struct Pool {
 }
 
 /// General matrix multiply `alpha * A' * B' + beta * C`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gemm {
     pub alpha: f32,
     pub beta: f32,
@@ -103,7 +103,7 @@ impl Default for Gemm {
 }
 
 /// Pad modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
     Constant,
     Reflect,
@@ -111,7 +111,7 @@ pub enum PadMode {
 }
 
 /// An operator with its attributes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Conv(Conv),
     /// Inputs: X, scale, bias, mean, var.
@@ -170,6 +170,77 @@ pub enum Op {
     Cast {
         to: DType,
     },
+
+    // ---- Integer ops (the quantized graph; arithmetic defined in `crate::quant`) ----
+    /// f32 to u8: `clamp(round_half_even(x / scale) + zero_point, 0, 255)`.
+    Quantize {
+        scale: f32,
+        zero_point: i32,
+    },
+    /// u8 to f32: `(q - zero_point) * scale`.
+    Dequantize {
+        scale: f32,
+        zero_point: i32,
+    },
+    /// Integer convolution. Inputs: x u8, w i8 `[M,C/g,kH,kW]`, bias i32 `[M]`,
+    /// multiplier i32 `[M]`, shift i32 `[M]`, and with a fused residual: r u8 and its
+    /// multiplier i64 `[M]`.
+    QConv(QConv),
+    /// Integer fully connected layer. Inputs: x u8 `[N,K]`, w i8 `[M,K]`, bias i32 `[M]`,
+    /// multiplier i32 `[M]`, shift i32 `[M]`.
+    QGemm(QGemm),
+    /// Integer elementwise add of two u8 tensors (with broadcasting).
+    QAdd(QAdd),
+    /// Max pooling on u8; output shares the input's scale and zero point.
+    QMaxPool(Pool),
+    /// Average pooling on u8; output shares the input's scale and zero point.
+    QAveragePool {
+        pool: Pool,
+        zero_point: i32,
+    },
+    /// Mean over axes (global average pooling) on u8. Input 1 holds the axes, as in
+    /// ReduceMean; `None` axes means every axis after the first two.
+    QMean {
+        keepdims: bool,
+        zero_point: i32,
+    },
+}
+
+/// Requantization parameters shared by the integer ops: the output zero point and the
+/// clamp range (ReLU and Clip are folded into `clamp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QOut {
+    pub zero_point: i32,
+    pub clamp: [i32; 2],
+}
+
+/// Integer convolution attributes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QConv {
+    /// Geometry; `activation` is unused (folded into `out.clamp`).
+    pub conv: Conv,
+    pub x_zero_point: i32,
+    /// Zero point of the fused residual input, when there is one.
+    pub residual_zero_point: Option<i32>,
+    pub out: QOut,
+}
+
+/// Integer fully connected attributes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QGemm {
+    pub x_zero_point: i32,
+    pub out: QOut,
+}
+
+/// Integer add: `out = zp + ((a - zp_a) * a_mult + (b - zp_b) * b_mult + 2^(shift-1)) >> shift`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QAdd {
+    pub a_zero_point: i32,
+    pub b_zero_point: i32,
+    pub a_multiplier: i32,
+    pub b_multiplier: i32,
+    pub shift: i32,
+    pub out: QOut,
 }
 
 impl Op {
@@ -203,6 +274,14 @@ impl Op {
             Op::Shape => "Shape",
             Op::Gather { .. } => "Gather",
             Op::Cast { .. } => "Cast",
+            Op::Quantize { .. } => "Quantize",
+            Op::Dequantize { .. } => "Dequantize",
+            Op::QConv(_) => "QConv",
+            Op::QGemm(_) => "QGemm",
+            Op::QAdd(_) => "QAdd",
+            Op::QMaxPool(_) => "QMaxPool",
+            Op::QAveragePool { .. } => "QAveragePool",
+            Op::QMean { .. } => "QMean",
         }
     }
 
@@ -211,12 +290,20 @@ impl Op {
     pub fn macs(&self, input_shapes: &[Vec<usize>], output_shape: &[usize]) -> u64 {
         let out: u64 = output_shape.iter().map(|&d| d as u64).product();
         match self {
-            Op::Conv(c) => match input_shapes.get(1) {
-                Some(w) if w.len() == 4 => out * (w[1] * w[2] * w[3]) as u64 * u64::from(c.group > 0),
+            Op::Conv(Conv { group, .. })
+            | Op::QConv(QConv {
+                conv: Conv { group, .. },
+                ..
+            }) => match input_shapes.get(1) {
+                Some(w) if w.len() == 4 => out * (w[1] * w[2] * w[3]) as u64 * u64::from(*group > 0),
                 _ => 0,
             },
             Op::Gemm(g) => match input_shapes.first() {
                 Some(a) if a.len() == 2 => out * (if g.trans_a { a[0] } else { a[1] }) as u64,
+                _ => 0,
+            },
+            Op::QGemm(_) => match input_shapes.first() {
+                Some(a) if a.len() == 2 => out * a[1] as u64,
                 _ => 0,
             },
             Op::MatMul => match input_shapes.first() {

@@ -274,37 +274,64 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
     let err = |m: String| CoreError::node(node, m);
     let one = |shape: Vec<usize>| Ok(vec![(dt, shape)]);
     match &node.op {
-        Op::Conv(c) => {
-            let (_, w) = in_shape(node, s, 1)?;
-            if x.len() != 4 || w.len() != 4 {
-                return Err(mismatch(
-                    node,
-                    "4-D input and weight (only 2-D convolution is supported)",
-                    (&x, w),
-                ));
-            }
-            if let Some(k) = c.kernel_shape
-                && k != [w[2], w[3]]
-            {
-                return Err(mismatch(node, format!("weight kernel {k:?}"), &w[2..]));
-            }
-            if c.group == 0 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
-                return Err(mismatch(
-                    node,
-                    format!("input channels = {} x group {}", w[1], c.group),
-                    &x,
-                ));
-            }
-            if node.input(2).is_some() {
-                let (_, b) = in_shape(node, s, 2)?;
-                if b != &vec![w[0]] {
-                    return Err(mismatch(node, format!("bias of shape [{}]", w[0]), b));
+        Op::Conv(c) => one(conv_shape(node, s, &x, c)?),
+        Op::QConv(q) => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            expect_dtype(node, s, 1, DType::I8)?;
+            let out = conv_shape(node, s, &x, &q.conv)?;
+            for i in [3, 4] {
+                let (_, p) = in_shape(node, s, i)?;
+                if p != &vec![out[1]] {
+                    return Err(mismatch(
+                        node,
+                        format!("requantization parameter {i} of shape [{}]", out[1]),
+                        p,
+                    ));
                 }
             }
-            let oh = window(x[2], w[2], c.strides[0], c.dilations[0], &c.padding, false, 0).map_err(err)?;
-            let ow = window(x[3], w[3], c.strides[1], c.dilations[1], &c.padding, false, 1)
-                .map_err(|m| CoreError::node(node, m))?;
-            one(vec![x[0], w[0], oh.out, ow.out])
+            if q.residual_zero_point.is_some() {
+                let (_, r) = in_shape(node, s, 5)?;
+                if r != &out {
+                    return Err(mismatch(node, format!("residual of shape {out:?}"), r));
+                }
+            }
+            Ok(vec![(DType::U8, out)])
+        }
+        Op::QGemm(_) => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            let (_, w) = in_shape(node, s, 1)?;
+            if x.len() != 2 || w.len() != 2 || x[1] != w[1] {
+                return Err(mismatch(node, "x [N,K] and w [M,K]", (&x, w)));
+            }
+            Ok(vec![(DType::U8, vec![x[0], w[0]])])
+        }
+        Op::QAdd(_) => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            expect_dtype(node, s, 1, DType::U8)?;
+            let (_, y) = in_shape(node, s, 1)?;
+            let out = broadcast(&x, y).ok_or_else(|| mismatch(node, format!("shape broadcastable with {x:?}"), y))?;
+            Ok(vec![(DType::U8, out)])
+        }
+        Op::QMaxPool(p) | Op::QAveragePool { pool: p, .. } => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            if x.len() != 4 {
+                return Err(mismatch(node, "4-D input", &x));
+            }
+            let [h, w] = pool_windows(p, x[2], x[3]).map_err(err)?;
+            Ok(vec![(DType::U8, vec![x[0], x[1], h.out, w.out])])
+        }
+        Op::QMean { keepdims, .. } => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            let axes = match const_ints(node, s, 1, "axes")? {
+                Some(a) => axes_set(node, &a, x.len())?,
+                None => (2..x.len()).collect(),
+            };
+            Ok(vec![(DType::U8, reduce_shape(&x, &axes, *keepdims))])
+        }
+        Op::Quantize { .. } => Ok(vec![(DType::U8, x)]),
+        Op::Dequantize { .. } => {
+            expect_dtype(node, s, 0, DType::U8)?;
+            Ok(vec![(DType::F32, x)])
         }
         Op::BatchNormalization { .. } => {
             if x.len() < 2 {
@@ -478,6 +505,63 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             one(out)
         }
     }
+}
+
+fn reduce_shape(x: &[usize], axes: &[usize], keepdims: bool) -> Vec<usize> {
+    if keepdims {
+        x.iter()
+            .enumerate()
+            .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+            .collect()
+    } else {
+        x.iter()
+            .enumerate()
+            .filter(|(i, _)| !axes.contains(i))
+            .map(|(_, &d)| d)
+            .collect()
+    }
+}
+
+fn expect_dtype(node: &Node, s: &Shapes, idx: usize, want: DType) -> Result<()> {
+    let (dt, _) = in_shape(node, s, idx)?;
+    if *dt != want {
+        return Err(CoreError::node(node, format!("input {idx} must be {want}, is {dt}")));
+    }
+    Ok(())
+}
+
+/// Output shape of a 2-D convolution, checking weight, group and bias shapes.
+fn conv_shape(node: &Node, s: &Shapes, x: &[usize], c: &crate::op::Conv) -> Result<Vec<usize>> {
+    let (_, w) = in_shape(node, s, 1)?;
+    if x.len() != 4 || w.len() != 4 {
+        return Err(mismatch(
+            node,
+            "4-D input and weight (only 2-D convolution is supported)",
+            (x, w),
+        ));
+    }
+    if let Some(k) = c.kernel_shape
+        && k != [w[2], w[3]]
+    {
+        return Err(mismatch(node, format!("weight kernel {k:?}"), &w[2..]));
+    }
+    if c.group == 0 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
+        return Err(mismatch(
+            node,
+            format!("input channels = {} x group {}", w[1], c.group),
+            x,
+        ));
+    }
+    if node.input(2).is_some() {
+        let (_, b) = in_shape(node, s, 2)?;
+        if b != &vec![w[0]] {
+            return Err(mismatch(node, format!("bias of shape [{}]", w[0]), b));
+        }
+    }
+    let err = |m: String| CoreError::node(node, m);
+    let oh = window(x[2], w[2], c.strides[0], c.dilations[0], &c.padding, false, 0).map_err(err)?;
+    let ow = window(x[3], w[3], c.strides[1], c.dilations[1], &c.padding, false, 1).map_err(err)?;
+    Ok(vec![x[0], w[0], oh.out, ow.out])
 }
 
 /// Output shape of a numpy-style matrix product.

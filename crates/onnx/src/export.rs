@@ -261,6 +261,20 @@ impl Writer<'_> {
             | Op::MatMul
             | Op::Identity
             | Op::Shape => self.emit(&n.name, n.op.name(), ins, outs, vec![]),
+            Op::Quantize { .. }
+            | Op::Dequantize { .. }
+            | Op::QConv(_)
+            | Op::QGemm(_)
+            | Op::QAdd(_)
+            | Op::QMaxPool(_)
+            | Op::QAveragePool { .. }
+            | Op::QMean { .. } => {
+                return Err(OnnxError::Invalid(format!(
+                    "node '{}': weft's integer op {} has no ONNX form; export the float graph",
+                    n.name,
+                    n.op.name()
+                )));
+            }
         }
         Ok(())
     }

@@ -21,6 +21,8 @@ pub struct Executor {
     graph: Graph,
     /// For each node, the values whose last use it is (freed after it runs).
     frees: Vec<Vec<String>>,
+    /// Round every float activation through f16, as an f16 package stores them.
+    f16_activations: bool,
 }
 
 impl Executor {
@@ -39,7 +41,17 @@ impl Executor {
                 frees[idx].push(name.to_string());
             }
         }
-        Ok(Executor { graph, frees })
+        Ok(Executor {
+            graph,
+            frees,
+            f16_activations: false,
+        })
+    }
+
+    /// An executor that stores float activations as f16 (computing in f32).
+    pub fn with_f16_activations(mut self, on: bool) -> Self {
+        self.f16_activations = on;
+        self
     }
 
     pub fn graph(&self) -> &Graph {
@@ -49,6 +61,16 @@ impl Executor {
     /// Runs the graph. Every graph input must be given with its declared dtype and a
     /// shape matching its fixed dims. Returns the graph outputs in declaration order.
     pub fn run(&self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, ExecError> {
+        self.run_observed(inputs, &mut |_, _| {})
+    }
+
+    /// Like [`Executor::run`], calling `observe` with every graph input and node output as
+    /// it is produced (for calibration and per-layer comparisons).
+    pub fn run_observed(
+        &self,
+        inputs: &HashMap<String, Tensor>,
+        observe: &mut dyn FnMut(&str, &Tensor),
+    ) -> Result<Vec<(String, Tensor)>, ExecError> {
         let mut values: HashMap<&str, Tensor> = HashMap::new();
         for decl in &self.graph.inputs {
             let t = inputs.get(&decl.name).ok_or_else(|| ExecError::Input {
@@ -56,6 +78,7 @@ impl Executor {
                 message: "not given".into(),
             })?;
             check_input(decl, t)?;
+            observe(&decl.name, t);
             values.insert(decl.name.as_str(), t.clone());
         }
         if let Some(extra) = inputs.keys().find(|k| !self.graph.inputs.iter().any(|d| &d.name == *k)) {
@@ -89,6 +112,11 @@ impl Executor {
                 values.remove(name.as_str());
             }
             for (name, t) in node.outputs.iter().zip(outs) {
+                let t = match t {
+                    Tensor::F32(a) if self.f16_activations => Tensor::F32(a.mapv(round_f16)),
+                    other => other,
+                };
+                observe(name, &t);
                 values.insert(name.as_str(), t);
             }
         }
@@ -105,6 +133,10 @@ impl Executor {
             })
             .collect()
     }
+}
+
+fn round_f16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
 }
 
 fn check_input(decl: &weft_core::ValueInfo, t: &Tensor) -> Result<(), ExecError> {

@@ -4,6 +4,7 @@
 
 pub mod conv;
 pub mod executor;
+pub mod int;
 pub mod ops;
 pub mod pool;
 

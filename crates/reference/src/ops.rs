@@ -6,6 +6,7 @@ use weft_core::shape::{self, Shapes, normalize_axis};
 use weft_core::{CoreError, DType, Node, Op, Result, Tensor};
 
 use crate::conv::conv2d;
+use crate::int;
 use crate::pool::{PoolKind, global_pool, pool2d};
 
 macro_rules! map_tensor {
@@ -200,6 +201,19 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             picked.reshaped(&out_shape)?
         }
         Op::Cast { to } => x.cast(*to),
+        Op::Quantize { scale, zero_point } => int::quantize(x, *scale, *zero_point)?,
+        Op::Dequantize { scale, zero_point } => int::dequantize(x, *scale, *zero_point)?,
+        Op::QConv(q) => int::qconv(q, inputs, &out_shape)?,
+        Op::QGemm(q) => int::qgemm(q, inputs, &out_shape)?,
+        Op::QAdd(q) => int::qadd(q, x, input(1)?, &out_shape)?,
+        Op::QMaxPool(p) => int::qpool(x, p, None, &out_shape)?,
+        Op::QAveragePool { pool, zero_point } => int::qpool(x, pool, Some(*zero_point), &out_shape)?,
+        Op::QMean { zero_point, .. } => int::qmean(
+            x,
+            inputs.get(1).copied().flatten().map(Tensor::to_i64_vec),
+            *zero_point,
+            &out_shape,
+        )?,
     };
     if result.shape() != out_shape.as_slice() {
         return Err(err(format!(

@@ -1,0 +1,137 @@
+//! `weft compile`: quantize and compile a model into a package.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use weft_compile::{Batch, CompileOptions, Precision};
+use weft_image::Preprocess;
+use weft_quant::Method;
+
+use crate::data;
+use crate::progress::Progress;
+
+#[derive(clap::Args, Debug)]
+pub struct CompileArgs {
+    /// An ONNX model (float, or pre-quantized QDQ / QOperator).
+    pub model: PathBuf,
+    /// int8, f16 or f32.
+    #[arg(long, default_value = "int8")]
+    pub precision: Precision,
+    /// Calibration data: a .npy batch [N, ...] or a directory of images.
+    #[arg(long)]
+    pub calib: Option<PathBuf>,
+    /// minmax, percentile (99.99; or percentile:P) or entropy.
+    #[arg(long, default_value = "percentile")]
+    pub calib_method: Method,
+    /// Preprocessing spec stored in the package: PRESET[,key=value...] (presets: imagenet,
+    /// brainwave, none; keys: resize, crop, range, mean, std, channels, layout).
+    #[arg(long, default_value = "none")]
+    pub preprocess: Preprocess,
+    /// Class labels, one per line.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Write an accuracy report (per-layer SQNR, cosine similarity, top-1 agreement) as JSON.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Data for the report (default: the calibration data).
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Batch size for calibration and evaluation runs.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Output package.
+    #[arg(short, long)]
+    pub output: PathBuf,
+}
+
+pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let model = weft_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let graph = model.graph;
+    if graph.inputs.len() != 1 && (args.calib.is_some() || args.eval.is_some()) {
+        bail!("calibration data can only be given for models with one input");
+    }
+    let batches = |path: &PathBuf| -> anyhow::Result<Vec<Batch>> {
+        let t = data::load_tensor(path, &graph, &args.preprocess)?;
+        let name = graph.inputs[0].name.clone();
+        Ok(data::split(&t, args.batch)?
+            .into_iter()
+            .map(|b| HashMap::from([(name.clone(), b)]))
+            .collect())
+    };
+    let calibration = match &args.calib {
+        Some(p) => batches(p)?,
+        None => Vec::new(),
+    };
+    let evaluation = match (&args.report, &args.eval) {
+        (None, _) => None,
+        (Some(_), Some(e)) => Some(batches(e)?),
+        (Some(_), None) if !calibration.is_empty() => Some(calibration.clone()),
+        (Some(_), None) => bail!("--report needs --eval data (or --calib)"),
+    };
+    let labels = match &args.labels {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        None => Vec::new(),
+    };
+    let name = args
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    let metadata = [
+        (
+            "source".to_string(),
+            args.model
+                .file_name()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        ),
+        ("source_opset".to_string(), model.opset.to_string()),
+        ("source_producer".to_string(), model.producer.clone()),
+    ]
+    .into();
+    let opts = CompileOptions {
+        name,
+        precision: args.precision,
+        method: args.calib_method,
+        calibration,
+        given: None,
+        evaluation,
+        preprocess: args.preprocess.clone(),
+        labels,
+        metadata,
+    };
+    let mut progress = Progress::new();
+    let (package, report) = weft_compile::compile(graph, opts, &mut |stage, i, n| progress.update(stage, i, n))?;
+    progress.finish();
+    package.save(&args.output)?;
+    eprintln!(
+        "compiled {} ({}) to {} in {:.1} s",
+        args.model.display(),
+        package.precision,
+        args.output.display(),
+        start.elapsed().as_secs_f64()
+    );
+    if let (Some(path), Some(report)) = (&args.report, report) {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        for o in &report.outputs {
+            eprintln!(
+                "  {}: cosine {:.5} (min {:.5}), top-1 agreement {}",
+                o.name,
+                o.cosine_similarity,
+                o.min_cosine_similarity,
+                o.top1_agreement
+                    .map_or("n/a".to_string(), |t| format!("{:.1}%", t * 100.0))
+            );
+        }
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Loading input data for calibration, evaluation and featurization: a `.npy` batch or a
+//! directory of images (preprocessed with the package's spec).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use weft_core::{Graph, Tensor};
+use weft_image::{Layout, Preprocess};
+
+/// Image files under `dir` (recursively, sorted), with the name of the folder each sits in.
+pub fn image_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading directory {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            {
+                let class = path
+                    .parent()
+                    .filter(|p| *p != dir)
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                out.push((path, class));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The `[height, width]` of a model's image input.
+pub fn input_size(graph: &Graph, pre: &Preprocess) -> anyhow::Result<[u32; 2]> {
+    let input = graph.inputs.first().context("the model has no input")?;
+    let s = &input.shape;
+    if s.len() != 4 {
+        bail!("input '{}' is not an image tensor (rank {})", input.name, s.len());
+    }
+    let (h, w) = match pre.layout {
+        Layout::Nchw => (s[2], s[3]),
+        Layout::Nhwc => (s[1], s[2]),
+    };
+    match (h, w) {
+        (Some(h), Some(w)) => Ok([h as u32, w as u32]),
+        _ => pre
+            .crop
+            .context("the model's input size is symbolic: give a crop size in --preprocess"),
+    }
+}
+
+/// Loads a `.npy` batch or an image directory as one tensor `[N, ...]`.
+pub fn load_tensor(path: &Path, graph: &Graph, pre: &Preprocess) -> anyhow::Result<Tensor> {
+    if path.is_dir() {
+        let files = image_files(path)?;
+        if files.is_empty() {
+            bail!("no .jpg/.jpeg/.png images under {}", path.display());
+        }
+        let size = input_size(graph, pre)?;
+        let mut parts = Vec::with_capacity(files.len());
+        for (f, _) in &files {
+            let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            parts.push(
+                pre.apply(&bytes, size, weft_image::DEFAULT_MAX_PIXELS)
+                    .with_context(|| format!("{}", f.display()))?,
+            );
+        }
+        return stack(&parts);
+    }
+    Ok(weft_core::npy::read(path)?.cast(weft_core::DType::F32))
+}
+
+/// Concatenates `[1, ...]` tensors along the first axis.
+pub fn stack(parts: &[Tensor]) -> anyhow::Result<Tensor> {
+    let first = parts.first().context("nothing to stack")?;
+    let mut shape = first.shape().to_vec();
+    let mut data = Vec::with_capacity(first.len() * parts.len());
+    for p in parts {
+        if p.shape()[1..] != shape[1..] {
+            bail!("inputs of different shapes: {:?} and {:?}", p.shape(), shape);
+        }
+        data.extend(p.to_f32().iter().copied());
+    }
+    shape[0] = parts.iter().map(|p| p.shape()[0]).sum();
+    Ok(Tensor::from_f32(&shape, data)?)
+}
+
+/// Splits `[N, ...]` into batches of at most `batch` rows.
+pub fn split(t: &Tensor, batch: usize) -> anyhow::Result<Vec<Tensor>> {
+    let n = *t.shape().first().context("scalar input")?;
+    let row: usize = t.shape()[1..].iter().product();
+    let all = t.to_f32();
+    let flat: Vec<f32> = all.iter().copied().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch.max(1)).min(n);
+        let mut shape = t.shape().to_vec();
+        shape[0] = end - start;
+        out.push(Tensor::from_f32(&shape, flat[start * row..end * row].to_vec())?);
+        start = end;
+    }
+    Ok(out)
+}

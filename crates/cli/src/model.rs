@@ -1,0 +1,33 @@
+//! Opening a model file: an ONNX model or a compiled package.
+
+use std::path::Path;
+
+use anyhow::Context;
+use weft_compile::Package;
+
+/// A model as given on the command line.
+#[derive(Debug)]
+pub enum Loaded {
+    Onnx(weft_onnx::Model),
+    Package(Box<Package>),
+}
+
+impl Loaded {
+    pub fn graph(&self) -> &weft_core::Graph {
+        match self {
+            Loaded::Onnx(m) => &m.graph,
+            Loaded::Package(p) => &p.graph,
+        }
+    }
+}
+
+/// Opens an ONNX file or a `.weft` package (told apart by the package's magic bytes).
+pub fn open(path: &Path) -> anyhow::Result<Loaded> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if Package::sniff(&bytes) {
+        let p = Package::from_bytes(&bytes).with_context(|| format!("loading package {}", path.display()))?;
+        return Ok(Loaded::Package(Box::new(p)));
+    }
+    let m = weft_onnx::import(&bytes, path.parent()).with_context(|| format!("loading {}", path.display()))?;
+    Ok(Loaded::Onnx(m))
+}

@@ -48,7 +48,15 @@ pub struct CompileArgs {
 pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let model = weft_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
-    let graph = model.graph;
+    let (graph, given) = if weft_quant::prequantized::is_prequantized(&model.graph) {
+        if args.precision != Precision::Int8 {
+            bail!("{} is pre-quantized: it compiles to int8 only", args.model.display());
+        }
+        let (float, params) = weft_quant::prequantized::extract(&model.graph)?;
+        (float, Some(params))
+    } else {
+        (model.graph, None)
+    };
     if graph.inputs.len() != 1 && (args.calib.is_some() || args.eval.is_some()) {
         bail!("calibration data can only be given for models with one input");
     }
@@ -101,7 +109,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         precision: args.precision,
         method: args.calib_method,
         calibration,
-        given: None,
+        given,
         evaluation,
         preprocess: args.preprocess.clone(),
         labels,

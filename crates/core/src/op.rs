@@ -198,12 +198,35 @@ pub enum Op {
         pool: Pool,
         zero_point: i32,
     },
-    /// Mean over axes (global average pooling) on u8. Input 1 holds the axes, as in
-    /// ReduceMean; `None` axes means every axis after the first two.
-    QMean {
-        keepdims: bool,
-        zero_point: i32,
+    /// Mean over axes (global average pooling) on u8, requantized:
+    /// `clamp(zp_out + rshift_round(sum(x - zp_x) * multiplier, shift))` where the
+    /// multiplier folds `s_x / (s_out * count)`. Input 1 holds the axes, as in ReduceMean;
+    /// none means every axis after the first two.
+    QMean(QMean),
+
+    // ---- ONNX quantized ops, as pre-quantized models carry them (lowered by weft-quant) ----
+    /// Inputs: x, y_scale, optional y_zero_point.
+    QuantizeLinear {
+        axis: i64,
     },
+    /// Inputs: x, x_scale, optional x_zero_point.
+    DequantizeLinear {
+        axis: i64,
+    },
+    /// Inputs: x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, optional bias.
+    QLinearConv(Conv),
+    /// Inputs: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
+    QLinearMatMul,
+    /// Inputs: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
+    QLinearAdd,
+    /// com.microsoft QGemm. Inputs: a, a_scale, a_zp, b, b_scale, b_zp, optional c (i32),
+    /// y_scale, y_zp.
+    QLinearGemm {
+        alpha: f32,
+        trans_b: bool,
+    },
+    /// Inputs: x, x_scale, x_zp, y_scale, y_zp.
+    QLinearGlobalAveragePool,
 }
 
 /// Requantization parameters shared by the integer ops: the output zero point and the
@@ -222,6 +245,16 @@ pub struct QConv {
     pub x_zero_point: i32,
     /// Zero point of the fused residual input, when there is one.
     pub residual_zero_point: Option<i32>,
+    pub out: QOut,
+}
+
+/// Integer mean attributes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QMean {
+    pub keepdims: bool,
+    pub x_zero_point: i32,
+    pub multiplier: i32,
+    pub shift: i32,
     pub out: QOut,
 }
 
@@ -281,7 +314,14 @@ impl Op {
             Op::QAdd(_) => "QAdd",
             Op::QMaxPool(_) => "QMaxPool",
             Op::QAveragePool { .. } => "QAveragePool",
-            Op::QMean { .. } => "QMean",
+            Op::QMean(_) => "QMean",
+            Op::QuantizeLinear { .. } => "QuantizeLinear",
+            Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::QLinearConv(_) => "QLinearConv",
+            Op::QLinearMatMul => "QLinearMatMul",
+            Op::QLinearAdd => "QLinearAdd",
+            Op::QLinearGemm { .. } => "QGemm",
+            Op::QLinearGlobalAveragePool => "QLinearGlobalAveragePool",
         }
     }
 

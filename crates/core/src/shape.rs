@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::op::{Padding, Pool};
+use crate::op::{Padding, Pool, QMean};
 use crate::{CoreError, DType, Graph, Node, Op, Result, Tensor};
 
 /// Begin pad, end pad and output size of one spatial axis of a sliding window.
@@ -274,11 +274,11 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
     let err = |m: String| CoreError::node(node, m);
     let one = |shape: Vec<usize>| Ok(vec![(dt, shape)]);
     match &node.op {
-        Op::Conv(c) => one(conv_shape(node, s, &x, c)?),
+        Op::Conv(c) => one(conv_shape(node, s, &x, c, 1, 2)?),
         Op::QConv(q) => {
             expect_dtype(node, s, 0, DType::U8)?;
             expect_dtype(node, s, 1, DType::I8)?;
-            let out = conv_shape(node, s, &x, &q.conv)?;
+            let out = conv_shape(node, s, &x, &q.conv, 1, 2)?;
             for i in [3, 4] {
                 let (_, p) = in_shape(node, s, i)?;
                 if p != &vec![out[1]] {
@@ -320,7 +320,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             let [h, w] = pool_windows(p, x[2], x[3]).map_err(err)?;
             Ok(vec![(DType::U8, vec![x[0], x[1], h.out, w.out])])
         }
-        Op::QMean { keepdims, .. } => {
+        Op::QMean(QMean { keepdims, .. }) => {
             expect_dtype(node, s, 0, DType::U8)?;
             let axes = match const_ints(node, s, 1, "axes")? {
                 Some(a) => axes_set(node, &a, x.len())?,
@@ -329,6 +329,59 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             Ok(vec![(DType::U8, reduce_shape(&x, &axes, *keepdims))])
         }
         Op::Quantize { .. } => Ok(vec![(DType::U8, x)]),
+        Op::QuantizeLinear { .. } => {
+            let dt = node
+                .input(2)
+                .and_then(|z| s.values.get(z))
+                .map_or(DType::U8, |(d, _)| *d);
+            Ok(vec![(dt, x)])
+        }
+        Op::DequantizeLinear { .. } => Ok(vec![(DType::F32, x)]),
+        Op::QLinearConv(c) => {
+            let out = conv_shape(node, s, &x, c, 3, 8)?;
+            let y_dt = node
+                .input(7)
+                .and_then(|z| s.values.get(z))
+                .map_or(DType::U8, |(d, _)| *d);
+            Ok(vec![(y_dt, out)])
+        }
+        Op::QLinearMatMul | Op::QLinearAdd => {
+            let (_, y) = in_shape(node, s, 3)?;
+            let out = if node.op == Op::QLinearAdd {
+                broadcast(&x, y)
+            } else {
+                matmul_shape(&x, y)
+            }
+            .ok_or_else(|| mismatch(node, format!("shape compatible with {x:?}"), y))?;
+            let y_dt = node
+                .input(7)
+                .and_then(|z| s.values.get(z))
+                .map_or(DType::U8, |(d, _)| *d);
+            Ok(vec![(y_dt, out)])
+        }
+        Op::QLinearGemm { trans_b, .. } => {
+            let (_, b) = in_shape(node, s, 3)?;
+            if x.len() != 2 || b.len() != 2 {
+                return Err(mismatch(node, "2-D A and B", (&x, b)));
+            }
+            let (k2, n) = if *trans_b { (b[1], b[0]) } else { (b[0], b[1]) };
+            if x[1] != k2 {
+                return Err(mismatch(node, format!("B with inner dimension {}", x[1]), b));
+            }
+            let y_dt = node
+                .input(8)
+                .and_then(|z| s.values.get(z))
+                .map_or(DType::U8, |(d, _)| *d);
+            Ok(vec![(y_dt, vec![x[0], n])])
+        }
+        Op::QLinearGlobalAveragePool => {
+            if x.len() < 3 {
+                return Err(mismatch(node, "input of rank >= 3", &x));
+            }
+            let mut out = x.clone();
+            out[2..].iter_mut().for_each(|d| *d = 1);
+            Ok(vec![(dt, out)])
+        }
         Op::Dequantize { .. } => {
             expect_dtype(node, s, 0, DType::U8)?;
             Ok(vec![(DType::F32, x)])
@@ -531,8 +584,15 @@ fn expect_dtype(node: &Node, s: &Shapes, idx: usize, want: DType) -> Result<()> 
 }
 
 /// Output shape of a 2-D convolution, checking weight, group and bias shapes.
-fn conv_shape(node: &Node, s: &Shapes, x: &[usize], c: &crate::op::Conv) -> Result<Vec<usize>> {
-    let (_, w) = in_shape(node, s, 1)?;
+fn conv_shape(
+    node: &Node,
+    s: &Shapes,
+    x: &[usize],
+    c: &crate::op::Conv,
+    w_idx: usize,
+    b_idx: usize,
+) -> Result<Vec<usize>> {
+    let (_, w) = in_shape(node, s, w_idx)?;
     if x.len() != 4 || w.len() != 4 {
         return Err(mismatch(
             node,
@@ -552,8 +612,8 @@ fn conv_shape(node: &Node, s: &Shapes, x: &[usize], c: &crate::op::Conv) -> Resu
             x,
         ));
     }
-    if node.input(2).is_some() {
-        let (_, b) = in_shape(node, s, 2)?;
+    if node.input(b_idx).is_some() {
+        let (_, b) = in_shape(node, s, b_idx)?;
         if b != &vec![w[0]] {
             return Err(mismatch(node, format!("bias of shape [{}]", w[0]), b));
         }

@@ -268,9 +268,16 @@ impl Writer<'_> {
             | Op::QAdd(_)
             | Op::QMaxPool(_)
             | Op::QAveragePool { .. }
-            | Op::QMean { .. } => {
+            | Op::QMean(_)
+            | Op::QuantizeLinear { .. }
+            | Op::DequantizeLinear { .. }
+            | Op::QLinearConv(_)
+            | Op::QLinearMatMul
+            | Op::QLinearAdd
+            | Op::QLinearGemm { .. }
+            | Op::QLinearGlobalAveragePool => {
                 return Err(OnnxError::Invalid(format!(
-                    "node '{}': weft's integer op {} has no ONNX form; export the float graph",
+                    "node '{}': {} is not exported; export the float graph",
                     n.name,
                     n.op.name()
                 )));

@@ -159,7 +159,9 @@ impl Importer<'_> {
             name: name.clone(),
             opset: self.opset,
         };
-        if !matches!(n.domain(), "" | "ai.onnx") {
+        let microsoft_ok =
+            n.domain() == "com.microsoft" && matches!(n.op_type(), "QLinearAdd" | "QLinearGlobalAveragePool" | "QGemm");
+        if !matches!(n.domain(), "" | "ai.onnx") && !microsoft_ok {
             return Err(a.unsupported(format!("operators of domain '{}' are not supported", n.domain())));
         }
         let mut inputs: Vec<String> = n.input.clone();
@@ -360,6 +362,56 @@ impl Importer<'_> {
                     .and_then(weft_type)
                     .ok_or_else(|| a.unsupported(format!("Cast to {}", type_name(to as i32))))?;
                 Op::Cast { to: dtype }
+            }
+            "QuantizeLinear" => {
+                if a.int("saturate", 1)? != 1 || a.has("block_size") && a.int("block_size", 0)? != 0 {
+                    return Err(a.unsupported("blocked or non-saturating quantization"));
+                }
+                Op::QuantizeLinear {
+                    axis: a.int("axis", 1)?,
+                }
+            }
+            "DequantizeLinear" => {
+                if a.has("block_size") && a.int("block_size", 0)? != 0 {
+                    return Err(a.unsupported("blocked quantization"));
+                }
+                Op::DequantizeLinear {
+                    axis: a.int("axis", 1)?,
+                }
+            }
+            "QLinearConv" => {
+                let kernel = a.usizes("kernel_shape", 2)?;
+                Op::QLinearConv(Conv {
+                    kernel_shape: kernel.map(|k| [k[0], k[1]]),
+                    strides: a.pair("strides", 1)?,
+                    dilations: a.pair("dilations", 1)?,
+                    padding: padding(&a)?,
+                    group: usize::try_from(a.int("group", 1)?)
+                        .ok()
+                        .filter(|&g| g > 0)
+                        .ok_or_else(|| a.unsupported("group must be positive"))?,
+                    activation: None,
+                })
+            }
+            "QLinearMatMul" => Op::QLinearMatMul,
+            "QGemm" => {
+                if a.int("transA", 0)? != 0 {
+                    return Err(a.unsupported("transposed A"));
+                }
+                if inputs.get(7).is_none_or(|s| s.is_empty()) {
+                    return Err(a.unsupported("QGemm with a float output (no y_scale)"));
+                }
+                Op::QLinearGemm {
+                    alpha: a.float("alpha", 1.0)?,
+                    trans_b: a.int("transB", 0)? != 0,
+                }
+            }
+            "QLinearAdd" => Op::QLinearAdd,
+            "QLinearGlobalAveragePool" => {
+                if a.int("channels_last", 0)? != 0 {
+                    return Err(a.unsupported("channels_last QLinearGlobalAveragePool"));
+                }
+                Op::QLinearGlobalAveragePool
             }
             other => return Err(a.unsupported(format!("operator '{other}' is not supported"))),
         };

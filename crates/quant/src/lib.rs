@@ -4,6 +4,7 @@
 pub mod calibrate;
 pub mod f16;
 pub mod lower;
+pub mod prequantized;
 
 pub use calibrate::{Calibrator, Method, Ranges};
 pub use lower::{IntValues, QuantParams, quantize};

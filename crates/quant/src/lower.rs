@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ndarray::Axis;
-use weft_core::op::{Activation, Conv, QAdd, QConv, QGemm, QOut};
+use weft_core::op::{Activation, Conv, QAdd, QConv, QGemm, QMean, QOut};
 use weft_core::quant::{fixed_multiplier, params_for_range, quantize_multiplier, weight_scale};
 use weft_core::{Graph, Node, Op, Tensor};
 
@@ -25,6 +25,9 @@ pub struct QuantParams {
     pub activations: HashMap<String, (f32, i32)>,
     pub weights: HashMap<String, (Tensor, Vec<f32>)>,
     pub biases: HashMap<String, Tensor>,
+    /// Keep every value that has parameters as its own quantized tensor (no residual
+    /// fusion across it), as a pre-quantized model computes.
+    pub exact_intermediates: bool,
 }
 
 impl QuantParams {
@@ -59,6 +62,8 @@ struct Lowering<'a> {
     ints: HashMap<String, (String, f32, i32)>,
     /// float values available as float in the new graph
     floats: HashSet<String>,
+    /// shapes of the float graph at batch 1
+    shapes: weft_core::shape::Shapes,
 }
 
 /// Where each float value lives in the integer graph: `(u8 value name, scale, zero point)`.
@@ -69,7 +74,7 @@ pub type IntValues = HashMap<String, (String, f32, i32)>;
 pub fn quantize(graph: &Graph, params: &QuantParams) -> Result<(Graph, IntValues), QuantError> {
     let mut g = graph.clone();
     g.sort()?;
-    let fusions = plan_fusions(&g);
+    let fusions = plan_fusions(&g, params);
     let skipped: HashSet<usize> = fusions
         .values()
         .flat_map(|f| {
@@ -92,6 +97,7 @@ pub fn quantize(graph: &Graph, params: &QuantParams) -> Result<(Graph, IntValues
         },
         ints: HashMap::new(),
         floats: g.inputs.iter().map(|i| i.name.clone()).collect(),
+        shapes: weft_core::shape::infer(&g, &HashMap::new())?,
     };
     // A convolution with a fused residual is lowered where its Add stands, once both
     // branches exist.
@@ -122,7 +128,7 @@ pub fn quantize(graph: &Graph, params: &QuantParams) -> Result<(Graph, IntValues
 }
 
 /// Finds Conv (+Add (+Relu/Clip)), Add + Relu/Clip and MatMul + constant Add patterns.
-fn plan_fusions(g: &Graph) -> HashMap<usize, Fusion> {
+fn plan_fusions(g: &Graph, params: &QuantParams) -> HashMap<usize, Fusion> {
     let uses = g.use_counts();
     let producers = g.producers();
     let outputs: HashSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
@@ -168,7 +174,9 @@ fn plan_fusions(g: &Graph) -> HashMap<usize, Fusion> {
                 let conv_side = [(a, b), (b, a)].into_iter().find_map(|(main, other)| {
                     let &p = producers.get(main)?;
                     let Op::Conv(c) = &g.nodes[p].op else { return None };
-                    (c.activation.is_none() && single_internal_use(main) && !taken.contains(&p)).then_some((p, other))
+                    let materialized = params.exact_intermediates && params.activations.contains_key(main);
+                    (c.activation.is_none() && single_internal_use(main) && !taken.contains(&p) && !materialized)
+                        .then_some((p, other))
                 });
                 if let Some((p, other)) = conv_side {
                     taken.insert(p);
@@ -358,33 +366,21 @@ impl Lowering<'_> {
                 )
             }
             Op::GlobalAveragePool if int_input => {
-                let zp = self.ints[&data_in].2;
-                self.passthrough(
-                    node,
-                    Op::QMean {
-                        keepdims: true,
-                        zero_point: zp,
-                    },
-                )
+                let rank = self.shape_of(&data_in).len();
+                self.mean(node, node.clone(), (2..rank as i64).collect(), true)
             }
             Op::ReduceMean { keepdims, .. }
                 if int_input && (node.input(1).is_none() || self.is_const(node.input(1))) =>
             {
-                let zp = self.ints[&data_in].2;
+                let rank = self.shape_of(&data_in).len() as i64;
                 let axes = match node.input(1) {
                     Some(a) => self.src.initializers[a].to_i64_vec(),
-                    None => (0..self.src.inputs.first().map_or(4, |i| i.shape.len()) as i64).collect(),
+                    None => (0..rank).collect(),
                 };
                 let mut n = node.clone();
                 let a = self.constant(&format!("{}.axes", node.name), Tensor::i64_vec(&axes));
                 n.inputs = vec![data_in.clone(), a];
-                self.passthrough(
-                    &n,
-                    Op::QMean {
-                        keepdims: *keepdims,
-                        zero_point: zp,
-                    },
-                )
+                self.mean(node, n, axes, *keepdims)
             }
             Op::Flatten { .. }
             | Op::Reshape { .. }
@@ -406,6 +402,47 @@ impl Lowering<'_> {
                 Ok(())
             }
         }
+    }
+
+    fn shape_of(&self, v: &str) -> Vec<usize> {
+        self.shapes.shape(v).map(<[usize]>::to_vec).unwrap_or_default()
+    }
+
+    /// A mean over `axes`, requantized to the output's own parameters when it has them.
+    fn mean(&mut self, node: &Node, mut lowered: Node, axes: Vec<i64>, keepdims: bool) -> Result<(), QuantError> {
+        let data_in = node.input(0).unwrap_or_default();
+        let (q, s_x, zp_x) = self.ints[data_in].clone();
+        let shape = self.shape_of(data_in);
+        let count: usize = axes
+            .iter()
+            .filter_map(|&a| weft_core::shape::normalize_axis(a, shape.len()))
+            .map(|a| shape[a])
+            .product();
+        let (s_y, zp_y) = self
+            .params
+            .activations
+            .get(&node.outputs[0])
+            .copied()
+            .unwrap_or((s_x, zp_x));
+        let real = f64::from(s_x) / (f64::from(s_y) * count.max(1) as f64);
+        let (multiplier, shift) = quantize_multiplier(real)
+            .ok_or_else(|| QuantError::node(node, format!("mean multiplier {real:e} is out of range")))?;
+        let out = self.fresh(&format!("{}.q", node.outputs[0]));
+        lowered.inputs[0] = q;
+        lowered.op = Op::QMean(QMean {
+            keepdims,
+            x_zero_point: zp_x,
+            multiplier,
+            shift,
+            out: QOut {
+                zero_point: zp_y,
+                clamp: [0, 255],
+            },
+        });
+        lowered.outputs = vec![out.clone()];
+        self.out.nodes.push(lowered);
+        self.ints.insert(node.outputs[0].clone(), (out, s_y, zp_y));
+        Ok(())
     }
 
     /// An op whose u8 output keeps its input's scale and zero point.

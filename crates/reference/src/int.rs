@@ -2,7 +2,7 @@
 //! defined in `weft_core::quant`. This is the specification the OpenCL kernels match.
 
 use ndarray::{ArrayD, Axis, IxDyn};
-use weft_core::op::{Pool, QAdd, QConv, QGemm, QOut};
+use weft_core::op::{Pool, QAdd, QConv, QGemm, QMean, QOut};
 use weft_core::quant::{div_round, quantize_u8, requantize, rshift_round};
 use weft_core::shape::{pool_windows, window};
 use weft_core::{CoreError, Result, Tensor};
@@ -228,8 +228,9 @@ pub fn qpool(x: &Tensor, pool: &Pool, average: Option<i32>, out_shape: &[usize])
     out_u8(out_shape, out)
 }
 
-/// Mean of u8 values over axes: `zp + div_round(sum(x - zp), count)`.
-pub fn qmean(x: &Tensor, axes: Option<Vec<i64>>, zero_point: i32, out_shape: &[usize]) -> Result<Tensor> {
+/// Mean of u8 values over axes, requantized:
+/// `clamp(zp_out + rshift_round(sum(x - zp_x) * multiplier, shift))`.
+pub fn qmean(x: &Tensor, axes: Option<Vec<i64>>, q: &QMean, out_shape: &[usize]) -> Result<Tensor> {
     let Tensor::U8(a) = x else {
         return Err(CoreError::Tensor("QMean input must be uint8".into()));
     };
@@ -242,16 +243,71 @@ pub fn qmean(x: &Tensor, axes: Option<Vec<i64>>, zero_point: i32, out_shape: &[u
         None => (2..rank).collect(),
     };
     axes.sort_unstable();
-    let count: i64 = axes.iter().map(|&ax| a.shape()[ax] as i64).product();
-    let mut sums: ArrayD<i64> = a.mapv(|v| i64::from(v) - i64::from(zero_point));
+    let mut sums: ArrayD<i64> = a.mapv(|v| i64::from(v) - i64::from(q.x_zero_point));
     for &ax in axes.iter().rev() {
         sums = sums.sum_axis(Axis(ax));
     }
     let out: Vec<u8> = sums
         .iter()
-        .map(|&s| (i64::from(zero_point) + div_round(s, count.max(1))).clamp(0, 255) as u8)
+        .map(|&s| clamp_out(rshift_round(s * i64::from(q.multiplier), q.shift), &q.out))
         .collect();
     out_u8(out_shape, out)
+}
+
+/// Per-axis parameter broadcast for QuantizeLinear / DequantizeLinear.
+fn per_axis(
+    shape: &[usize],
+    axis: i64,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+) -> Result<(Vec<f32>, Vec<i64>, usize, usize)> {
+    let scales: Vec<f32> = scale.to_f32().iter().copied().collect();
+    let zps: Vec<i64> = zp.map(Tensor::to_i64_vec).unwrap_or_else(|| vec![0; scales.len()]);
+    if scales.len() == 1 {
+        return Ok((scales, zps, 1, 1));
+    }
+    let a = weft_core::shape::normalize_axis(axis, shape.len())
+        .ok_or_else(|| CoreError::Tensor(format!("axis {axis} out of range")))?;
+    if shape[a] != scales.len() || zps.len() != scales.len() {
+        return Err(CoreError::Tensor(format!(
+            "{} scales for axis of size {}",
+            scales.len(),
+            shape[a]
+        )));
+    }
+    let inner: usize = shape[a + 1..].iter().product();
+    Ok((scales, zps, shape[a], inner))
+}
+
+/// ONNX QuantizeLinear: `saturate(round_half_even(x / s) + zp)` to the zero point's type.
+pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
+    let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
+    let xs = x.to_f32();
+    let v: Vec<f32> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &f)| {
+            let c = (i / inner) % n;
+            (f / s[c]).round_ties_even() + z[c] as f32
+        })
+        .collect();
+    let t = Tensor::from_f32(x.shape(), v)?;
+    Ok(t.cast(zp.map_or(weft_core::DType::U8, Tensor::dtype)))
+}
+
+/// ONNX DequantizeLinear: `(x - zp) * s`.
+pub fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
+    let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
+    let v: Vec<f32> = x
+        .to_i64()
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| {
+            let c = (i / inner) % n;
+            (q - z[c]) as f32 * s[c]
+        })
+        .collect();
+    Tensor::from_f32(x.shape(), v)
 }
 
 /// f32 to u8 at the input edge.

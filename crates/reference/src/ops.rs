@@ -208,12 +208,24 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::QAdd(q) => int::qadd(q, x, input(1)?, &out_shape)?,
         Op::QMaxPool(p) => int::qpool(x, p, None, &out_shape)?,
         Op::QAveragePool { pool, zero_point } => int::qpool(x, pool, Some(*zero_point), &out_shape)?,
-        Op::QMean { zero_point, .. } => int::qmean(
+        Op::QMean(q) => int::qmean(
             x,
             inputs.get(1).copied().flatten().map(Tensor::to_i64_vec),
-            *zero_point,
+            q,
             &out_shape,
         )?,
+        Op::QuantizeLinear { axis } => int::quantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?,
+        Op::DequantizeLinear { axis } => int::dequantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?,
+        Op::QLinearConv(_)
+        | Op::QLinearMatMul
+        | Op::QLinearAdd
+        | Op::QLinearGemm { .. }
+        | Op::QLinearGlobalAveragePool => {
+            return Err(err(format!(
+                "{} runs only after `weft compile` lowers the model",
+                node.op.name()
+            )));
+        }
     };
     if result.shape() != out_shape.as_slice() {
         return Err(err(format!(

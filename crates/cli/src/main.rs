@@ -57,6 +57,34 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Run a model or package on .npy inputs and write an output as .npy.
     Run(run::RunArgs),
+    /// List OpenCL platforms and devices, and the int8 hook weft would use on each.
+    Devices,
+    /// Work with the kernel program: `weft program build` saves a device's program binary.
+    Program {
+        #[command(subcommand)]
+        command: ProgramCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProgramCommand {
+    /// Build the kernels for a device and save the program binary (loadable with
+    /// --program-binary, as an FPGA image would be).
+    Build {
+        #[arg(long, default_value = "pocl")]
+        device: String,
+        #[arg(long)]
+        portable_kernels: bool,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print the kernels' OpenCL C source with the build options for a device.
+    Source {
+        #[arg(long, default_value = "pocl")]
+        device: String,
+        #[arg(long)]
+        portable_kernels: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +100,8 @@ fn main() -> ExitCode {
         Command::Inspect { model, batch, layers } => inspect::inspect(&model, batch, layers),
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
+        Command::Devices => devices(),
+        Command::Program { command } => program(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,5 +136,55 @@ fn zoo(
         graph.parameter_count(),
         output.display()
     );
+    Ok(())
+}
+
+fn devices() -> anyhow::Result<()> {
+    let list = weft_opencl::list_devices()?;
+    for d in &list {
+        println!("{}:{}  {} / {}", d.platform_index, d.device_index, d.platform, d.name);
+        println!(
+            "    {} | {} compute units | {} MiB | int8 hook: {}",
+            d.version,
+            d.compute_units,
+            d.global_mem >> 20,
+            d.dot_hook(false).name()
+        );
+    }
+    if list.is_empty() {
+        println!("no OpenCL devices");
+    }
+    Ok(())
+}
+
+fn program(command: ProgramCommand) -> anyhow::Result<()> {
+    match command {
+        ProgramCommand::Build {
+            device,
+            portable_kernels,
+            output,
+        } => {
+            let d = weft_opencl::select_device(&device)?;
+            let bytes = weft_opencl::build_binary(&d, portable_kernels)?;
+            std::fs::write(&output, &bytes)?;
+            eprintln!(
+                "wrote the program binary for {} ({} bytes) to {}",
+                d.name,
+                bytes.len(),
+                output.display()
+            );
+        }
+        ProgramCommand::Source {
+            device,
+            portable_kernels,
+        } => {
+            let d = weft_opencl::select_device(&device)?;
+            println!(
+                "// build options: {}",
+                weft_opencl::ProgramOptions::for_device(&d, portable_kernels).build_options()
+            );
+            println!("{}", weft_opencl::kernel_source());
+        }
+    }
     Ok(())
 }

@@ -20,30 +20,83 @@ pub struct RunArgs {
     /// Which model output to write (default: the first).
     #[arg(long)]
     pub output_name: Option<String>,
-    /// Executor: `reference` (the f32 oracle for ONNX models and f32/f16 packages, the
-    /// integer oracle for int8 packages).
+    /// `reference` (the f32 oracle for ONNX models and f32/f16 packages, the integer
+    /// oracle for int8 packages), `pocl`, or `opencl:<platform substring>[:<index>]`.
     #[arg(long, default_value = "reference")]
     pub device: String,
+    /// Print per-layer kernel timings (OpenCL devices).
+    #[arg(long)]
+    pub profile: bool,
+    /// Use the portable OpenCL C definition of every target hook (also: WEFT_PORTABLE_KERNELS=1).
+    #[arg(long)]
+    pub portable_kernels: bool,
+    /// Load a prebuilt program binary (an FPGA image such as .aocx/.xclbin, or one saved by
+    /// `weft program build`) instead of building the kernels from source.
+    #[arg(long)]
+    pub program_binary: Option<PathBuf>,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    if args.device != "reference" {
-        bail!(
-            "unknown device '{}': this build runs models on 'reference'",
-            args.device
-        );
+    let loaded = crate::model::open(&args.model)?;
+    if args.device == "reference" {
+        let executor = match loaded {
+            crate::model::Loaded::Onnx(m) => {
+                let mut graph = m.graph;
+                weft_reference::optimize(&mut graph)?;
+                weft_reference::Executor::new(graph)?
+            }
+            crate::model::Loaded::Package(p) => weft_compile::reference_executor(&p)?,
+        };
+        let graph = executor.graph();
+        let inputs = read_inputs(&args.input, graph)?;
+        let out_name = output_name(args, graph)?;
+        let start = Instant::now();
+        let outputs = executor.run(&inputs)?;
+        return finish(args, outputs, &out_name, start.elapsed());
     }
-    let executor = match crate::model::open(&args.model)? {
-        crate::model::Loaded::Onnx(m) => {
-            let mut graph = m.graph;
-            weft_reference::optimize(&mut graph)?;
-            weft_reference::Executor::new(graph)?
-        }
-        crate::model::Loaded::Package(p) => weft_compile::reference_executor(&p)?,
+    let crate::model::Loaded::Package(package) = loaded else {
+        bail!(
+            "--device {} runs compiled packages: compile the model first (`weft compile {} --calib DATA -o model.weft`)",
+            args.device,
+            args.model.display()
+        );
     };
-    let graph = executor.graph();
-    let inputs = read_inputs(&args.input, graph)?;
-    let out_name = match &args.output_name {
+    let opts = weft_opencl::SessionOptions {
+        device: args.device.clone(),
+        portable: args.portable_kernels,
+        program_binary: args.program_binary.clone(),
+        profile: args.profile,
+    };
+    let start = Instant::now();
+    let mut session = weft_opencl::Session::new(&package, &opts)?;
+    eprintln!(
+        "device {} ({}), int8 hook {}, program {:?} in {:.0} ms, session ready in {:.0} ms",
+        session.device().name,
+        session.device().platform,
+        session.hook().name(),
+        session.program_source(),
+        session.build_time().as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    let inputs = read_inputs(&args.input, &package.graph)?;
+    let out_name = output_name(args, &package.graph)?;
+    let batch = inputs
+        .values()
+        .next()
+        .and_then(|t| t.shape().first().copied())
+        .unwrap_or(1);
+    session.prepare(batch)?;
+    let start = Instant::now();
+    let outputs = session.run(&inputs)?;
+    let elapsed = start.elapsed();
+    if args.profile {
+        print_profile(session.last_profile());
+    }
+    finish(args, outputs, &out_name, elapsed)
+}
+
+fn output_name(args: &RunArgs, graph: &weft_core::Graph) -> anyhow::Result<String> {
+    match &args.output_name {
         Some(n) => {
             if !graph.outputs.iter().any(|o| &o.name == n) {
                 bail!(
@@ -51,20 +104,25 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
                     names(graph.outputs.iter().map(|o| o.name.as_str()))
                 );
             }
-            n.clone()
+            Ok(n.clone())
         }
-        None => graph
+        None => Ok(graph
             .outputs
             .first()
             .map(|o| o.name.clone())
-            .context("the model has no outputs")?,
-    };
-    let start = Instant::now();
-    let outputs = executor.run(&inputs)?;
-    let elapsed = start.elapsed();
+            .context("the model has no outputs")?),
+    }
+}
+
+fn finish(
+    args: &RunArgs,
+    outputs: Vec<(String, Tensor)>,
+    out_name: &str,
+    elapsed: std::time::Duration,
+) -> anyhow::Result<()> {
     let (_, tensor) = outputs
         .into_iter()
-        .find(|(n, _)| *n == out_name)
+        .find(|(n, _)| n == out_name)
         .context("output missing after run")?;
     weft_core::npy::write(&args.output, &tensor)?;
     eprintln!(
@@ -76,6 +134,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+fn print_profile(layers: &[weft_opencl::LayerProfile]) {
+    println!(
+        "{:<36} {:<10} {:>22} {:>14} {:>10} {:>8}",
+        "layer", "kernel", "shape", "MACs", "us", "GOP/s"
+    );
+    let mut total = (0f64, 0u64);
+    for l in layers {
+        let gops = if l.micros > 0.0 {
+            2.0 * l.macs as f64 / (l.micros * 1e3)
+        } else {
+            0.0
+        };
+        println!(
+            "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1}",
+            l.node,
+            l.kernel,
+            format!("{:?}", l.shape),
+            l.macs,
+            l.micros,
+            gops
+        );
+        total.0 += l.micros;
+        total.1 += l.macs;
+    }
+    let gops = if total.0 > 0.0 {
+        2.0 * total.1 as f64 / (total.0 * 1e3)
+    } else {
+        0.0
+    };
+    println!(
+        "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1}",
+        "total", "", "", total.1, total.0, gops
+    );
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {

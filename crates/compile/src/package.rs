@@ -21,7 +21,7 @@ use weft_image::Preprocess;
 /// Magic bytes at the start of every package.
 pub const MAGIC: &[u8; 8] = b"WEFTPKG\0";
 /// The package format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {

@@ -29,7 +29,9 @@ struct TensorJson {
 
 impl TensorJson {
     fn tensor(&self) -> Tensor {
-        Tensor::from_i64(&self.shape, self.data.clone()).unwrap().cast(self.dtype)
+        Tensor::from_i64(&self.shape, self.data.clone())
+            .unwrap()
+            .cast(self.dtype)
     }
 }
 
@@ -43,7 +45,9 @@ fn integer_ops_match_golden_vectors() {
         let node = Node::new(&case.name, case.op.clone(), &names, &["y"]);
         let tensors: Vec<Tensor> = case.inputs.iter().map(TensorJson::tensor).collect();
         let ins: Vec<Option<&Tensor>> = tensors.iter().map(Some).collect();
-        let got = weft_reference::eval_node(&node, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name)).remove(0);
+        let got = weft_reference::eval_node(&node, &ins)
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+            .remove(0);
         assert_eq!(got, case.output.tensor(), "{}", case.name);
     }
 }

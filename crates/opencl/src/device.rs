@@ -1,0 +1,170 @@
+//! Finding OpenCL devices and choosing the target hooks for one.
+
+use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, Device};
+use opencl3::platform::get_platforms;
+
+use crate::error::OpenClError;
+
+/// How the int8 4-way multiply-accumulate is compiled for a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotHook {
+    /// Portable OpenCL C (FPGA compilers and any device).
+    Portable,
+    /// `cl_khr_integer_dot_product`.
+    Khr,
+    /// PoCL's CPU device on an AVX512-VNNI host: the clang builtin for `vpdpbusd`.
+    Vnni,
+}
+
+impl DotHook {
+    pub fn define(self) -> Option<&'static str> {
+        match self {
+            DotHook::Portable => None,
+            DotHook::Khr => Some("WEFT_DOT_KHR"),
+            DotHook::Vnni => Some("WEFT_DOT_VNNI"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DotHook::Portable => "portable",
+            DotHook::Khr => "cl_khr_integer_dot_product",
+            DotHook::Vnni => "avx512-vnni",
+        }
+    }
+}
+
+/// What weft knows about one OpenCL device.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    pub platform: String,
+    pub platform_version: String,
+    pub platform_index: usize,
+    pub device_index: usize,
+    pub name: String,
+    pub version: String,
+    pub driver_version: String,
+    pub extensions: String,
+    pub is_cpu: bool,
+    pub compute_units: u32,
+    pub global_mem: u64,
+    pub max_alloc: u64,
+    pub(crate) id: opencl3::types::cl_device_id,
+}
+
+// SAFETY: a cl_device_id is a handle valid for the life of the process and usable from any
+// thread (OpenCL API calls are thread-safe except clSetKernelArg, which weft serializes).
+unsafe impl Send for DeviceInfo {}
+unsafe impl Sync for DeviceInfo {}
+
+impl DeviceInfo {
+    pub fn is_pocl(&self) -> bool {
+        self.platform.contains("Portable Computing Language") || self.platform.to_lowercase().contains("pocl")
+    }
+
+    /// The best hook this device supports, unless `portable` is forced.
+    pub fn dot_hook(&self, portable: bool) -> DotHook {
+        if portable {
+            return DotHook::Portable;
+        }
+        if self
+            .extensions
+            .split_whitespace()
+            .any(|e| e == "cl_khr_integer_dot_product")
+        {
+            return DotHook::Khr;
+        }
+        if self.is_pocl() && self.is_cpu && host_has_vnni() {
+            return DotHook::Vnni;
+        }
+        DotHook::Portable
+    }
+
+    /// `platform:index` label as `weft devices` prints it.
+    pub fn label(&self) -> String {
+        format!("opencl:{}:{}", self.platform, self.device_index)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has_vnni() -> bool {
+    false
+}
+
+/// Every OpenCL device on every platform.
+pub fn list_devices() -> Result<Vec<DeviceInfo>, OpenClError> {
+    let platforms = get_platforms().map_err(|e| OpenClError::NoPlatform(e.to_string()))?;
+    if platforms.is_empty() {
+        return Err(OpenClError::NoPlatform("the ICD loader lists none".into()));
+    }
+    let mut out = Vec::new();
+    for (pi, p) in platforms.iter().enumerate() {
+        let pname = p.name().unwrap_or_default();
+        let pversion = p.version().unwrap_or_default();
+        let ids = p.get_devices(CL_DEVICE_TYPE_ALL).unwrap_or_default();
+        for (di, id) in ids.into_iter().enumerate() {
+            let d = Device::new(id);
+            out.push(DeviceInfo {
+                platform: pname.clone(),
+                platform_version: pversion.clone(),
+                platform_index: pi,
+                device_index: di,
+                name: d.name().unwrap_or_default(),
+                version: d.version().unwrap_or_default(),
+                driver_version: d.driver_version().unwrap_or_default(),
+                extensions: d.extensions().unwrap_or_default(),
+                is_cpu: d.dev_type().map(|t| t & CL_DEVICE_TYPE_CPU != 0).unwrap_or(false),
+                compute_units: d.max_compute_units().unwrap_or(0),
+                global_mem: d.global_mem_size().unwrap_or(0),
+                max_alloc: d.max_mem_alloc_size().unwrap_or(0),
+                id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Chooses a device: `pocl`, or `opencl:<platform substring>[:<index>]` (an empty
+/// substring matches any platform).
+pub fn select_device(spec: &str) -> Result<DeviceInfo, OpenClError> {
+    let (filter, index): (String, usize) = if spec == "pocl" {
+        ("portable computing language".into(), 0)
+    } else if let Some(rest) = spec.strip_prefix("opencl") {
+        let rest = rest.strip_prefix(':').unwrap_or(rest);
+        match rest.rsplit_once(':') {
+            Some((name, idx)) if idx.parse::<usize>().is_ok() => (name.to_lowercase(), idx.parse().unwrap_or(0)),
+            _ => match rest.parse::<usize>() {
+                Ok(idx) => (String::new(), idx),
+                Err(_) => (rest.to_lowercase(), 0),
+            },
+        }
+    } else {
+        return Err(OpenClError::BadSpec(spec.to_string()));
+    };
+    let devices = list_devices()?;
+    let found = devices
+        .iter()
+        .map(|d| format!("{} / {}", d.platform, d.name))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let matching: Vec<&DeviceInfo> = devices
+        .iter()
+        .filter(|d| {
+            filter.is_empty()
+                || d.platform.to_lowercase().contains(&filter)
+                || (filter.contains("portable") && d.is_pocl())
+        })
+        .collect();
+    matching
+        .get(index)
+        .map(|d| (*d).clone())
+        .ok_or_else(|| OpenClError::NoDevice {
+            spec: spec.to_string(),
+            found: if found.is_empty() { "none".into() } else { found },
+        })
+}

@@ -1,0 +1,112 @@
+//! Weights in kernel layout, and NC4HW4 conversions on the host.
+
+use weft_core::Tensor;
+
+/// One group of a convolution packed for `qconv`: 32-bit words `[ceil(M/16)][CB*KH*KW][16]`
+/// (each word the 4 weights of one output channel for one channel block at one kernel
+/// position, channel `4*cb + b` in byte `b`), and biases with the input zero point folded
+/// in: `bias[m] - zp_x * sum(w[m])`.
+#[derive(Debug)]
+pub struct PackedConv {
+    pub words: Vec<i32>,
+    pub bias: Vec<i32>,
+}
+
+/// Packs weights `w` (row-major `[M, CG, KH, KW]`, one group) with biases `bias` `[M]`.
+pub fn pack_conv(w: &[i8], bias: &[i32], m: usize, cg: usize, kh: usize, kw: usize, zp_x: i32) -> PackedConv {
+    let cb = cg.div_ceil(4);
+    let mb = m.div_ceil(16);
+    let k4 = cb * kh * kw;
+    let mut words = vec![0i32; mb * k4 * 16];
+    for mo in 0..m {
+        let (blk, lane) = (mo / 16, mo % 16);
+        for c in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let v = w[((mo * cg + c) * kh + ky) * kw + kx] as u8 as u32;
+                    let k = ((c / 4) * kh + ky) * kw + kx;
+                    let idx = (blk * k4 + k) * 16 + lane;
+                    words[idx] = (words[idx] as u32 | (v << (8 * (c % 4)))) as i32;
+                }
+            }
+        }
+    }
+    let bias = (0..m)
+        .map(|mo| {
+            let sum: i64 = w[mo * cg * kh * kw..(mo + 1) * cg * kh * kw]
+                .iter()
+                .map(|&v| i64::from(v))
+                .sum();
+            (i64::from(bias[mo]) - i64::from(zp_x) * sum) as i32
+        })
+        .collect();
+    PackedConv { words, bias }
+}
+
+/// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.
+pub fn to_nc4hw4(data: &[u8], n: usize, c: usize, h: usize, w: usize, fill: u8) -> Vec<u8> {
+    let cb = c.div_ceil(4);
+    let mut out = vec![fill; n * cb * 4 * h * w];
+    for ni in 0..n {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[(((ni * cb + ci / 4) * h + y) * w + x) * 4 + ci % 4] = data[((ni * c + ci) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// NC4HW4 bytes back to `[N, C, H, W]` u8.
+pub fn from_nc4hw4(data: &[u8], n: usize, c: usize, h: usize, w: usize) -> Vec<u8> {
+    let cb = c.div_ceil(4);
+    let mut out = vec![0u8; n * c * h * w];
+    for ni in 0..n {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[((ni * c + ci) * h + y) * w + x] = data[(((ni * cb + ci / 4) * h + y) * w + x) * 4 + ci % 4];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The i8 values of a weight tensor in row-major order.
+pub fn i8_values(t: &Tensor) -> Vec<i8> {
+    match t {
+        Tensor::I8(a) => a.iter().copied().collect(),
+        other => other.to_i64().iter().map(|&v| v as i8).collect(),
+    }
+}
+
+pub fn i32_values(t: &Tensor) -> Vec<i32> {
+    t.to_i64().iter().map(|&v| v as i32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nc4hw4_round_trips() {
+        let data: Vec<u8> = (0..2 * 5 * 3 * 2).map(|v| v as u8).collect();
+        let packed = to_nc4hw4(&data, 2, 5, 3, 2, 9);
+        assert_eq!(packed.len(), 2 * 2 * 4 * 3 * 2);
+        assert_eq!(from_nc4hw4(&packed, 2, 5, 3, 2), data);
+    }
+
+    #[test]
+    fn packs_bytes_by_channel_block() {
+        // M=1, CG=5, 1x1: channels 0..3 in word 0, channel 4 in word 1 (byte 0)
+        let w: Vec<i8> = vec![1, -2, 3, -4, 5];
+        let p = pack_conv(&w, &[10], 1, 5, 1, 1, 2);
+        assert_eq!(p.words.len(), 2 * 16);
+        assert_eq!(p.words[0] as u32, 0xFC03_FE01);
+        assert_eq!(p.words[16], 5);
+        assert_eq!(p.bias, vec![10 - 2 * 3]);
+    }
+}

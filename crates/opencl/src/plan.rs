@@ -1,0 +1,783 @@
+//! Planning a package's graph for one batch size: which nodes run as kernels and which on
+//! the host, where every value lives, and activation buffers reused by liveness.
+
+use std::collections::{HashMap, HashSet};
+
+use weft_core::op::Pool;
+use weft_core::shape::{Shapes, window};
+use weft_core::{Graph, Op};
+
+use crate::error::OpenClError;
+
+/// Geometry of a u8 activation held as NC4HW4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Geom {
+    pub fn cb(&self) -> usize {
+        self.c.div_ceil(4)
+    }
+    pub fn bytes(&self) -> usize {
+        self.n * self.cb() * 4 * self.h * self.w
+    }
+}
+
+/// Where a value lives during a run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loc {
+    Host,
+    /// f32, row-major in the value's shape.
+    F32 {
+        slot: usize,
+    },
+    /// u8 NC4HW4; `shape` is the value's own (possibly flattened) shape.
+    U8 {
+        slot: usize,
+        geom: Geom,
+    },
+}
+
+/// Which kernel a launch runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKind {
+    QConv,
+    QAdd,
+    Quantize,
+    Dequantize,
+    QPool,
+    QMean,
+}
+
+impl KernelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::QConv => "qconv",
+            KernelKind::QAdd => "qadd",
+            KernelKind::Quantize => "quantize",
+            KernelKind::Dequantize => "dequantize",
+            KernelKind::QPool => "qpool",
+            KernelKind::QMean => "qmean",
+        }
+    }
+}
+
+/// One kernel argument.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arg {
+    Slot(usize),
+    /// A packed constant buffer of the session.
+    Const(String),
+    /// A 16-byte placeholder for an unused buffer argument.
+    Dummy,
+    I32(i32),
+    U32(u32),
+    F32(f32),
+}
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// Host f32 tensor to a device slot.
+    UploadF32 { value: String, slot: usize },
+    /// Host u8 NCHW tensor to a device NC4HW4 slot.
+    UploadU8 {
+        value: String,
+        slot: usize,
+        geom: Geom,
+        fill: u8,
+    },
+    Launch {
+        node: String,
+        kernel: KernelKind,
+        args: Vec<Arg>,
+        global: [usize; 3],
+        macs: u64,
+        shape: Vec<usize>,
+    },
+    /// Device value back to the host (as the value's shape).
+    Download { value: String, loc: Loc, shape: Vec<usize> },
+    /// A node evaluated on the host by the reference executor.
+    Host { node: usize },
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub slot_sizes: Vec<usize>,
+}
+
+/// Constant buffers a plan refers to, created by the session: name -> bytes.
+pub type Consts = HashMap<String, Vec<u8>>;
+
+struct Planner<'g> {
+    graph: &'g Graph,
+    shapes: Shapes,
+    loc: HashMap<String, Loc>,
+    on_host: HashSet<String>,
+    steps: Vec<Step>,
+    slot_sizes: Vec<usize>,
+    free: Vec<usize>,
+    /// live value count per slot
+    slot_users: Vec<usize>,
+    last_use: HashMap<String, usize>,
+    outputs: HashSet<String>,
+}
+
+fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
+    v.iter().flat_map(|&x| f(x)).collect()
+}
+
+/// Plans `graph` for inputs of batch `batch`, creating the packed constants it needs in
+/// `consts` (shared across batch sizes).
+pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts) -> Result<Plan, OpenClError> {
+    let input_shapes = graph
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.concrete_shape(batch)))
+        .collect();
+    let shapes = weft_core::shape::infer(graph, &input_shapes)?;
+    let mut last_use = HashMap::new();
+    for (idx, node) in graph.nodes.iter().enumerate() {
+        for i in node.inputs.iter().filter(|i| !i.is_empty()) {
+            last_use.insert(i.clone(), idx);
+        }
+    }
+    let mut p = Planner {
+        graph,
+        shapes,
+        loc: graph.inputs.iter().map(|i| (i.name.clone(), Loc::Host)).collect(),
+        on_host: graph.inputs.iter().map(|i| i.name.clone()).collect(),
+        steps: Vec::new(),
+        slot_sizes: Vec::new(),
+        free: Vec::new(),
+        slot_users: Vec::new(),
+        last_use,
+        outputs: graph.outputs.iter().map(|o| o.name.clone()).collect(),
+    };
+    for (idx, node) in graph.nodes.iter().enumerate() {
+        p.node(idx, consts)?;
+        for i in node.inputs.iter().filter(|i| !i.is_empty()) {
+            if p.last_use.get(i) == Some(&idx) && !p.outputs.contains(i) {
+                p.release(i);
+            }
+        }
+    }
+    for o in &graph.outputs {
+        p.ensure_on_host(&o.name)?;
+    }
+    Ok(Plan {
+        steps: p.steps,
+        slot_sizes: p.slot_sizes,
+    })
+}
+
+impl Planner<'_> {
+    fn shape(&self, v: &str) -> Vec<usize> {
+        self.shapes.shape(v).map(<[usize]>::to_vec).unwrap_or_default()
+    }
+
+    fn alloc(&mut self, bytes: usize) -> usize {
+        let bytes = bytes.max(16);
+        let best = self
+            .free
+            .iter()
+            .enumerate()
+            .filter(|&(_, &s)| self.slot_sizes[s] >= bytes)
+            .min_by_key(|&(_, &s)| self.slot_sizes[s])
+            .map(|(i, _)| i);
+        let slot = match best {
+            Some(i) => self.free.swap_remove(i),
+            None => match self
+                .free
+                .iter()
+                .enumerate()
+                .max_by_key(|&(_, &s)| self.slot_sizes[s])
+                .map(|(i, _)| i)
+            {
+                // grow the largest free slot rather than adding another
+                Some(i) => {
+                    let s = self.free.swap_remove(i);
+                    self.slot_sizes[s] = bytes;
+                    s
+                }
+                None => {
+                    self.slot_sizes.push(bytes);
+                    self.slot_users.push(0);
+                    self.slot_sizes.len() - 1
+                }
+            },
+        };
+        self.slot_users[slot] = 0;
+        slot
+    }
+
+    fn bind(&mut self, value: &str, loc: Loc) {
+        if let Loc::F32 { slot } | Loc::U8 { slot, .. } = loc {
+            self.slot_users[slot] += 1;
+        }
+        self.loc.insert(value.to_string(), loc);
+    }
+
+    fn release(&mut self, value: &str) {
+        if let Some(Loc::F32 { slot } | Loc::U8 { slot, .. }) = self.loc.get(value).cloned() {
+            self.slot_users[slot] = self.slot_users[slot].saturating_sub(1);
+            if self.slot_users[slot] == 0 && !self.free.contains(&slot) {
+                self.free.push(slot);
+            }
+            self.loc.insert(value.to_string(), Loc::Host);
+        }
+    }
+
+    fn ensure_on_host(&mut self, value: &str) -> Result<(), OpenClError> {
+        if self.on_host.contains(value) || self.graph.initializers.contains_key(value) {
+            return Ok(());
+        }
+        let loc = self
+            .loc
+            .get(value)
+            .cloned()
+            .ok_or_else(|| OpenClError::Unsupported(format!("value '{value}' has no location")))?;
+        if loc != Loc::Host {
+            self.steps.push(Step::Download {
+                value: value.to_string(),
+                loc,
+                shape: self.shape(value),
+            });
+        }
+        self.on_host.insert(value.to_string());
+        Ok(())
+    }
+
+    /// The NC4HW4 geometry of a u8 value on the device, uploading it when it is on the host.
+    fn u8_on_device(&mut self, value: &str, fill: u8) -> Result<Geom, OpenClError> {
+        match self.loc.get(value) {
+            Some(Loc::U8 { geom, .. }) => Ok(*geom),
+            _ => {
+                let s = self.shape(value);
+                let geom = geom_of(&s).ok_or_else(|| {
+                    OpenClError::Unsupported(format!("value '{value}' of shape {s:?} is not an image tensor"))
+                })?;
+                let slot = self.alloc(geom.bytes());
+                self.steps.push(Step::UploadU8 {
+                    value: value.to_string(),
+                    slot,
+                    geom,
+                    fill,
+                });
+                self.bind(value, Loc::U8 { slot, geom });
+                Ok(geom)
+            }
+        }
+    }
+
+    fn slot_of(&self, value: &str) -> usize {
+        match self.loc.get(value) {
+            Some(Loc::F32 { slot } | Loc::U8 { slot, .. }) => *slot,
+            _ => usize::MAX,
+        }
+    }
+
+    fn host(&mut self, idx: usize) -> Result<(), OpenClError> {
+        let node = &self.graph.nodes[idx];
+        for i in node.inputs.clone().iter().filter(|i| !i.is_empty()) {
+            self.ensure_on_host(i)?;
+        }
+        self.steps.push(Step::Host { node: idx });
+        for o in node.outputs.clone() {
+            self.on_host.insert(o.clone());
+            self.loc.insert(o, Loc::Host);
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, idx: usize, consts: &mut Consts) -> Result<(), OpenClError> {
+        let node = self.graph.nodes[idx].clone();
+        let input = |i: usize| node.input(i).unwrap_or_default().to_string();
+        let out = node.outputs.first().cloned().unwrap_or_default();
+        let out_shape = self.shape(&out);
+        let c = |name: &str| self.graph.initializers.get(name);
+        match &node.op {
+            Op::Quantize { scale, zero_point } if geom_of(&self.shape(&input(0))).is_some() => {
+                let x = input(0);
+                let s = self.shape(&x);
+                let geom = geom_of(&s).unwrap_or(Geom { n: 0, c: 0, h: 0, w: 0 });
+                let in_slot = match self.loc.get(&x) {
+                    Some(Loc::F32 { slot }) => *slot,
+                    _ => {
+                        let slot = self.alloc(s.iter().product::<usize>() * 4);
+                        self.steps.push(Step::UploadF32 { value: x.clone(), slot });
+                        self.bind(&x, Loc::F32 { slot });
+                        slot
+                    }
+                };
+                let slot = self.alloc(geom.bytes());
+                self.bind(&out, Loc::U8 { slot, geom });
+                let args = vec![
+                    Arg::Slot(in_slot),
+                    Arg::Slot(slot),
+                    int(geom.c),
+                    int(geom.cb()),
+                    int(geom.h),
+                    int(geom.w),
+                    Arg::F32(*scale),
+                    Arg::I32(*zero_point),
+                ];
+                self.launch(
+                    &node.name,
+                    KernelKind::Quantize,
+                    args,
+                    [geom.w, geom.h, geom.n * geom.cb() * 4],
+                    0,
+                    out_shape,
+                );
+            }
+            Op::QConv(q)
+                if q.conv.group == 1
+                    || (q.conv.group > 1
+                        && (self.shape(&input(0)).get(1).copied().unwrap_or(1) / q.conv.group) % 4 == 0) =>
+            {
+                let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
+                let w = c(&input(1))
+                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
+                let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+                let g = q.conv.group;
+                let wy = window(
+                    xg.h,
+                    kh,
+                    q.conv.strides[0],
+                    q.conv.dilations[0],
+                    &q.conv.padding,
+                    false,
+                    0,
+                )
+                .map_err(OpenClError::Unsupported)?;
+                let wx = window(
+                    xg.w,
+                    kw,
+                    q.conv.strides[1],
+                    q.conv.dilations[1],
+                    &q.conv.padding,
+                    false,
+                    1,
+                )
+                .map_err(OpenClError::Unsupported)?;
+                let og = Geom {
+                    n: xg.n,
+                    c: m,
+                    h: wy.out,
+                    w: wx.out,
+                };
+                let res = if q.residual_zero_point.is_some() {
+                    Some(self.u8_on_device(&input(5), 0)?)
+                } else {
+                    None
+                };
+                let slot = self.alloc(og.bytes());
+                let geo = ConvGeo {
+                    kh,
+                    kw,
+                    strides: q.conv.strides,
+                    dilations: q.conv.dilations,
+                    pads: [wy.pad_begin, wx.pad_begin],
+                };
+                self.conv_launches(
+                    &node,
+                    consts,
+                    xg,
+                    og,
+                    slot,
+                    (m, cg, g),
+                    geo,
+                    q.x_zero_point,
+                    &q.out,
+                    res.map(|_| (input(5), input(6), q.residual_zero_point.unwrap_or(0))),
+                )?;
+                self.bind(&out, Loc::U8 { slot, geom: og });
+            }
+            Op::QGemm(q)
+                if matches!(self.loc.get(&input(0)), Some(Loc::U8 { .. }))
+                    || geom_of(&self.shape(&input(0))).is_some() =>
+            {
+                let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
+                let w = c(&input(1))
+                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
+                let m = w.shape()[0];
+                if w.shape()[1] != xg.c * xg.h * xg.w {
+                    return self.host(idx);
+                }
+                let og = Geom {
+                    n: xg.n,
+                    c: m,
+                    h: 1,
+                    w: 1,
+                };
+                let slot = self.alloc(og.bytes());
+                let geo = ConvGeo {
+                    kh: xg.h,
+                    kw: xg.w,
+                    strides: [1, 1],
+                    dilations: [1, 1],
+                    pads: [0, 0],
+                };
+                self.conv_launches(
+                    &node,
+                    consts,
+                    xg,
+                    og,
+                    slot,
+                    (m, xg.c, 1),
+                    geo,
+                    q.x_zero_point,
+                    &q.out,
+                    None,
+                )?;
+                self.bind(&out, Loc::U8 { slot, geom: og });
+            }
+            Op::QAdd(q) => {
+                let a = self.u8_on_device(&input(0), q.a_zero_point as u8)?;
+                let b = self.u8_on_device(&input(1), q.b_zero_point as u8)?;
+                if a != b {
+                    return self.host(idx);
+                }
+                let slot = self.alloc(a.bytes());
+                let args = vec![
+                    Arg::Slot(self.slot_of(&input(0))),
+                    Arg::Slot(self.slot_of(&input(1))),
+                    Arg::Slot(slot),
+                    Arg::I32(q.a_zero_point),
+                    Arg::I32(q.b_zero_point),
+                    Arg::I32(q.a_multiplier),
+                    Arg::I32(q.b_multiplier),
+                    Arg::I32(q.shift),
+                    Arg::I32(q.out.zero_point),
+                    Arg::I32(q.out.clamp[0]),
+                    Arg::I32(q.out.clamp[1]),
+                ];
+                self.bind(&out, Loc::U8 { slot, geom: a });
+                self.launch(&node.name, KernelKind::QAdd, args, [a.bytes(), 1, 1], 0, out_shape);
+            }
+            Op::QMaxPool(pool) => self.pool(&node, pool, None, consts)?,
+            Op::QAveragePool { pool, zero_point } => self.pool(&node, pool, Some(*zero_point), consts)?,
+            Op::QMean(q) => {
+                let s = self.shape(&input(0));
+                let axes: Vec<usize> = match node.input(1).and_then(c) {
+                    Some(t) => t
+                        .to_i64_vec()
+                        .iter()
+                        .filter_map(|&a| weft_core::shape::normalize_axis(a, s.len()))
+                        .collect(),
+                    None => (2..s.len()).collect(),
+                };
+                let mut sorted = axes.clone();
+                sorted.sort_unstable();
+                if s.len() != 4 || sorted != vec![2, 3] {
+                    return self.host(idx);
+                }
+                let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
+                let og = Geom {
+                    n: xg.n,
+                    c: xg.c,
+                    h: 1,
+                    w: 1,
+                };
+                let slot = self.alloc(og.bytes());
+                let args = vec![
+                    Arg::Slot(self.slot_of(&input(0))),
+                    Arg::Slot(slot),
+                    int(xg.cb()),
+                    int(xg.h),
+                    int(xg.w),
+                    Arg::I32(q.x_zero_point),
+                    Arg::I32(q.multiplier),
+                    Arg::I32(q.shift),
+                    Arg::I32(q.out.zero_point),
+                    Arg::I32(q.out.clamp[0]),
+                    Arg::I32(q.out.clamp[1]),
+                ];
+                self.bind(&out, Loc::U8 { slot, geom: og });
+                self.launch(
+                    &node.name,
+                    KernelKind::QMean,
+                    args,
+                    [xg.n * xg.cb() * 4, 1, 1],
+                    0,
+                    out_shape,
+                );
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity
+                if matches!(self.loc.get(&input(0)), Some(Loc::U8 { .. })) =>
+            {
+                let Some(Loc::U8 { slot, geom }) = self.loc.get(&input(0)).cloned() else {
+                    return self.host(idx);
+                };
+                // A view when the output keeps the batch and flattens (C, H, W) in order.
+                let keeps = out_shape.first() == Some(&geom.n)
+                    && out_shape.iter().skip(1).product::<usize>() == geom.c * geom.h * geom.w;
+                let spatial_one = geom.h == 1 && geom.w == 1;
+                let flat =
+                    out_shape.len() == 2 || (out_shape.len() == 4 && out_shape[1] == geom.c && out_shape[2] == geom.h);
+                if keeps && (flat || spatial_one) {
+                    self.bind(&out, Loc::U8 { slot, geom });
+                } else {
+                    return self.host(idx);
+                }
+            }
+            Op::Dequantize { scale, zero_point } if matches!(self.loc.get(&input(0)), Some(Loc::U8 { .. })) => {
+                let Some(Loc::U8 { slot: in_slot, geom }) = self.loc.get(&input(0)).cloned() else {
+                    return self.host(idx);
+                };
+                let slot = self.alloc(geom.n * geom.c * geom.h * geom.w * 4);
+                self.bind(&out, Loc::F32 { slot });
+                let args = vec![
+                    Arg::Slot(in_slot),
+                    Arg::Slot(slot),
+                    int(geom.c),
+                    int(geom.cb()),
+                    int(geom.h),
+                    int(geom.w),
+                    Arg::F32(*scale),
+                    Arg::I32(*zero_point),
+                ];
+                self.launch(
+                    &node.name,
+                    KernelKind::Dequantize,
+                    args,
+                    [geom.w, geom.h, geom.n * geom.c],
+                    0,
+                    out_shape,
+                );
+            }
+            _ => return self.host(idx),
+        }
+        Ok(())
+    }
+
+    fn launch(
+        &mut self,
+        node: &str,
+        kernel: KernelKind,
+        args: Vec<Arg>,
+        global: [usize; 3],
+        macs: u64,
+        shape: Vec<usize>,
+    ) {
+        let global = global.map(|g| g.max(1));
+        self.steps.push(Step::Launch {
+            node: node.to_string(),
+            kernel,
+            args,
+            global,
+            macs,
+            shape,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_launches(
+        &mut self,
+        node: &weft_core::Node,
+        consts: &mut Consts,
+        xg: Geom,
+        og: Geom,
+        slot: usize,
+        (m, cg, group): (usize, usize, usize),
+        geo: ConvGeo,
+        zp_x: i32,
+        out: &weft_core::op::QOut,
+        residual: Option<(String, String, i32)>,
+    ) -> Result<(), OpenClError> {
+        let g = self.graph;
+        let get = |i: usize| {
+            node.input(i)
+                .and_then(|n| g.initializers.get(n))
+                .ok_or_else(|| OpenClError::Unsupported(format!("{}: input {i} is not constant", node.name)))
+        };
+        let w = crate::pack::i8_values(get(1)?);
+        let bias = crate::pack::i32_values(get(2)?);
+        let mg = m / group;
+        let per_group = mg * cg * geo.kh * geo.kw;
+        let x_slot = self.slot_of(&node.inputs[0]);
+        let key = |what: &str| format!("{}#{what}", node.name);
+        if !consts.contains_key(&key("mult")) {
+            consts.insert(
+                key("mult"),
+                words_le(&crate::pack::i32_values(get(3)?), |v: i32| v.to_le_bytes().to_vec()),
+            );
+            consts.insert(
+                key("shift"),
+                words_le(&crate::pack::i32_values(get(4)?), |v: i32| v.to_le_bytes().to_vec()),
+            );
+            if let Some((_, rmult, _)) = &residual {
+                let t = g.initializers.get(rmult).ok_or_else(|| {
+                    OpenClError::Unsupported(format!("{}: residual multiplier is not constant", node.name))
+                })?;
+                consts.insert(
+                    key("rmult"),
+                    words_le(&t.to_i64_vec(), |v: i64| v.to_le_bytes().to_vec()),
+                );
+            }
+            for gi in 0..group {
+                let p = crate::pack::pack_conv(
+                    &w[gi * per_group..(gi + 1) * per_group],
+                    &bias[gi * mg..(gi + 1) * mg],
+                    mg,
+                    cg,
+                    geo.kh,
+                    geo.kw,
+                    zp_x,
+                );
+                consts.insert(
+                    key(&format!("w{gi}")),
+                    words_le(&p.words, |v: i32| v.to_le_bytes().to_vec()),
+                );
+                // biases are indexed by absolute output channel: store the whole vector once per group
+                let mut full = vec![0i32; m];
+                full[gi * mg..(gi + 1) * mg].copy_from_slice(&p.bias);
+                consts.insert(
+                    key(&format!("b{gi}")),
+                    words_le(&full, |v: i32| v.to_le_bytes().to_vec()),
+                );
+            }
+        }
+        let (res_arg, rmult_arg, res_zp, has_res) = match &residual {
+            Some((r, _, zp)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), *zp, 1),
+            None => (Arg::Dummy, Arg::Dummy, 0, 0),
+        };
+        let pad_word = u32::from(zp_x as u8) * 0x0101_0101;
+        let tp = 8;
+        for gi in 0..group {
+            let args = vec![
+                Arg::Slot(x_slot),
+                Arg::Const(key(&format!("w{gi}"))),
+                Arg::Const(key(&format!("b{gi}"))),
+                Arg::Const(key("mult")),
+                Arg::Const(key("shift")),
+                res_arg.clone(),
+                rmult_arg.clone(),
+                Arg::Slot(slot),
+                int(xg.cb()),
+                int(xg.h),
+                int(xg.w),
+                int(gi * cg / 4),
+                int(cg.div_ceil(4)),
+                int(mg),
+                int(gi * mg),
+                int(og.cb()),
+                int(og.h),
+                int(og.w),
+                int(geo.kh),
+                int(geo.kw),
+                int(geo.strides[0]),
+                int(geo.strides[1]),
+                int(geo.dilations[0]),
+                int(geo.dilations[1]),
+                int(geo.pads[0]),
+                int(geo.pads[1]),
+                Arg::U32(pad_word),
+                Arg::I32(out.zero_point),
+                Arg::I32(out.clamp[0]),
+                Arg::I32(out.clamp[1]),
+                Arg::I32(res_zp),
+                Arg::I32(has_res),
+            ];
+            let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
+            self.launch(
+                &node.name,
+                KernelKind::QConv,
+                args,
+                [og.w.div_ceil(tp), og.h, og.n * mg.div_ceil(16)],
+                macs,
+                vec![og.n, og.c, og.h, og.w],
+            );
+        }
+        Ok(())
+    }
+
+    fn pool(
+        &mut self,
+        node: &weft_core::Node,
+        pool: &Pool,
+        avg_zp: Option<i32>,
+        _consts: &mut Consts,
+    ) -> Result<(), OpenClError> {
+        let x = node.inputs[0].clone();
+        let xg = self.u8_on_device(&x, avg_zp.unwrap_or(0) as u8)?;
+        let [wy, wx] = weft_core::shape::pool_windows(pool, xg.h, xg.w).map_err(OpenClError::Unsupported)?;
+        let og = Geom {
+            n: xg.n,
+            c: xg.c,
+            h: wy.out,
+            w: wx.out,
+        };
+        let slot = self.alloc(og.bytes());
+        let args = vec![
+            Arg::Slot(self.slot_of(&x)),
+            Arg::Slot(slot),
+            int(xg.cb()),
+            int(xg.h),
+            int(xg.w),
+            int(og.h),
+            int(og.w),
+            int(pool.kernel_shape[0]),
+            int(pool.kernel_shape[1]),
+            int(pool.strides[0]),
+            int(pool.strides[1]),
+            int(pool.dilations[0]),
+            int(pool.dilations[1]),
+            int(wy.pad_begin),
+            int(wx.pad_begin),
+            int(wy.pad_end),
+            int(wx.pad_end),
+            Arg::I32(i32::from(avg_zp.is_some())),
+            Arg::I32(i32::from(pool.count_include_pad)),
+            Arg::I32(avg_zp.unwrap_or(0)),
+        ];
+        let out = node.outputs[0].clone();
+        self.bind(&out, Loc::U8 { slot, geom: og });
+        self.launch(
+            &node.name,
+            KernelKind::QPool,
+            args,
+            [og.w, og.h, og.n * og.cb() * 4],
+            0,
+            vec![og.n, og.c, og.h, og.w],
+        );
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ConvGeo {
+    kh: usize,
+    kw: usize,
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    pads: [usize; 2],
+}
+
+fn int(v: usize) -> Arg {
+    Arg::I32(v as i32)
+}
+
+/// NC4HW4 geometry for a rank-4 `[N,C,H,W]` or rank-2 `[N,C]` shape.
+pub fn geom_of(s: &[usize]) -> Option<Geom> {
+    match s {
+        [n, c, h, w] => Some(Geom {
+            n: *n,
+            c: *c,
+            h: *h,
+            w: *w,
+        }),
+        [n, c] => Some(Geom {
+            n: *n,
+            c: *c,
+            h: 1,
+            w: 1,
+        }),
+        _ => None,
+    }
+}

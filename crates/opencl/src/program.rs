@@ -1,0 +1,166 @@
+//! The kernel program: sources embedded from `kernels/`, build options with the device's
+//! hook macros, an on-disk cache of built binaries, and prebuilt binaries (FPGA images).
+
+use std::path::{Path, PathBuf};
+
+use opencl3::context::Context;
+use opencl3::program::Program;
+use sha2::{Digest, Sha256};
+
+use crate::device::{DeviceInfo, DotHook};
+use crate::error::OpenClError;
+
+const COMMON: &str = include_str!("../../../kernels/common.cl");
+const QCONV: &str = include_str!("../../../kernels/qconv.cl");
+const QELEMENTWISE: &str = include_str!("../../../kernels/qelementwise.cl");
+const QPOOL: &str = include_str!("../../../kernels/qpool.cl");
+
+/// The whole program's OpenCL C source.
+pub fn kernel_source() -> String {
+    [COMMON, QCONV, QELEMENTWISE, QPOOL].join("\n")
+}
+
+/// Compile-time parameters of the program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramOptions {
+    pub hook: DotHook,
+    /// Output channels per work-item.
+    pub tm: usize,
+    /// Output pixels per work-item.
+    pub tp: usize,
+}
+
+impl ProgramOptions {
+    pub fn for_device(device: &DeviceInfo, portable: bool) -> Self {
+        ProgramOptions {
+            hook: device.dot_hook(portable),
+            tm: 16,
+            tp: 8,
+        }
+    }
+
+    pub fn build_options(&self) -> String {
+        let mut o = format!("-cl-std=CL1.2 -D TM={} -D TP={}", self.tm, self.tp);
+        if let Some(d) = self.hook.define() {
+            o.push_str(&format!(" -D {d}"));
+        }
+        o
+    }
+}
+
+/// Where a session's program came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramSource {
+    Built,
+    Cached,
+    Binary(PathBuf),
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("WEFT_CACHE_DIR") {
+        return Some(PathBuf::from(d).join("programs"));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("weft").join("programs"))
+}
+
+fn cache_key(source: &str, options: &str, device: &DeviceInfo) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        source,
+        options,
+        &device.platform,
+        &device.platform_version,
+        &device.name,
+        &device.version,
+        &device.driver_version,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_binary(context: &Context, binary: &[u8], options: &str) -> Result<Program, String> {
+    Program::create_and_build_from_binary(context, &[binary], options).map_err(|e| e.to_string())
+}
+
+/// Builds the program for `device`: from `binary` when given, else from the on-disk cache
+/// when it holds this source, options and device, else from source (then cached).
+pub fn build(
+    context: &Context,
+    device: &DeviceInfo,
+    opts: &ProgramOptions,
+    binary: Option<&Path>,
+) -> Result<(Program, ProgramSource), OpenClError> {
+    let options = opts.build_options();
+    if let Some(path) = binary {
+        let bytes = std::fs::read(path).map_err(|e| OpenClError::Binary {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let program = from_binary(context, &bytes, &options).map_err(|message| OpenClError::Binary {
+            path: path.display().to_string(),
+            message,
+        })?;
+        return Ok((program, ProgramSource::Binary(path.to_path_buf())));
+    }
+    let source = kernel_source();
+    let cached = cache_dir().map(|d| d.join(format!("{}.bin", cache_key(&source, &options, device))));
+    if let Some(path) = &cached
+        && let Ok(bytes) = std::fs::read(path)
+        && let Ok(p) = from_binary(context, &bytes, &options)
+    {
+        return Ok((p, ProgramSource::Cached));
+    }
+    let mut program =
+        Program::create_from_source(context, &source).map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
+    if let Err(e) = program.build(context.devices(), &options) {
+        let log = program.get_build_log(device.id).unwrap_or_default();
+        return Err(OpenClError::Build {
+            device: device.name.clone(),
+            log: if log.trim().is_empty() { e.to_string() } else { log },
+        });
+    }
+    if let Some(path) = &cached
+        && let Ok(bins) = program.get_binaries()
+        && let Some(bin) = bins.into_iter().next().filter(|b| !b.is_empty())
+    {
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, &bin).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    Ok((program, ProgramSource::Built))
+}
+
+/// The built program's binary for the device (what an FPGA flow would ship as .aocx/.xclbin).
+pub fn binary_of(program: &Program) -> Result<Vec<u8>, OpenClError> {
+    program
+        .get_binaries()
+        .map_err(|e| OpenClError::api("clGetProgramInfo(BINARIES)", e))?
+        .into_iter()
+        .next()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| OpenClError::Unsupported("the device returned no program binary".into()))
+}
+
+/// Builds the program for a device from source (no cache) and returns its binary.
+pub fn build_binary(device: &DeviceInfo, portable: bool) -> Result<Vec<u8>, OpenClError> {
+    let d = opencl3::device::Device::new(device.id);
+    let context = Context::from_device(&d).map_err(|e| OpenClError::api("clCreateContext", e))?;
+    let opts = ProgramOptions::for_device(device, portable);
+    let mut program = Program::create_from_source(&context, &kernel_source())
+        .map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
+    if let Err(e) = program.build(context.devices(), &opts.build_options()) {
+        let log = program.get_build_log(device.id).unwrap_or_default();
+        return Err(OpenClError::Build {
+            device: device.name.clone(),
+            log: if log.trim().is_empty() { e.to_string() } else { log },
+        });
+    }
+    binary_of(&program)
+}

@@ -1,0 +1,413 @@
+//! A package bound to a device: program, packed constants, per-batch plans, runs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use opencl3::command_queue::{CL_QUEUE_PROFILING_ENABLE, CommandQueue};
+use opencl3::context::Context;
+use opencl3::device::Device;
+use opencl3::event::Event;
+use opencl3::kernel::{ExecuteKernel, Kernel};
+use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
+use opencl3::program::Program;
+use opencl3::types::CL_BLOCKING;
+use weft_compile::{Package, Precision};
+use weft_core::{DType, Graph, Tensor};
+
+use crate::device::{DeviceInfo, select_device};
+use crate::error::OpenClError;
+use crate::pack::{from_nc4hw4, to_nc4hw4};
+use crate::plan::{Arg, Consts, KernelKind, Loc, Plan, Step, plan};
+use crate::program::{ProgramOptions, ProgramSource, binary_of, build};
+
+/// How to open a session.
+#[derive(Clone, Debug, Default)]
+pub struct SessionOptions {
+    /// `pocl` or `opencl:<platform substring>[:<index>]`.
+    pub device: String,
+    /// Force the portable OpenCL C definition of every target hook.
+    pub portable: bool,
+    /// Load this prebuilt program binary (an FPGA image) instead of building from source.
+    pub program_binary: Option<PathBuf>,
+    /// Record per-kernel timings (OpenCL event profiling).
+    pub profile: bool,
+}
+
+/// Timing of one layer in a profiled run.
+#[derive(Clone, Debug)]
+pub struct LayerProfile {
+    pub node: String,
+    pub kernel: &'static str,
+    pub shape: Vec<usize>,
+    pub macs: u64,
+    pub micros: f64,
+}
+
+struct Prepared {
+    plan: Plan,
+    slots: Vec<Buffer<u8>>,
+}
+
+/// A package on an OpenCL device. Runs take `&mut self`: one run at a time.
+pub struct Session {
+    device: DeviceInfo,
+    context: Context,
+    queue: CommandQueue,
+    program: Program,
+    kernels: HashMap<KernelKind, Kernel>,
+    options: ProgramOptions,
+    source: ProgramSource,
+    build_time: Duration,
+    graph: Graph,
+    consts: HashMap<String, Buffer<u8>>,
+    pending_consts: Consts,
+    dummy: Buffer<u8>,
+    plans: HashMap<usize, Prepared>,
+    profile: bool,
+    last_profile: Vec<LayerProfile>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("device", &self.device.name)
+            .field("hook", &self.options.hook)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+// SAFETY: every OpenCL object here is a reference-counted handle that the OpenCL
+// specification allows to be used from any thread; `Session` methods that set kernel
+// arguments take `&mut self`, so no two threads set arguments at once.
+unsafe impl Send for Session {}
+
+fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, OpenClError> {
+    // SAFETY: a plain device allocation with no host pointer.
+    unsafe { Buffer::<u8>::create(context, flags, bytes.max(16), ptr::null_mut()) }
+        .map_err(|e| OpenClError::api(format!("clCreateBuffer({bytes} bytes)"), e))
+}
+
+impl Session {
+    /// Opens a session for an int8 package on the device named by `opts.device`.
+    pub fn new(package: &Package, opts: &SessionOptions) -> Result<Session, OpenClError> {
+        if package.precision != Precision::Int8 {
+            return Err(OpenClError::Unsupported(format!(
+                "{} packages run on the reference device for now; compile with --precision int8 for OpenCL",
+                package.precision
+            )));
+        }
+        let device = select_device(&opts.device)?;
+        let d = Device::new(device.id);
+        let context = Context::from_device(&d).map_err(|e| OpenClError::api("clCreateContext", e))?;
+        let queue = CommandQueue::create_default_with_properties(
+            &context,
+            if opts.profile { CL_QUEUE_PROFILING_ENABLE } else { 0 },
+            0,
+        )
+        .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
+        let options = ProgramOptions::for_device(
+            &device,
+            opts.portable || std::env::var_os("WEFT_PORTABLE_KERNELS").is_some_and(|v| v != "0"),
+        );
+        let start = Instant::now();
+        let (program, source) = build(&context, &device, &options, opts.program_binary.as_deref())?;
+        let build_time = start.elapsed();
+        let mut kernels = HashMap::new();
+        for k in [
+            KernelKind::QConv,
+            KernelKind::QAdd,
+            KernelKind::Quantize,
+            KernelKind::Dequantize,
+            KernelKind::QPool,
+            KernelKind::QMean,
+        ] {
+            let kernel = Kernel::create(&program, k.name())
+                .map_err(|e| OpenClError::api(format!("clCreateKernel({})", k.name()), e))?;
+            kernels.insert(k, kernel);
+        }
+        let dummy = buffer(&context, CL_MEM_READ_WRITE, 16)?;
+        let mut s = Session {
+            device,
+            context,
+            queue,
+            program,
+            kernels,
+            options,
+            source,
+            build_time,
+            graph: package.graph.clone(),
+            consts: HashMap::new(),
+            pending_consts: Consts::new(),
+            dummy,
+            plans: HashMap::new(),
+            profile: opts.profile,
+            last_profile: Vec::new(),
+        };
+        // Plan batch 1 now so weights are packed and uploaded before the first request.
+        s.prepare(1)?;
+        Ok(s)
+    }
+
+    pub fn device(&self) -> &DeviceInfo {
+        &self.device
+    }
+
+    pub fn hook(&self) -> crate::DotHook {
+        self.options.hook
+    }
+
+    pub fn program_source(&self) -> &ProgramSource {
+        &self.source
+    }
+
+    /// Time spent building or loading the program.
+    pub fn build_time(&self) -> Duration {
+        self.build_time
+    }
+
+    /// The program binary for this device (to ship as a prebuilt image).
+    pub fn program_binary(&self) -> Result<Vec<u8>, OpenClError> {
+        binary_of(&self.program)
+    }
+
+    /// Per-layer timings of the last run (with `profile` on).
+    pub fn last_profile(&self) -> &[LayerProfile] {
+        &self.last_profile
+    }
+
+    /// Plans (and allocates buffers for) a batch size ahead of use.
+    pub fn prepare(&mut self, batch: usize) -> Result<(), OpenClError> {
+        if self.plans.contains_key(&batch) {
+            return Ok(());
+        }
+        let plan = plan(&self.graph, batch, &mut self.pending_consts)?;
+        for (name, bytes) in std::mem::take(&mut self.pending_consts) {
+            let mut b = buffer(&self.context, CL_MEM_READ_ONLY, bytes.len())?;
+            // SAFETY: blocking write of a host slice that outlives the call.
+            unsafe { self.queue.enqueue_write_buffer(&mut b, CL_BLOCKING, 0, &bytes, &[]) }
+                .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+            self.consts.insert(name, b);
+        }
+        let slots = plan
+            .slot_sizes
+            .iter()
+            .map(|&n| buffer(&self.context, CL_MEM_READ_WRITE, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.plans.insert(batch, Prepared { plan, slots });
+        Ok(())
+    }
+
+    /// Runs the package on named inputs; returns the graph outputs in order.
+    pub fn run(&mut self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, OpenClError> {
+        let batch = self.check_inputs(inputs)?;
+        self.prepare(batch)?;
+        let mut prepared = self
+            .plans
+            .remove(&batch)
+            .ok_or_else(|| OpenClError::Unsupported("plan missing".into()))?;
+        let result = self.execute(&mut prepared, inputs);
+        self.plans.insert(batch, prepared);
+        result
+    }
+
+    fn check_inputs(&self, inputs: &HashMap<String, Tensor>) -> Result<usize, OpenClError> {
+        let mut batch = None;
+        for decl in &self.graph.inputs {
+            let t = inputs.get(&decl.name).ok_or_else(|| OpenClError::Input {
+                name: decl.name.clone(),
+                message: "not given".into(),
+            })?;
+            let ok = t.dtype() == decl.dtype
+                && t.shape().len() == decl.shape.len()
+                && decl.shape.iter().zip(t.shape()).all(|(d, &s)| d.is_none_or(|d| d == s));
+            if !ok || t.shape().first() == Some(&0) {
+                let want: Vec<String> = decl
+                    .shape
+                    .iter()
+                    .map(|d| d.map_or("?".into(), |d| d.to_string()))
+                    .collect();
+                return Err(OpenClError::Input {
+                    name: decl.name.clone(),
+                    message: format!(
+                        "expected {} [{}], got {} {:?}",
+                        decl.dtype,
+                        want.join(", "),
+                        t.dtype(),
+                        t.shape()
+                    ),
+                });
+            }
+            let b = t.shape().first().copied().unwrap_or(1);
+            if batch.is_some_and(|x| x != b) {
+                return Err(OpenClError::Input {
+                    name: decl.name.clone(),
+                    message: "inputs disagree on the batch size".into(),
+                });
+            }
+            batch = Some(b);
+        }
+        Ok(batch.unwrap_or(1))
+    }
+
+    fn execute(
+        &mut self,
+        prepared: &mut Prepared,
+        inputs: &HashMap<String, Tensor>,
+    ) -> Result<Vec<(String, Tensor)>, OpenClError> {
+        let mut host: HashMap<String, Tensor> = inputs.clone();
+        let mut events: Vec<(usize, Event)> = Vec::new();
+        let Prepared { plan, slots } = prepared;
+        for (si, step) in plan.steps.iter().enumerate() {
+            match step {
+                Step::UploadF32 { value, slot } => {
+                    let t = host
+                        .get(value)
+                        .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
+                    let bytes = t.cast(DType::F32).to_le_bytes();
+                    // SAFETY: blocking write from a live host slice; the slot buffer is large
+                    // enough by construction of the plan.
+                    unsafe {
+                        self.queue
+                            .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
+                    }
+                    .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+                }
+                Step::UploadU8 {
+                    value,
+                    slot,
+                    geom,
+                    fill,
+                } => {
+                    let t = host
+                        .get(value)
+                        .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
+                    let bytes = to_nc4hw4(&t.cast(DType::U8).to_le_bytes(), geom.n, geom.c, geom.h, geom.w, *fill);
+                    // SAFETY: as above.
+                    unsafe {
+                        self.queue
+                            .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
+                    }
+                    .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+                }
+                Step::Launch {
+                    kernel, args, global, ..
+                } => {
+                    let k = self
+                        .kernels
+                        .get(kernel)
+                        .ok_or_else(|| OpenClError::Unsupported(format!("kernel {} missing", kernel.name())))?;
+                    let mut exec = ExecuteKernel::new(k);
+                    for a in args {
+                        // SAFETY: argument types match the kernel signatures in kernels/*.cl
+                        // (buffers for pointers, i32/u32/f32 for scalars).
+                        unsafe {
+                            match a {
+                                Arg::Slot(s) => exec.set_arg(&slots[*s]),
+                                Arg::Const(name) => exec.set_arg(self.consts.get(name).unwrap_or(&self.dummy)),
+                                Arg::Dummy => exec.set_arg(&self.dummy),
+                                Arg::I32(v) => exec.set_arg(v),
+                                Arg::U32(v) => exec.set_arg(v),
+                                Arg::F32(v) => exec.set_arg(v),
+                            };
+                        }
+                    }
+                    exec.set_global_work_sizes(global);
+                    // SAFETY: all arguments are set; global sizes are positive.
+                    let event = unsafe { exec.enqueue_nd_range(&self.queue) }
+                        .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
+                    if self.profile {
+                        events.push((si, event));
+                    }
+                }
+                Step::Download { value, loc, shape } => {
+                    let t = self.download(slots, loc, shape)?;
+                    host.insert(value.clone(), t);
+                }
+                Step::Host { node } => {
+                    let n = &self.graph.nodes[*node];
+                    let ins: Vec<Option<&Tensor>> = n
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            if i.is_empty() {
+                                None
+                            } else {
+                                host.get(i).or_else(|| self.graph.initializers.get(i))
+                            }
+                        })
+                        .collect();
+                    let outs = weft_reference::eval_node(n, &ins)?;
+                    for (name, t) in n.outputs.iter().zip(outs) {
+                        host.insert(name.clone(), t);
+                    }
+                }
+            }
+        }
+        self.queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
+        if self.profile {
+            self.last_profile = events
+                .iter()
+                .filter_map(|(si, e)| {
+                    let Step::Launch {
+                        node,
+                        kernel,
+                        macs,
+                        shape,
+                        ..
+                    } = &plan.steps[*si]
+                    else {
+                        return None;
+                    };
+                    let (start, end) = (e.profiling_command_start().ok()?, e.profiling_command_end().ok()?);
+                    Some(LayerProfile {
+                        node: node.clone(),
+                        kernel: kernel.name(),
+                        shape: shape.clone(),
+                        macs: *macs,
+                        micros: end.saturating_sub(start) as f64 / 1e3,
+                    })
+                })
+                .collect();
+        }
+        self.graph
+            .outputs
+            .iter()
+            .map(|o| {
+                host.remove(&o.name)
+                    .map(|t| (o.name.clone(), t))
+                    .ok_or_else(|| OpenClError::Unsupported(format!("output '{}' was not produced", o.name)))
+            })
+            .collect()
+    }
+
+    fn download(&self, slots: &[Buffer<u8>], loc: &Loc, shape: &[usize]) -> Result<Tensor, OpenClError> {
+        match loc {
+            Loc::F32 { slot } => {
+                let n: usize = shape.iter().product();
+                let mut bytes = vec![0u8; n * 4];
+                // SAFETY: blocking read into a host slice of exactly the value's size.
+                unsafe {
+                    self.queue
+                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
+                }
+                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
+                Ok(Tensor::from_le_bytes(DType::F32, shape, &bytes)?)
+            }
+            Loc::U8 { slot, geom } => {
+                let mut bytes = vec![0u8; geom.bytes()];
+                // SAFETY: as above.
+                unsafe {
+                    self.queue
+                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
+                }
+                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
+                let plain = from_nc4hw4(&bytes, geom.n, geom.c, geom.h, geom.w);
+                Ok(Tensor::from_le_bytes(DType::U8, shape, &plain)?)
+            }
+            Loc::Host => Err(OpenClError::Unsupported("download of a host value".into())),
+        }
+    }
+}

@@ -19,7 +19,7 @@ import fashion_data
 SEED = 0
 EPOCHS = 8
 PRETRAIN_CLASSES = [0, 1, 2, 3, 4]
-WIDTHS = (32, 64, 128)
+WIDTHS = (24, 48, 96)
 
 
 class Block(nn.Module):

@@ -96,9 +96,18 @@ fn host_has_vnni() -> bool {
     false
 }
 
-/// Every OpenCL device on every platform.
+/// Every OpenCL device on every platform (discovered once per process: ICD loaders and
+/// PoCL do not all tolerate concurrent first calls).
 pub fn list_devices() -> Result<Vec<DeviceInfo>, OpenClError> {
-    let platforms = get_platforms().map_err(|e| OpenClError::NoPlatform(e.to_string()))?;
+    static DEVICES: std::sync::OnceLock<Result<Vec<DeviceInfo>, String>> = std::sync::OnceLock::new();
+    DEVICES
+        .get_or_init(|| discover().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(OpenClError::NoPlatform)
+}
+
+fn discover() -> Result<Vec<DeviceInfo>, OpenClError> {
+    let platforms = get_platforms().map_err(|e| OpenClError::NoPlatform(format!("clGetPlatformIDs: {e}")))?;
     if platforms.is_empty() {
         return Err(OpenClError::NoPlatform("the ICD loader lists none".into()));
     }

@@ -1,0 +1,447 @@
+//! Every kernel against the integer reference, bit-exact, over random shapes and
+//! parameters, with both the portable hook and the device's own. These run on PoCL in CI
+//! and fail (never skip) when no OpenCL device is found.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use weft_compile::{Package, Precision};
+use weft_core::op::{Conv, Padding, Pool, QAdd, QConv, QGemm, QMean, QOut};
+use weft_core::rng::Rng;
+use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
+use weft_opencl::{Session, SessionOptions};
+
+/// PoCL compiles kernels on first launch; one session build at a time keeps memory low.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn device() -> String {
+    std::env::var("WEFT_TEST_DEVICE").unwrap_or_else(|_| "pocl".into())
+}
+
+fn package(graph: Graph) -> Package {
+    Package {
+        name: "test".into(),
+        precision: Precision::Int8,
+        graph,
+        preprocess: Default::default(),
+        labels: vec![],
+        metadata: Default::default(),
+    }
+}
+
+/// Runs `graph` on the reference and on the device (portable hook and default hook) and
+/// asserts identical outputs.
+fn check(graph: Graph, inputs: HashMap<String, Tensor>) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = graph.clone();
+    g.sort().unwrap();
+    let want = weft_reference::Executor::new(g).unwrap().run(&inputs).unwrap();
+    let pkg = package(graph);
+    for portable in [true, false] {
+        let opts = SessionOptions {
+            device: device(),
+            portable,
+            ..Default::default()
+        };
+        let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));
+        let got = s.run(&inputs).unwrap();
+        assert_eq!(got, want, "portable={portable}");
+    }
+}
+
+fn f32_input(rng: &mut Rng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_f32(shape, rng.normals(n, 1.0)).unwrap()
+}
+
+fn ints(rng: &mut Rng, n: usize, lo: i64, hi: i64) -> Vec<i64> {
+    (0..n)
+        .map(|_| lo + (rng.next_u64() % (hi - lo) as u64) as i64)
+        .collect()
+}
+
+fn i32_tensor(v: Vec<i64>) -> Tensor {
+    Tensor::from_i64(&[v.len()], v).unwrap().cast(DType::I32)
+}
+
+/// Float input -> Quantize -> `ops` -> Dequantize, with constants added by `ops`.
+struct Builder {
+    g: Graph,
+    rng: Rng,
+}
+
+impl Builder {
+    fn new(seed: u64) -> Self {
+        Builder {
+            g: Graph::default(),
+            rng: Rng::new(seed),
+        }
+    }
+    fn input(&mut self, name: &str, shape: &[usize], zp: i32) -> String {
+        self.g.inputs.push(ValueInfo::new(
+            name,
+            DType::F32,
+            shape.iter().map(|&d| Some(d)).collect(),
+        ));
+        let q = format!("{name}.q");
+        self.g.nodes.push(Node::new(
+            format!("{name}.quantize"),
+            Op::Quantize {
+                scale: 0.02,
+                zero_point: zp,
+            },
+            &[name],
+            &[&q],
+        ));
+        q
+    }
+    fn constant(&mut self, name: &str, t: Tensor) -> String {
+        self.g.initializers.insert(name.to_string(), t);
+        name.to_string()
+    }
+    fn output(&mut self, q: &str, zp: i32) {
+        let name = format!("{q}.out");
+        self.g.nodes.push(Node::new(
+            format!("{q}.dequantize"),
+            Op::Dequantize {
+                scale: 0.05,
+                zero_point: zp,
+            },
+            &[q],
+            &[&name],
+        ));
+        self.g.outputs.push(ValueInfo::new(name, DType::F32, vec![]));
+    }
+    fn requant(&mut self, prefix: &str, m: usize, shift_lo: i64, shift_hi: i64) -> (String, String) {
+        let mult = ints(&mut self.rng, m, 1 << 30, (1i64 << 31) - 1);
+        let shift = ints(&mut self.rng, m, shift_lo, shift_hi);
+        (
+            self.constant(&format!("{prefix}.mult"), i32_tensor(mult)),
+            self.constant(&format!("{prefix}.shift"), i32_tensor(shift)),
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ConvCase {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    k: usize,
+    stride: usize,
+    dilation: usize,
+    pads: [usize; 4],
+    group: usize,
+    residual: bool,
+    relu: bool,
+    seed: u64,
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=3, 1usize..=19, 1usize..=11, 1usize..=11, 1usize..=37),
+        (
+            prop::sample::select(vec![1usize, 3, 7]),
+            1usize..=2,
+            1usize..=2,
+            prop::array::uniform4(0usize..=3),
+        ),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, c, h, w, m), (k, stride, dilation, pads), (grouped, residual, relu, seed))| {
+                // grouped: 2 groups of 4-aligned input channels
+                let (c, m, group) = if grouped { (8, (m / 2).max(1) * 2, 2) } else { (c, m, 1) };
+                ConvCase {
+                    n,
+                    c,
+                    h,
+                    w,
+                    m,
+                    k,
+                    stride,
+                    dilation,
+                    pads,
+                    group,
+                    residual,
+                    relu,
+                    seed,
+                }
+            },
+        )
+        .prop_filter("window fits", |c| {
+            let span = (c.k - 1) * c.dilation + 1;
+            c.h + c.pads[0] + c.pads[2] >= span && c.w + c.pads[1] + c.pads[3] >= span
+        })
+}
+
+fn conv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
+    let mut b = Builder::new(c.seed);
+    let zp_x = (b.rng.next_u64() % 256) as i32;
+    let x = b.input("x", &[c.n, c.c, c.h, c.w], zp_x);
+    let cg = c.c / c.group;
+    let w = ints(&mut b.rng, c.m * cg * c.k * c.k, -127, 128);
+    let w = b.constant("w", Tensor::from_i64(&[c.m, cg, c.k, c.k], w).unwrap().cast(DType::I8));
+    let bias = ints(&mut b.rng, c.m, -20000, 20000);
+    let bias = b.constant("b", i32_tensor(bias));
+    let (mult, shift) = b.requant("conv", c.m, 36, 44);
+    let conv = Conv {
+        kernel_shape: Some([c.k, c.k]),
+        strides: [c.stride, c.stride],
+        dilations: [c.dilation, c.dilation],
+        padding: Padding::Explicit(c.pads),
+        group: c.group,
+        activation: None,
+    };
+    let out_zp = if c.relu { 0 } else { (b.rng.next_u64() % 256) as i32 };
+    let mut inputs = vec![x, w, bias, mult, shift];
+    let mut residual_zero_point = None;
+    let mut feeds = HashMap::new();
+    let oh = (c.h + c.pads[0] + c.pads[2] - ((c.k - 1) * c.dilation + 1)) / c.stride + 1;
+    let ow = (c.w + c.pads[1] + c.pads[3] - ((c.k - 1) * c.dilation + 1)) / c.stride + 1;
+    if c.residual {
+        let rzp = (b.rng.next_u64() % 256) as i32;
+        let r = b.input("r", &[c.n, c.m, oh, ow], rzp);
+        let rm: Vec<i64> = ints(&mut b.rng, c.m, 1 << 34, 1 << 42);
+        let rm = b.constant("rmult", Tensor::from_i64(&[c.m], rm).unwrap());
+        inputs.push(r);
+        inputs.push(rm);
+        residual_zero_point = Some(rzp);
+        feeds.insert("r".to_string(), f32_input(&mut b.rng, &[c.n, c.m, oh, ow]));
+    }
+    let q = QConv {
+        conv,
+        x_zero_point: zp_x,
+        residual_zero_point,
+        out: QOut {
+            zero_point: out_zp,
+            clamp: if c.relu { [out_zp, 255] } else { [0, 255] },
+        },
+    };
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    b.g.nodes.push(Node::new("conv", Op::QConv(q), &refs, &["y"]));
+    b.output("y", out_zp);
+    feeds.insert("x".to_string(), f32_input(&mut b.rng, &[c.n, c.c, c.h, c.w]));
+    (b.g, feeds)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn qconv_matches_reference(case in conv_case()) {
+        let (g, feeds) = conv_graph(&case);
+        check(g, feeds);
+    }
+
+    #[test]
+    fn pools_match_reference(n in 1usize..=2, c in 1usize..=9, h in 2usize..=12, w in 2usize..=12, k in 2usize..=3, s in 1usize..=2,
+                             pads in prop::array::uniform4(0usize..=1), ceil in any::<bool>(), include in any::<bool>(), seed in any::<u64>()) {
+        prop_assume!(pads[0] < k && pads[1] < k && pads[2] < k && pads[3] < k);
+        prop_assume!(h + pads[0] + pads[2] >= k && w + pads[1] + pads[3] >= k);
+        let mut b = Builder::new(seed);
+        let zp = (b.rng.next_u64() % 256) as i32;
+        let x = b.input("x", &[n, c, h, w], zp);
+        let pool = Pool { kernel_shape: [k, k], strides: [s, s], dilations: [1, 1], padding: Padding::Explicit(pads), ceil_mode: ceil, count_include_pad: include };
+        b.g.nodes.push(Node::new("max", Op::QMaxPool(pool.clone()), &[&x], &["mx"]));
+        b.g.nodes.push(Node::new("avg", Op::QAveragePool { pool, zero_point: zp }, &[&x], &["av"]));
+        b.output("mx", zp);
+        b.output("av", zp);
+        let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[n, c, h, w]))]);
+        check(b.g, feeds);
+    }
+}
+
+#[test]
+fn add_mean_flatten_and_fully_connected_match_reference() {
+    for (seed, (n, c, h, w, m)) in [(1, 3, 7, 5, 10), (2, 16, 1, 1, 20), (3, 5, 3, 3, 7)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut b = Builder::new(seed as u64);
+        let (za, zb) = (17, 200);
+        let a = b.input("a", &[n, c, h, w], za);
+        let bb = b.input("b", &[n, c, h, w], zb);
+        let add = QAdd {
+            a_zero_point: za,
+            b_zero_point: zb,
+            a_multiplier: 1 << 29,
+            b_multiplier: 3 << 27,
+            shift: 31,
+            out: QOut {
+                zero_point: 5,
+                clamp: [5, 255],
+            },
+        };
+        b.g.nodes.push(Node::new("add", Op::QAdd(add), &[&a, &bb], &["s"]));
+        let mean = QMean {
+            keepdims: true,
+            x_zero_point: 5,
+            multiplier: 1_500_000_000,
+            shift: 33,
+            out: QOut {
+                zero_point: 3,
+                clamp: [0, 255],
+            },
+        };
+        b.g.nodes.push(Node::new("mean", Op::QMean(mean), &["s"], &["g"]));
+        b.g.nodes
+            .push(Node::new("flat", Op::Flatten { axis: 1 }, &["s"], &["f"]));
+        let k = c * h * w;
+        let wv = ints(&mut b.rng, m * k, -127, 128);
+        let wq = b.constant("fc.w", Tensor::from_i64(&[m, k], wv).unwrap().cast(DType::I8));
+        let bias = ints(&mut b.rng, m, -5000, 5000);
+        let bias = b.constant("fc.b", i32_tensor(bias));
+        let (mult, shift) = b.requant("fc", m, 36, 40);
+        let fc = QGemm {
+            x_zero_point: 5,
+            out: QOut {
+                zero_point: 128,
+                clamp: [0, 255],
+            },
+        };
+        b.g.nodes.push(Node::new(
+            "fc",
+            Op::QGemm(fc),
+            &["f", &wq, &bias, &mult, &shift],
+            &["y"],
+        ));
+        b.output("s", 5);
+        b.output("g", 3);
+        b.output("y", 128);
+        let feeds = HashMap::from([
+            ("a".to_string(), f32_input(&mut b.rng, &[n, c, h, w])),
+            ("b".to_string(), f32_input(&mut b.rng, &[n, c, h, w])),
+        ]);
+        check(b.g, feeds);
+    }
+}
+
+#[test]
+fn zoo_resnet8_end_to_end_and_program_binary_round_trip() {
+    let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
+    let mut rng = Rng::new(4);
+    let calib = vec![HashMap::from([(
+        "input".to_string(),
+        f32_input(&mut rng, &[4, 3, 32, 32]),
+    )])];
+    let opts = weft_compile::CompileOptions {
+        name: "r8".into(),
+        precision: Precision::Int8,
+        method: weft_quant::Method::MinMax,
+        calibration: calib,
+        given: None,
+        evaluation: None,
+        preprocess: Default::default(),
+        labels: vec![],
+        metadata: Default::default(),
+    };
+    let (pkg, _) = weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap();
+    let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[3, 3, 32, 32]))]);
+    check(pkg.graph.clone(), feeds.clone());
+    // Save the device's own program binary and load it back, as an FPGA image would be.
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Session::new(
+        &pkg,
+        &SessionOptions {
+            device: device(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("weft-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("program.bin");
+    std::fs::write(&path, s.program_binary().unwrap()).unwrap();
+    let mut from_bin = Session::new(
+        &pkg,
+        &SessionOptions {
+            device: device(),
+            program_binary: Some(path.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        from_bin.program_source(),
+        &weft_opencl::ProgramSource::Binary(path.clone())
+    );
+    let want = weft_compile::reference_executor(&pkg).unwrap().run(&feeds).unwrap();
+    assert_eq!(from_bin.run(&feeds).unwrap(), want);
+    // A damaged binary is a clear error.
+    std::fs::write(&path, b"not a program").unwrap();
+    let err = Session::new(
+        &pkg,
+        &SessionOptions {
+            device: device(),
+            program_binary: Some(path),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("program binary"), "{err}");
+}
+
+#[test]
+fn bad_device_specs_are_clear_errors() {
+    assert!(
+        weft_opencl::select_device("cuda")
+            .unwrap_err()
+            .to_string()
+            .contains("invalid device")
+    );
+    let err = weft_opencl::select_device("opencl:no-such-platform")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no OpenCL device matches") && err.contains("pocl"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_inputs_are_refused() {
+    let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
+    let mut rng = Rng::new(4);
+    let calib = vec![HashMap::from([(
+        "input".to_string(),
+        f32_input(&mut rng, &[2, 3, 32, 32]),
+    )])];
+    let opts = weft_compile::CompileOptions {
+        name: "r8".into(),
+        precision: Precision::Int8,
+        method: weft_quant::Method::MinMax,
+        calibration: calib,
+        given: None,
+        evaluation: None,
+        preprocess: Default::default(),
+        labels: vec![],
+        metadata: Default::default(),
+    };
+    let (pkg, _) = weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap();
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Session::new(
+        &pkg,
+        &SessionOptions {
+            device: device(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for bad in [
+        f32_input(&mut rng, &[1, 3, 31, 32]),
+        f32_input(&mut rng, &[0, 3, 32, 32]),
+        Tensor::from_f32(&[1, 3], vec![0.0; 3]).unwrap(),
+    ] {
+        let feeds = HashMap::from([("input".to_string(), bad)]);
+        assert!(s.run(&feeds).is_err());
+    }
+    assert!(s.run(&HashMap::new()).is_err());
+    // still serving
+    let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[1, 3, 32, 32]))]);
+    assert!(s.run(&feeds).is_ok());
+}

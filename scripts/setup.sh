@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-venv python3-pip pkg-config)
+# PoCL (OpenCL on the CPU) and the ICD loader run the OpenCL tests; clang checks that the
+# kernels' portable path compiles for a SPIR target; the Fashion-MNIST set is the real data.
+APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

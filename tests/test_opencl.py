@@ -1,0 +1,108 @@
+"""int8 packages on PoCL: exactly the bytes the integer reference writes, for zoo models
+at batch 1 and 8; profiling; program binaries; the kernels' portable path compiles for a
+SPIR target (so no CPU-only construct leaks into the FPGA path)."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+
+def compile_int8(w, name, size, seed=0):
+    model = w.tmp / f"{name}.onnx"
+    w("zoo", name, "--seed", str(seed), "-o", model)
+    calib = w.tmp / "calib.npy"
+    np.save(calib, np.random.default_rng(seed).standard_normal((8, 3, size, size)).astype(np.float32))
+    pkg = w.tmp / f"{name}.weft"
+    w("compile", model, "--calib", calib, "-o", pkg)
+    return pkg
+
+
+def same_bytes(w, pkg, x, *extra, output_name=None):
+    xin = w.tmp / "x.npy"
+    np.save(xin, x)
+    outs = {}
+    for device in ("reference", "pocl"):
+        out = w.tmp / f"y_{device}.npy"
+        args = ["run", pkg, "--input", xin, "--output", out, "--device", device]
+        if output_name:
+            args += ["--output-name", output_name]
+        w(*args, *(extra if device == "pocl" else ()))
+        outs[device] = out.read_bytes()
+    assert outs["reference"] == outs["pocl"]
+    return np.load(w.tmp / "y_pocl.npy")
+
+
+@pytest.mark.parametrize("name,size,batch", [("resnet8", 32, 5), ("resnet20", 32, 3), ("resnet18", 224, 2), ("resnet50", 224, 1), ("resnet50", 224, 8)])
+def test_zoo_int8_on_pocl_is_bit_exact(w, name, size, batch):
+    pkg = compile_int8(w, name, size)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32)
+    for out in ("logits", "features"):
+        y = same_bytes(w, pkg, x, output_name=out)
+        assert y.shape[0] == batch and np.isfinite(y).all()
+
+
+def test_portable_hook_is_bit_exact_too(w):
+    pkg = compile_int8(w, "resnet18", 224, seed=3)
+    x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    same_bytes(w, pkg, x, "--portable-kernels")
+
+
+def test_profile_prints_per_layer_table(w):
+    pkg = compile_int8(w, "resnet8", 32)
+    x = w.tmp / "x.npy"
+    np.save(x, np.zeros((1, 3, 32, 32), np.float32))
+    out = w("run", pkg, "--device", "pocl", "--profile", "--input", x, "--output", w.tmp / "y.npy").stdout
+    lines = [l for l in out.splitlines() if l.split() and l.split()[0] in ("conv1", "layer1.0.conv1", "total")]
+    assert len(lines) >= 3, out
+    assert "qconv" in out and "GOP/s" in out
+
+
+def test_program_binary_saved_and_loaded(w):
+    pkg = compile_int8(w, "resnet8", 32)
+    binary = w.tmp / "program.bin"
+    w("program", "build", "--device", "pocl", "-o", binary)
+    assert binary.stat().st_size > 1000
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    same_bytes(w, pkg, x, "--program-binary", binary)
+    binary.write_bytes(b"garbage")
+    xin = w.tmp / "x.npy"
+    proc = w("run", pkg, "--device", "pocl", "--program-binary", binary, "--input", xin, "--output", w.tmp / "z.npy", check=False)
+    assert proc.returncode == 1 and "program binary" in proc.stderr
+
+
+def test_devices_lists_pocl(w):
+    out = w("devices").stdout
+    assert "Portable Computing Language" in out and "int8 hook" in out
+
+
+def test_bad_devices_and_float_packages_are_clear_errors(w):
+    model = w.tmp / "r8.onnx"
+    w("zoo", "resnet8", "-o", model)
+    x = w.tmp / "x.npy"
+    np.save(x, np.zeros((1, 3, 32, 32), np.float32))
+    proc = w("run", model, "--device", "cuda", "--input", x, "--output", w.tmp / "y.npy", check=False)
+    assert proc.returncode == 1 and "compile" in proc.stderr
+    pkg = w.tmp / "f.weft"
+    w("compile", model, "--precision", "f32", "-o", pkg)
+    proc = w("run", pkg, "--device", "opencl:nothing-like-this", "--input", x, "--output", w.tmp / "y.npy", check=False)
+    assert proc.returncode == 1 and "error:" in proc.stderr
+
+
+def test_portable_kernels_compile_for_spir(w, tmp_path):
+    clang = shutil.which("clang")
+    assert clang, "clang is required for the SPIR portability check (scripts/setup.sh installs it)"
+    src = w("program", "source", "--device", "pocl", "--portable-kernels").stdout
+    assert "WEFT_DOT_VNNI" in src  # the hook exists in the source...
+    options = src.splitlines()[0]
+    assert "WEFT_DOT" not in options  # ...but the portable build defines none
+    path = tmp_path / "weft.cl"
+    path.write_text(src)
+    proc = subprocess.run([clang, "-cl-std=CL1.2", "-target", "spir64", "-Xclang", "-finclude-default-header",
+                           "-D", "TM=16", "-D", "TP=8", "-Werror", "-c", "-emit-llvm", str(path), "-o", str(tmp_path / "weft.bc")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # FPGA-shaped: no printf, no dynamic local memory, a fixed vector width.
+    assert "printf" not in src and "__local" not in src
+    assert "#if TM != 16" in src

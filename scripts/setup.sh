@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # PoCL (OpenCL on the CPU) and the ICD loader run the OpenCL tests; clang checks that the
 # kernels' portable path compiles for a SPIR target; the Fashion-MNIST set is the real data.
-APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist)
+APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist libb64-0d openssl curl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -22,13 +22,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
-fi
-stamp=.venv/.requirements.sha256
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r tests/requirements.txt
-  echo "$want" > "$stamp"
-fi
+install_venv() { # DIR REQUIREMENTS
+  local dir=$1 req=$2
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  local stamp="$dir/.requirements.sha256" want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$dir/bin/pip" install -q --upgrade pip
+    "$dir/bin/pip" install -q -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+install_venv .venv tests/requirements.txt
+install_venv .venv-perf tests/requirements-perf.txt

@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cargo build --release -q -p weft-cli
 cargo test --workspace -q
+export PERF_ANALYZER="$PWD/.venv-perf/bin/perf_analyzer"
+cudart=$(ls -d "$PWD"/.venv-perf/lib/python3*/site-packages/nvidia/cuda_runtime/lib 2>/dev/null | head -n1)
+export LD_LIBRARY_PATH="${cudart}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 WEFT_BIN="$PWD/target/release/weft" .venv/bin/python -m pytest -q tests

@@ -1,11 +1,13 @@
 //! The `weft` command: build, inspect and run models.
 
+mod client;
 mod compile;
 mod data;
 mod inspect;
 mod model;
 mod progress;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +59,10 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Run a model or package on .npy inputs and write an output as .npy.
     Run(run::RunArgs),
+    /// Serve packages over gRPC (KServe v2, TensorFlow Serving Predict) with HTTP metrics.
+    Serve(serve::ServeArgs),
+    /// Send an image or tensor to a running `weft serve` (KServe v2) and print the result.
+    Client(client::ClientArgs),
     /// List OpenCL platforms and devices, and the int8 hook weft would use on each.
     Devices,
     /// Work with the kernel program: `weft program build` saves a device's program binary.
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Devices => devices(),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Client(args) => client::client(&args),
         Command::Program { command } => program(command),
     };
     match result {

@@ -1,0 +1,199 @@
+//! `weft client`: a small KServe v2 client for demos and smoke tests: sends an image (or
+//! a .npy tensor) to a running `weft serve` and prints the result.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use weft_serve::proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use weft_serve::proto::inference::model_infer_request::InferInputTensor;
+use weft_serve::proto::inference::{ModelConfigRequest, ModelInferRequest, ModelMetadataRequest, ServerReadyRequest};
+
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Server address (host:port).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub url: String,
+    /// Model name (default: the server's first model).
+    #[arg(long, default_value = "")]
+    pub model: String,
+    /// An encoded image (JPEG or PNG) to send as BYTES.
+    #[arg(long, conflicts_with = "input")]
+    pub image: Option<PathBuf>,
+    /// A float32 .npy tensor (with the batch dimension) to send as FP32.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Output to print (default: the first).
+    #[arg(long)]
+    pub output_name: Option<String>,
+    /// API key (sent as `authorization: Bearer KEY`).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Wait up to this many seconds for the server to be ready.
+    #[arg(long, default_value_t = 60)]
+    pub wait_s: u64,
+}
+
+pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(run(args))
+}
+
+fn with_key<T>(mut req: tonic::Request<T>, key: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
+    if let Some(k) = key {
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {k}")
+                .parse()
+                .context("the API key is not a valid header value")?,
+        );
+    }
+    Ok(req)
+}
+
+async fn run(args: &ClientArgs) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_s);
+    let mut c = loop {
+        let attempt = async {
+            let mut c = GrpcInferenceServiceClient::connect(format!("http://{}", args.url)).await?;
+            let ready = c
+                .server_ready(with_key(tonic::Request::new(ServerReadyRequest {}), &args.api_key)?)
+                .await?
+                .into_inner()
+                .ready;
+            anyhow::ensure!(ready, "the server is not ready yet");
+            Ok::<_, anyhow::Error>(c)
+        };
+        match attempt.await {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("waiting for {}", args.url)));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
+    c = c.max_decoding_message_size(256 << 20);
+    let meta = c
+        .model_metadata(with_key(
+            tonic::Request::new(ModelMetadataRequest {
+                name: args.model.clone(),
+                version: String::new(),
+            }),
+            &args.api_key,
+        )?)
+        .await?
+        .into_inner();
+    let config = c
+        .model_config(with_key(
+            tonic::Request::new(ModelConfigRequest {
+                name: meta.name.clone(),
+                version: String::new(),
+            }),
+            &args.api_key,
+        )?)
+        .await?
+        .into_inner();
+    let labels: Vec<String> = config
+        .config
+        .as_ref()
+        .and_then(|c| c.parameters.get("labels"))
+        .and_then(|p| serde_json::from_str(&p.string_value).ok())
+        .unwrap_or_default();
+    let input_name = meta
+        .inputs
+        .first()
+        .map(|i| i.name.clone())
+        .context("the model has no inputs")?;
+    let (tensor, raw) = match (&args.image, &args.input) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let mut framed = (bytes.len() as u32).to_le_bytes().to_vec();
+            framed.extend_from_slice(&bytes);
+            (
+                InferInputTensor {
+                    name: input_name,
+                    datatype: "BYTES".into(),
+                    shape: vec![1],
+                    ..Default::default()
+                },
+                framed,
+            )
+        }
+        (None, Some(path)) => {
+            let t = weft_core::npy::read(path)?.cast(weft_core::DType::F32);
+            (
+                InferInputTensor {
+                    name: input_name,
+                    datatype: "FP32".into(),
+                    shape: t.shape().iter().map(|&d| d as i64).collect(),
+                    ..Default::default()
+                },
+                t.to_le_bytes(),
+            )
+        }
+        (None, None) => bail!("give --image FILE or --input X.npy"),
+    };
+    let req = ModelInferRequest {
+        model_name: meta.name.clone(),
+        inputs: vec![tensor],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    };
+    let start = std::time::Instant::now();
+    let resp = c
+        .model_infer(with_key(tonic::Request::new(req), &args.api_key)?)
+        .await?;
+    let elapsed = start.elapsed();
+    let request_id = resp
+        .metadata()
+        .get("request_id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let resp = resp.into_inner();
+    let idx = match &args.output_name {
+        Some(n) => resp
+            .outputs
+            .iter()
+            .position(|o| &o.name == n)
+            .with_context(|| format!("no output '{n}' in the response"))?,
+        None => 0,
+    };
+    let out = resp.outputs.get(idx).context("the response has no outputs")?;
+    let raw = resp
+        .raw_output_contents
+        .get(idx)
+        .context("the response has no output data")?;
+    let values: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    println!(
+        "model {} output '{}' {:?} in {:.1} ms (request {request_id})",
+        resp.model_name,
+        out.name,
+        out.shape,
+        elapsed.as_secs_f64() * 1e3
+    );
+    let row = values.len() / out.shape.first().copied().unwrap_or(1).max(1) as usize;
+    for (r, chunk) in values.chunks(row.max(1)).enumerate() {
+        // Softmax for display when the output looks like class scores.
+        let max = chunk.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = chunk.iter().map(|v| (v - max).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        let mut order: Vec<usize> = (0..chunk.len()).collect();
+        order.sort_by(|&a, &b| chunk[b].total_cmp(&chunk[a]));
+        let top: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|&i| {
+                format!(
+                    "{} {:.1}%",
+                    labels.get(i).cloned().unwrap_or_else(|| format!("class {i}")),
+                    100.0 * exps[i] / sum
+                )
+            })
+            .collect();
+        println!("  row {r}: {}", top.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! `weft serve`: the gRPC service.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use weft_compile::Package;
+
+/// The embedded default model: weft's Fashion-MNIST featurizer and classifier, int8
+/// (made by models/fashion/make_package.sh).
+pub const DEFAULT_MODEL: &[u8] = include_bytes!("../../../models/fashion/fashion_resnet.weft");
+pub const DEFAULT_MODEL_NAME: &str = "fashion";
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A package to serve (named after its file); none serves the embedded default model.
+    pub package: Option<PathBuf>,
+    /// More packages, as NAME=PATH.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// gRPC port (KServe v2, TensorFlow Serving Predict, health, reflection).
+    #[arg(long, default_value_t = 50051)]
+    pub port: u16,
+    /// HTTP port for /metrics, /healthz and /readyz (0 picks one; see the startup line).
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    /// `auto` (PoCL for int8 packages when present, else the reference), `reference`,
+    /// `pocl` or `opencl:<platform substring>[:<index>]`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Use the portable OpenCL C definition of every target hook.
+    #[arg(long)]
+    pub portable_kernels: bool,
+    /// Largest batch the server forms (and accepts in one request).
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// How long the first request of a batch waits for others, in microseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub max_queue_delay_us: u64,
+    /// Requests waiting per model before the server answers RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 64)]
+    pub queue_depth: usize,
+    /// An accepted API key (repeat for rotation); also WEFT_API_KEYS (comma-separated).
+    #[arg(long = "api-key")]
+    pub api_keys: Vec<String>,
+    /// Read an accepted API key from this environment variable (repeatable).
+    #[arg(long = "api-key-env")]
+    pub api_key_envs: Vec<String>,
+    /// TLS certificate chain (PEM); with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Largest request message accepted, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_message_bytes: usize,
+    /// Largest decoded image, in pixels (larger images are refused before decoding).
+    #[arg(long, default_value_t = weft_image::DEFAULT_MAX_PIXELS)]
+    pub max_image_pixels: u64,
+    /// Write a sample of requests' inputs and outputs as .npy here.
+    #[arg(long, requires = "collect_rate")]
+    pub collect_dir: Option<PathBuf>,
+    /// Share of requests to collect, 0 to 1.
+    #[arg(long, requires = "collect_dir")]
+    pub collect_rate: Option<f64>,
+    /// No per-request log lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Package> {
+    match crate::model::open(path)? {
+        crate::model::Loaded::Package(p) => Ok(*p),
+        crate::model::Loaded::Onnx(_) => bail!(
+            "{} is an ONNX model: compile it first (`weft compile {} -o model.weft`)",
+            path.display(),
+            path.display()
+        ),
+    }
+}
+
+pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.max_batch == 0 || args.queue_depth == 0 || args.max_message_bytes == 0 {
+        bail!("--max-batch, --queue-depth and --max-message-bytes must be at least 1");
+    }
+    if let Some(r) = args.collect_rate
+        && !(0.0..=1.0).contains(&r)
+    {
+        bail!("--collect-rate must be between 0 and 1, got {r}");
+    }
+    let mut models: Vec<(String, Arc<Package>)> = Vec::new();
+    if let Some(p) = &args.package {
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        models.push((name, Arc::new(load(p)?)));
+    }
+    for spec in &args.models {
+        let (name, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--model takes NAME=PATH, got '{spec}'"))?;
+        if name.is_empty() || models.iter().any(|(n, _)| n == name) {
+            bail!("model names must be unique and non-empty ('{name}')");
+        }
+        models.push((name.to_string(), Arc::new(load(std::path::Path::new(path))?)));
+    }
+    if models.is_empty() {
+        let p = Package::from_bytes(DEFAULT_MODEL).context("the embedded default model")?;
+        models.push((DEFAULT_MODEL_NAME.to_string(), Arc::new(p)));
+    }
+    let mut keys = args.api_keys.clone();
+    for var in &args.api_key_envs {
+        let v = std::env::var(var).with_context(|| format!("--api-key-env {var}: the variable is not set"))?;
+        keys.push(v);
+    }
+    if let Ok(v) = std::env::var("WEFT_API_KEYS") {
+        keys.extend(v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read(c).with_context(|| format!("reading {}", c.display()))?,
+            std::fs::read(k).with_context(|| format!("reading {}", k.display()))?,
+        )),
+        _ => None,
+    };
+    let config = weft_serve::ServeConfig {
+        models,
+        grpc_addr: SocketAddr::new(args.host, args.port),
+        http_addr: Some(SocketAddr::new(args.host, args.http_port)),
+        device: args.device.clone(),
+        portable_kernels: args.portable_kernels,
+        max_batch: args.max_batch,
+        max_queue_delay: Duration::from_micros(args.max_queue_delay_us),
+        queue_depth: args.queue_depth,
+        api_keys: keys,
+        tls,
+        max_message_bytes: args.max_message_bytes,
+        collect: args.collect_dir.clone().zip(args.collect_rate),
+        max_image_pixels: args.max_image_pixels,
+        log_requests: !args.quiet,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        // Registered before anything else, so a SIGTERM during start-up also stops cleanly.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        weft_serve::serve(
+            config,
+            |s| {
+                let http = s
+                    .http_addr
+                    .map(|a| format!(", HTTP on {a} (/metrics /healthz /readyz)"))
+                    .unwrap_or_default();
+                eprintln!("weft serve: ready; gRPC on {}{http}", s.grpc_addr);
+            },
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
+    eprintln!("weft serve: stopped");
+    Ok(())
+}

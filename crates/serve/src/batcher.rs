@@ -1,0 +1,314 @@
+//! Per-model worker threads: a bounded queue of jobs, coalesced into batches of up to
+//! `max_batch` rows within `max_delay`, run on the device, split back per request.
+//! Expired requests are dropped before compute.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use weft_compile::Package;
+use weft_core::Tensor;
+
+use crate::ServeError;
+use crate::metrics::Metrics;
+
+/// What runs a model's batches.
+pub enum Engine {
+    Reference(weft_reference::Executor),
+    OpenCl(Box<weft_opencl::Session>),
+}
+
+impl Engine {
+    fn run(&mut self, inputs: &HashMap<String, Tensor>) -> Result<Vec<(String, Tensor)>, String> {
+        match self {
+            Engine::Reference(e) => e.run(inputs).map_err(|e| e.to_string()),
+            Engine::OpenCl(s) => s.run(inputs).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Runs a batch of zeros (plans it and triggers any first-launch compilation).
+    pub fn warm_up(&mut self, package: &Package, batch: usize) -> Result<(), String> {
+        let Some(input) = package.graph.inputs.first() else {
+            return Ok(());
+        };
+        let shape = input.concrete_shape(batch);
+        let zeros = Tensor::from_f32(&shape, vec![0.0; shape.iter().product()]).map_err(|e| e.to_string())?;
+        self.run(&HashMap::from([(input.name.clone(), zeros)])).map(|_| ())
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Engine::Reference(_) => "reference (CPU oracle)".into(),
+            Engine::OpenCl(s) => format!(
+                "{} ({}), int8 hook {}",
+                s.device().name,
+                s.device().platform,
+                s.hook().name()
+            ),
+        }
+    }
+}
+
+/// One request's rows, waiting for a batch.
+pub struct Job {
+    pub input: Tensor,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<JobResult, ServeError>>,
+}
+
+#[derive(Debug)]
+pub struct JobResult {
+    pub outputs: Vec<(String, Tensor)>,
+    pub queue: Duration,
+    pub compute: Duration,
+    pub batch_rows: usize,
+}
+
+/// Batching limits.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPolicy {
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub queue_depth: usize,
+}
+
+/// The handle requests use to reach a model's worker.
+pub struct Worker {
+    tx: SyncSender<Job>,
+    pub ready: Arc<AtomicBool>,
+    pub description: String,
+    /// Batches executed.
+    pub executions: Arc<std::sync::atomic::AtomicU64>,
+    /// Requests admitted for this model and not yet answered.
+    pub pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Worker {
+    /// Starts the worker thread for `package` on `engine`.
+    pub fn start(
+        name: String,
+        package: Arc<Package>,
+        mut engine: Engine,
+        policy: BatchPolicy,
+        metrics: Arc<Metrics>,
+    ) -> Worker {
+        let (tx, rx) = sync_channel::<Job>(policy.queue_depth.max(1));
+        let ready = Arc::new(AtomicBool::new(true));
+        let description = engine.describe();
+        let flag = ready.clone();
+        let executions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let exec_count = executions.clone();
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let waiting = pending.clone();
+        let input_name = package.graph.inputs.first().map(|i| i.name.clone()).unwrap_or_default();
+        let spawn = std::thread::Builder::new().name(format!("weft-{name}")).spawn(move || {
+            run_worker(
+                &name,
+                &input_name,
+                &mut engine,
+                &rx,
+                policy,
+                &metrics,
+                &flag,
+                &exec_count,
+                &waiting,
+            );
+        });
+        if spawn.is_err() {
+            ready.store(false, Ordering::SeqCst);
+        }
+        Worker {
+            tx,
+            ready,
+            description,
+            executions,
+            pending,
+        }
+    }
+
+    /// Queues a job, or answers RESOURCE_EXHAUSTED when the queue is full.
+    pub fn submit(&self, job: Job) -> Result<(), ServeError> {
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(ServeError::ResourceExhausted(
+                "the model's request queue is full; retry later".into(),
+            )),
+            Err(TrySendError::Disconnected(_)) => Err(ServeError::Unavailable("the model is not running".into())),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_worker(
+    name: &str,
+    input_name: &str,
+    engine: &mut Engine,
+    rx: &Receiver<Job>,
+    policy: BatchPolicy,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+    executions: &std::sync::atomic::AtomicU64,
+    pending: &std::sync::atomic::AtomicUsize,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let mut rows: usize = jobs[0].input.shape().first().copied().unwrap_or(1);
+        let until = Instant::now() + policy.max_delay;
+        while rows < policy.max_batch {
+            // Nobody else is on the way: waiting would only add latency.
+            if jobs.len() >= pending.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= until {
+                // take what is already waiting without blocking
+                match rx.try_recv() {
+                    Ok(j) => {
+                        rows += j.input.shape().first().copied().unwrap_or(1);
+                        jobs.push(j);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            match rx.recv_timeout(until - now) {
+                Ok(j) => {
+                    rows += j.input.shape().first().copied().unwrap_or(1);
+                    jobs.push(j);
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Rows beyond max_batch go back into a second round.
+        let mut now_jobs = Vec::new();
+        let mut later = Vec::new();
+        let mut taken = 0;
+        for j in jobs {
+            let n = j.input.shape().first().copied().unwrap_or(1);
+            if taken + n <= policy.max_batch || now_jobs.is_empty() {
+                taken += n;
+                now_jobs.push(j);
+            } else {
+                later.push(j);
+            }
+        }
+        run_batch(name, input_name, engine, now_jobs, metrics, ready, executions);
+        for j in later {
+            run_batch(name, input_name, engine, vec![j], metrics, ready, executions);
+        }
+    }
+}
+
+fn run_batch(
+    name: &str,
+    input_name: &str,
+    engine: &mut Engine,
+    jobs: Vec<Job>,
+    metrics: &Metrics,
+    ready: &AtomicBool,
+    executions: &std::sync::atomic::AtomicU64,
+) {
+    let start = Instant::now();
+    let (live, expired): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|j| j.deadline.is_none_or(|d| d > start) && !j.reply.is_closed());
+    for j in expired {
+        let _ = j.reply.send(Err(ServeError::DeadlineExceeded));
+    }
+    if live.is_empty() {
+        return;
+    }
+    let counts: Vec<usize> = live
+        .iter()
+        .map(|j| j.input.shape().first().copied().unwrap_or(1))
+        .collect();
+    let input = match concat(&live.iter().map(|j| &j.input).collect::<Vec<_>>()) {
+        Ok(t) => t,
+        Err(e) => {
+            for j in live {
+                let _ = j.reply.send(Err(ServeError::Internal(e.clone())));
+            }
+            return;
+        }
+    };
+    let rows = input.shape().first().copied().unwrap_or(1);
+    let feeds = HashMap::from([(input_name.to_string(), input)]);
+    let result = engine.run(&feeds);
+    let compute = start.elapsed();
+    match result {
+        Ok(outputs) => {
+            ready.store(true, Ordering::SeqCst);
+            executions.fetch_add(1, Ordering::Relaxed);
+            metrics.batch(name, rows, compute);
+            let mut offset = 0;
+            for (j, n) in live.into_iter().zip(counts) {
+                let outs = outputs
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), rows_of(t, offset, n)?)))
+                    .collect::<Result<Vec<_>, String>>();
+                offset += n;
+                let queue = start.saturating_duration_since(j.enqueued);
+                metrics.queue(name, queue);
+                let _ = j.reply.send(
+                    outs.map(|outputs| JobResult {
+                        outputs,
+                        queue,
+                        compute,
+                        batch_rows: rows,
+                    })
+                    .map_err(ServeError::Internal),
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("model {name}: device failure on a batch of {rows}: {e}");
+            for j in live {
+                let _ = j.reply.send(Err(ServeError::Internal(format!("device failure: {e}"))));
+            }
+        }
+    }
+}
+
+/// Concatenates f32 tensors along the first axis.
+pub fn concat(parts: &[&Tensor]) -> Result<Tensor, String> {
+    let first = parts.first().ok_or("empty batch")?;
+    let mut shape = first.shape().to_vec();
+    let mut data = Vec::new();
+    let mut n = 0;
+    for p in parts {
+        if p.shape().get(1..) != first.shape().get(1..) {
+            return Err(format!(
+                "batch rows of different shapes {:?} and {:?}",
+                p.shape(),
+                first.shape()
+            ));
+        }
+        n += p.shape().first().copied().unwrap_or(1);
+        data.extend(p.to_f32().iter().copied());
+    }
+    if let Some(s) = shape.first_mut() {
+        *s = n;
+    }
+    Tensor::from_f32(&shape, data).map_err(|e| e.to_string())
+}
+
+/// Rows `offset .. offset + n` of a tensor, as f32.
+pub fn rows_of(t: &Tensor, offset: usize, n: usize) -> Result<Tensor, String> {
+    let total = t.shape().first().copied().unwrap_or(1).max(1);
+    let row: usize = t.len() / total;
+    let v = t.to_f32();
+    let flat: Vec<f32> = v.iter().copied().collect();
+    let slice = flat
+        .get(offset * row..(offset + n) * row)
+        .ok_or("output rows out of range")?;
+    let mut shape = t.shape().to_vec();
+    if let Some(s) = shape.first_mut() {
+        *s = n;
+    }
+    Tensor::from_f32(&shape, slice.to_vec()).map_err(|e| e.to_string())
+}

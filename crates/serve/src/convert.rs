@@ -1,0 +1,249 @@
+//! Request tensors to model inputs: raw FP32 / FP16 tensors as they are, UINT8 tensors as
+//! pixels (normalised with the package's spec), encoded JPEG/PNG images decoded and
+//! preprocessed on the server. Every shape, size and framing is checked.
+
+use weft_compile::Package;
+use weft_core::Tensor;
+use weft_image::{Layout, Preprocess};
+
+use crate::ServeError;
+
+/// What a model's (single) input expects.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub name: String,
+    /// Full shape, batch first; `None` for symbolic dims.
+    pub shape: Vec<Option<usize>>,
+    pub preprocess: Preprocess,
+    pub max_pixels: u64,
+    pub max_batch: usize,
+}
+
+fn bad(m: impl Into<String>) -> ServeError {
+    ServeError::InvalidArgument(m.into())
+}
+
+impl InputSpec {
+    pub fn new(package: &Package, max_pixels: u64, max_batch: usize) -> Result<InputSpec, ServeError> {
+        if package.graph.inputs.len() != 1 {
+            return Err(ServeError::Setup(format!(
+                "model '{}' has {} inputs; weft serves single-input models",
+                package.name,
+                package.graph.inputs.len()
+            )));
+        }
+        let i = &package.graph.inputs[0];
+        Ok(InputSpec {
+            name: i.name.clone(),
+            shape: i.shape.clone(),
+            preprocess: package.preprocess.clone(),
+            max_pixels,
+            max_batch,
+        })
+    }
+
+    /// The model's dims after the batch, as `-1` where symbolic (for metadata).
+    pub fn dims(&self) -> Vec<i64> {
+        self.shape.iter().skip(1).map(|d| d.map_or(-1, |v| v as i64)).collect()
+    }
+
+    /// Image `[height, width]` the model takes.
+    pub fn image_size(&self) -> Result<[u32; 2], ServeError> {
+        let s = &self.shape;
+        let (h, w) = match (self.preprocess.layout, s.len()) {
+            (Layout::Nchw, 4) => (s[2], s[3]),
+            (Layout::Nhwc, 4) => (s[1], s[2]),
+            _ => {
+                return Err(bad(format!(
+                    "input '{}' is not an image tensor: send a tensor instead",
+                    self.name
+                )));
+            }
+        };
+        match (
+            h.or(self.preprocess.crop.map(|c| c[0] as usize)),
+            w.or(self.preprocess.crop.map(|c| c[1] as usize)),
+        ) {
+            (Some(h), Some(w)) => Ok([h as u32, w as u32]),
+            _ => Err(bad("the model's image size is not fixed")),
+        }
+    }
+
+    /// Checks a request shape against the model's and returns it as usize.
+    pub fn check_shape(&self, shape: &[i64]) -> Result<Vec<usize>, ServeError> {
+        let want = || {
+            format!(
+                "[{}]",
+                self.shape
+                    .iter()
+                    .map(|d| d.map_or("-1".into(), |v| v.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        if shape.len() != self.shape.len() {
+            return Err(bad(format!(
+                "input '{}' has shape {shape:?}, the model takes {}",
+                self.name,
+                want()
+            )));
+        }
+        let mut out = Vec::with_capacity(shape.len());
+        for (i, (&d, m)) in shape.iter().zip(&self.shape).enumerate() {
+            let d =
+                usize::try_from(d).map_err(|_| bad(format!("input '{}' has a negative dimension {d}", self.name)))?;
+            if i > 0 && m.is_some_and(|m| m != d) {
+                return Err(bad(format!(
+                    "input '{}' has shape {shape:?}, the model takes {}",
+                    self.name,
+                    want()
+                )));
+            }
+            out.push(d);
+        }
+        let batch = out.first().copied().unwrap_or(1);
+        if batch == 0 {
+            return Err(bad(format!("input '{}' is empty (batch 0)", self.name)));
+        }
+        if batch > self.max_batch {
+            return Err(bad(format!(
+                "batch of {batch} exceeds the server's --max-batch {}",
+                self.max_batch
+            )));
+        }
+        weft_core::tensor::checked_numel(&out)
+            .map_err(|_| bad(format!("input '{}' shape {shape:?} is too large", self.name)))?;
+        Ok(out)
+    }
+
+    /// A raw tensor of KServe datatype `FP32`, `FP16` or `UINT8` (pixels).
+    pub fn decode_raw(&self, datatype: &str, shape: &[i64], bytes: &[u8]) -> Result<Tensor, ServeError> {
+        let dims = self.check_shape(shape)?;
+        let n: usize = dims.iter().product();
+        let size = match datatype {
+            "FP32" => 4,
+            "FP16" => 2,
+            "UINT8" => 1,
+            other => {
+                return Err(bad(format!(
+                    "datatype {other} is not accepted for input '{}' (FP32, FP16, UINT8, or BYTES images)",
+                    self.name
+                )));
+            }
+        };
+        if bytes.len() != n * size {
+            return Err(bad(format!(
+                "input '{}' of shape {shape:?} needs {} bytes of {datatype}, got {}",
+                self.name,
+                n * size,
+                bytes.len()
+            )));
+        }
+        match datatype {
+            "FP32" => Tensor::from_le_bytes(weft_core::DType::F32, &dims, bytes).map_err(|e| bad(e.to_string())),
+            "FP16" => Ok(Tensor::from_le_bytes(weft_core::DType::F16, &dims, bytes)
+                .map_err(|e| bad(e.to_string()))?
+                .cast(weft_core::DType::F32)),
+            _ => self.decode_pixels(&dims, bytes),
+        }
+    }
+
+    /// u8 pixels in the model's layout, normalised as the preprocessing spec says.
+    pub fn decode_pixels(&self, dims: &[usize], pixels: &[u8]) -> Result<Tensor, ServeError> {
+        let p = &self.preprocess;
+        let channel_axis = if p.layout == Layout::Nchw {
+            1
+        } else {
+            dims.len().saturating_sub(1)
+        };
+        let c = dims.get(channel_axis).copied().unwrap_or(1);
+        let inner: usize = dims[channel_axis + 1..].iter().product();
+        let span = p.range[1] - p.range[0];
+        let pick = |v: &Vec<f32>, i: usize| *v.get(i).or(v.first()).unwrap_or(&0.0);
+        let data = pixels
+            .iter()
+            .enumerate()
+            .map(|(i, &px)| {
+                let ch = (i / inner.max(1)) % c.max(1);
+                (p.range[0] + f32::from(px) / 255.0 * span - pick(&p.mean, ch)) / pick(&p.std, ch)
+            })
+            .collect();
+        Tensor::from_f32(dims, data).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Encoded images (JPEG/PNG), one per batch row.
+    pub fn decode_images(&self, images: &[&[u8]]) -> Result<Tensor, ServeError> {
+        if images.is_empty() {
+            return Err(bad(format!("no image for input '{}'", self.name)));
+        }
+        if images.len() > self.max_batch {
+            return Err(bad(format!(
+                "batch of {} images exceeds the server's --max-batch {}",
+                images.len(),
+                self.max_batch
+            )));
+        }
+        let size = self.image_size()?;
+        let mut rows = Vec::with_capacity(images.len());
+        for (i, img) in images.iter().enumerate() {
+            let t = self
+                .preprocess
+                .apply(img, size, self.max_pixels)
+                .map_err(|e| bad(format!("image {i}: {e}")))?;
+            rows.push(t);
+        }
+        let refs: Vec<&Tensor> = rows.iter().collect();
+        let t = crate::batcher::concat(&refs).map_err(ServeError::Internal)?;
+        let want: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+        self.check_shape(&want).map_err(|_| bad(format!("preprocessed images have shape {want:?}, which the model does not take: check the package's preprocessing spec")))?;
+        Ok(t)
+    }
+}
+
+/// Splits KServe BYTES raw contents (4-byte little-endian length, then the bytes).
+pub fn split_bytes(raw: &[u8], count: usize) -> Result<Vec<&[u8]>, ServeError> {
+    let mut out = Vec::with_capacity(count.min(1024));
+    let mut rest = raw;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(bad("malformed BYTES tensor: truncated length prefix"));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        rest = &rest[4..];
+        if len > rest.len() {
+            return Err(bad("malformed BYTES tensor: an element is longer than the data"));
+        }
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    if out.len() != count {
+        return Err(bad(format!(
+            "BYTES tensor holds {} elements, its shape says {count}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Little-endian bytes of an f32 tensor.
+pub fn f32_bytes(t: &Tensor) -> Vec<u8> {
+    t.cast(weft_core::DType::F32).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_framing() {
+        let mut raw = Vec::new();
+        for s in [&b"abc"[..], b"", b"xy"] {
+            raw.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            raw.extend_from_slice(s);
+        }
+        assert_eq!(split_bytes(&raw, 3).unwrap(), vec![&b"abc"[..], b"", b"xy"]);
+        assert!(split_bytes(&raw, 2).is_err());
+        assert!(split_bytes(&raw[..raw.len() - 1], 3).is_err());
+        assert!(split_bytes(&[255, 255, 255, 255, 1], 1).is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! KServe v2 / Open Inference Protocol, with Triton's ModelConfig and ModelStatistics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use weft_core::Tensor;
+
+use crate::ServeError;
+use crate::batcher::JobResult;
+use crate::convert::{f32_bytes, split_bytes};
+use crate::proto::inference::grpc_inference_service_server::GrpcInferenceService;
+use crate::proto::inference::model_infer_response::InferOutputTensor;
+use crate::proto::inference::model_metadata_response::TensorMetadata;
+use crate::proto::inference::*;
+use crate::server::{AppState, Model, deadline, request_id};
+
+pub struct KServe {
+    pub state: Arc<AppState>,
+}
+
+fn with_id<T>(mut r: Response<T>, rid: &str) -> Response<T> {
+    if let Ok(v) = rid.parse() {
+        r.metadata_mut().insert("request_id", v);
+    }
+    r
+}
+
+impl KServe {
+    fn auth<T>(&self, req: &Request<T>, rid: &str) -> Result<(), Status> {
+        self.state.keys.check(req.metadata()).map_err(|e| e.to_status(rid))
+    }
+}
+
+fn output_metadata(model: &Model) -> Vec<TensorMetadata> {
+    model
+        .package
+        .graph
+        .outputs
+        .iter()
+        .map(|o| TensorMetadata {
+            name: o.name.clone(),
+            datatype: "FP32".into(),
+            shape: o.shape.iter().map(|d| d.map_or(-1, |v| v as i64)).collect(),
+        })
+        .collect()
+}
+
+/// Output dims without the batch, from shape inference at batch 1.
+fn output_dims(model: &Model) -> Vec<(String, Vec<i64>)> {
+    let input_shapes = model
+        .package
+        .graph
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.concrete_shape(1)))
+        .collect();
+    let shapes = weft_core::shape::infer(&model.package.graph, &input_shapes).ok();
+    model
+        .package
+        .graph
+        .outputs
+        .iter()
+        .map(|o| {
+            let dims = shapes
+                .as_ref()
+                .and_then(|s| s.shape(&o.name))
+                .map(|s| s.iter().skip(1).map(|&d| d as i64).collect())
+                .unwrap_or_default();
+            (o.name.clone(), dims)
+        })
+        .collect()
+}
+
+async fn model_infer(
+    state: &AppState,
+    req: Request<ModelInferRequest>,
+    rid: &str,
+) -> Result<(String, ModelInferResponse, JobResult), (String, ServeError)> {
+    let dl = deadline(req.metadata());
+    let req = req.into_inner();
+    state
+        .check_size(prost::Message::encoded_len(&req))
+        .map_err(|e| (req.model_name.clone(), e))?;
+    let model = state
+        .model(&req.model_name, &req.model_version)
+        .map_err(|e| (req.model_name.clone(), e))?;
+    let name = model.name.clone();
+    let fail = |e: ServeError| (name.clone(), e);
+    let input = decode_input(model, &req).map_err(fail)?;
+    let wanted: Vec<String> = if req.outputs.is_empty() {
+        model.package.graph.outputs.iter().map(|o| o.name.clone()).collect()
+    } else {
+        req.outputs.iter().map(|o| o.name.clone()).collect()
+    };
+    for w in &wanted {
+        if !model.package.graph.outputs.iter().any(|o| &o.name == w) {
+            return Err(fail(ServeError::InvalidArgument(format!(
+                "the model has no output '{w}'"
+            ))));
+        }
+    }
+    let result = state.infer(model, input, dl, rid).await.map_err(fail)?;
+    let mut resp = ModelInferResponse {
+        model_name: model.name.clone(),
+        model_version: "1".into(),
+        id: req.id.clone(),
+        ..Default::default()
+    };
+    for w in &wanted {
+        let t = result
+            .outputs
+            .iter()
+            .find(|(n, _)| n == w)
+            .map(|(_, t)| t)
+            .ok_or_else(|| fail(ServeError::Internal(format!("output {w} missing"))))?;
+        resp.outputs.push(InferOutputTensor {
+            name: w.clone(),
+            datatype: "FP32".into(),
+            shape: t.shape().iter().map(|&d| d as i64).collect(),
+            ..Default::default()
+        });
+        resp.raw_output_contents.push(f32_bytes(t));
+    }
+    Ok((name, resp, result))
+}
+
+fn decode_input(model: &Model, req: &ModelInferRequest) -> Result<Tensor, ServeError> {
+    let spec = &model.spec;
+    let [inp] = req.inputs.as_slice() else {
+        return Err(ServeError::InvalidArgument(format!(
+            "the model takes exactly one input, '{}'; the request has {}",
+            spec.name,
+            req.inputs.len()
+        )));
+    };
+    if !inp.name.is_empty() && inp.name != spec.name {
+        return Err(ServeError::InvalidArgument(format!(
+            "unknown input '{}' (the model's input is '{}')",
+            inp.name, spec.name
+        )));
+    }
+    let raw = match req.raw_input_contents.len() {
+        0 => None,
+        1 => Some(req.raw_input_contents[0].as_slice()),
+        n => {
+            return Err(ServeError::InvalidArgument(format!(
+                "{n} raw_input_contents for 1 input"
+            )));
+        }
+    };
+    let contents = inp.contents.as_ref();
+    if raw.is_some() && contents.is_some_and(|c| c != &InferTensorContents::default()) {
+        return Err(ServeError::InvalidArgument(
+            "both raw_input_contents and contents are set".into(),
+        ));
+    }
+    match inp.datatype.as_str() {
+        "BYTES" => {
+            let count = inp
+                .shape
+                .iter()
+                .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+                .ok_or_else(|| ServeError::InvalidArgument(format!("bad BYTES shape {:?}", inp.shape)))?;
+            let images: Vec<&[u8]> = match raw {
+                Some(r) => split_bytes(r, count)?,
+                None => {
+                    let c = contents
+                        .map(|c| &c.bytes_contents)
+                        .ok_or_else(|| ServeError::InvalidArgument("BYTES input without data".into()))?;
+                    if c.len() != count {
+                        return Err(ServeError::InvalidArgument(format!(
+                            "BYTES tensor holds {} elements, its shape says {count}",
+                            c.len()
+                        )));
+                    }
+                    c.iter().map(Vec::as_slice).collect()
+                }
+            };
+            spec.decode_images(&images)
+        }
+        dt @ ("FP32" | "FP16" | "UINT8") => {
+            let bytes: Vec<u8> = match raw {
+                Some(r) => r.to_vec(),
+                None => {
+                    let c = contents
+                        .ok_or_else(|| ServeError::InvalidArgument(format!("input '{}' has no data", spec.name)))?;
+                    match dt {
+                        "FP32" => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                        "UINT8" => c
+                            .uint_contents
+                            .iter()
+                            .map(|&v| {
+                                u8::try_from(v)
+                                    .map_err(|_| ServeError::InvalidArgument(format!("UINT8 value {v} out of range")))
+                            })
+                            .collect::<Result<_, _>>()?,
+                        _ => {
+                            return Err(ServeError::InvalidArgument(
+                                "FP16 data must be sent as raw_input_contents".into(),
+                            ));
+                        }
+                    }
+                }
+            };
+            spec.decode_raw(dt, &inp.shape, &bytes)
+        }
+        "" => Err(ServeError::InvalidArgument("input datatype is missing".into())),
+        other => Err(ServeError::InvalidArgument(format!(
+            "datatype {other} is not accepted (FP32, FP16, UINT8, or BYTES images)"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for KServe {
+    async fn server_live(&self, req: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        Ok(with_id(Response::new(ServerLiveResponse { live: true }), &rid))
+    }
+
+    async fn server_ready(&self, req: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let ready = self.state.ready.load(Ordering::SeqCst)
+            && self.state.models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst));
+        Ok(with_id(Response::new(ServerReadyResponse { ready }), &rid))
+    }
+
+    async fn model_ready(&self, req: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let r = req.into_inner();
+        let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
+        Ok(with_id(
+            Response::new(ModelReadyResponse {
+                ready: m.worker.ready.load(Ordering::SeqCst) && self.state.ready.load(Ordering::SeqCst),
+            }),
+            &rid,
+        ))
+    }
+
+    async fn server_metadata(
+        &self,
+        req: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        Ok(with_id(
+            Response::new(ServerMetadataResponse {
+                name: "weft".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                extensions: vec![
+                    "model_configuration".into(),
+                    "statistics".into(),
+                    "binary_tensor_data".into(),
+                ],
+            }),
+            &rid,
+        ))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let r = req.into_inner();
+        let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
+        let mut shape = vec![-1];
+        shape.extend(m.spec.dims());
+        Ok(with_id(
+            Response::new(ModelMetadataResponse {
+                name: m.name.clone(),
+                versions: vec!["1".into()],
+                platform: format!("weft_{}", m.package.precision),
+                inputs: vec![TensorMetadata {
+                    name: m.spec.name.clone(),
+                    datatype: "FP32".into(),
+                    shape,
+                }],
+                outputs: output_metadata(m),
+            }),
+            &rid,
+        ))
+    }
+
+    async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let start = Instant::now();
+        let _in_flight = self.state.metrics.start();
+        let rid = request_id();
+        if let Err(e) = self.state.keys.check(req.metadata()) {
+            let name = req.get_ref().model_name.clone();
+            self.state.finish(&rid, &name, "kserve", e.code(), start, None);
+            return Err(e.to_status(&rid));
+        }
+        match model_infer(&self.state, req, &rid).await {
+            Ok((name, resp, result)) => {
+                self.state
+                    .finish(&rid, &name, "kserve", tonic::Code::Ok, start, Some(&result));
+                Ok(with_id(Response::new(resp), &rid))
+            }
+            Err((name, e)) => {
+                self.state.finish(&rid, &name, "kserve", e.code(), start, None);
+                Err(e.to_status(&rid))
+            }
+        }
+    }
+
+    async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let r = req.into_inner();
+        let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
+        let mut parameters = std::collections::HashMap::new();
+        if !m.package.labels.is_empty() {
+            parameters.insert(
+                "labels".to_string(),
+                ModelParameter {
+                    string_value: serde_json::to_string(&m.package.labels).unwrap_or_default(),
+                },
+            );
+        }
+        parameters.insert(
+            "precision".to_string(),
+            ModelParameter {
+                string_value: m.package.precision.to_string(),
+            },
+        );
+        let config = ModelConfig {
+            name: m.name.clone(),
+            platform: format!("weft_{}", m.package.precision),
+            backend: "weft".into(),
+            max_batch_size: i32::try_from(self.state.policy.max_batch).unwrap_or(i32::MAX),
+            input: vec![ModelInput {
+                name: m.spec.name.clone(),
+                data_type: DataType::TypeFp32 as i32,
+                dims: m.spec.dims(),
+                ..Default::default()
+            }],
+            output: output_dims(m)
+                .into_iter()
+                .map(|(name, dims)| ModelOutput {
+                    name,
+                    data_type: DataType::TypeFp32 as i32,
+                    dims,
+                    ..Default::default()
+                })
+                .collect(),
+            scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
+                max_queue_delay_microseconds: self.state.policy.max_delay.as_micros() as u64,
+                ..Default::default()
+            })),
+            parameters,
+        };
+        Ok(with_id(
+            Response::new(ModelConfigResponse { config: Some(config) }),
+            &rid,
+        ))
+    }
+
+    async fn model_statistics(
+        &self,
+        req: Request<ModelStatisticsRequest>,
+    ) -> Result<Response<ModelStatisticsResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let r = req.into_inner();
+        let models: Vec<&Arc<Model>> = if r.name.is_empty() {
+            self.state.models.iter().collect()
+        } else {
+            vec![self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?]
+        };
+        let d = |(count, ns): (u64, u64)| Some(StatisticDuration { count, ns });
+        let model_stats = models
+            .into_iter()
+            .map(|m| {
+                let c = m.stats.lock().map(|c| c.clone()).unwrap_or_default();
+                ModelStatistics {
+                    name: m.name.clone(),
+                    version: "1".into(),
+                    last_inference: c.last_inference_ms,
+                    inference_count: c.inference_count,
+                    execution_count: m.worker.executions.load(Ordering::Relaxed),
+                    inference_stats: Some(InferStatistics {
+                        success: d(c.success),
+                        fail: d(c.fail),
+                        queue: d(c.queue),
+                        compute_input: d((c.compute.0, 0)),
+                        compute_infer: d(c.compute),
+                        compute_output: d((c.compute.0, 0)),
+                    }),
+                    batch_stats: vec![],
+                }
+            })
+            .collect();
+        Ok(with_id(Response::new(ModelStatisticsResponse { model_stats }), &rid))
+    }
+}

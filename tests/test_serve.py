@@ -1,0 +1,261 @@
+"""`weft serve` with real clients: tritonclient (KServe v2), TensorFlow Serving's own stubs
+sending exactly the Brainwave request, perf_analyzer, gRPC health and reflection; bad
+input; batching; keys; TLS; data collection; graceful shutdown."""
+
+import concurrent.futures as cf
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+from tritonclient.utils import InferenceServerException
+
+from server_util import Server, encode, fashion_test_images
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def r8pkg(weft, tmp_path_factory):
+    d = tmp_path_factory.mktemp("r8")
+    subprocess.run([weft, "zoo", "resnet8", "--seed", "2", "-o", d / "r8.onnx"], check=True, capture_output=True)
+    np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    subprocess.run([weft, "compile", d / "r8.onnx", "--calib", d / "calib.npy", "-o", d / "r8.weft"], check=True, capture_output=True)
+    return d / "r8.weft"
+
+
+@pytest.fixture(scope="module")
+def server(weft, r8pkg):
+    """The default model plus resnet8, with API keys (two, for rotation)."""
+    default = pathlib.Path(__file__).resolve().parent.parent / "models" / "fashion" / "fashion_resnet.weft"
+    s = Server(weft, "--model", f"fashion={default}", "--model", f"r8={r8pkg}", "--api-key", KEY, "--api-key", "old-key", "--max-batch", "8", "--max-queue-delay-us", "20000")
+    yield s
+    code, err = s.stop()
+    assert code == 0, err
+
+
+def client(s):
+    return tc.InferenceServerClient(s.url)
+
+
+H = {"authorization": f"Bearer {KEY}"}
+
+
+def test_liveness_metadata_and_config(server):
+    c = client(server)
+    assert c.is_server_live(headers=H) and c.is_server_ready(headers=H)
+    assert c.is_model_ready("fashion", headers=H) and c.is_model_ready("r8", headers=H)
+    meta = c.get_server_metadata(headers=H)
+    assert meta.name == "weft" and "model_configuration" in meta.extensions
+    mm = c.get_model_metadata("r8", headers=H)
+    assert mm.inputs[0].name == "input" and list(mm.inputs[0].shape) == [-1, 3, 32, 32]
+    assert {o.name for o in mm.outputs} == {"logits", "features"}
+    cfg = c.get_model_config("fashion", headers=H).config
+    assert cfg.max_batch_size == 8 and list(cfg.input[0].dims) == [1, 28, 28]
+    assert "Trouser" in cfg.parameters["labels"].string_value
+    stats = c.get_inference_statistics("r8", headers=H)
+    assert stats.model_stats[0].name == "r8"
+
+
+def test_fp32_infer_matches_weft_run(server, weft, r8pkg, tmp_path):
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    inp = tc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    res = client(server).infer("r8", [inp], outputs=[tc.InferRequestedOutput("features")], headers=H)
+    got = res.as_numpy("features")
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run([weft, "run", r8pkg, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy", "--output-name", "features"], check=True, capture_output=True)
+    assert np.array_equal(got, np.load(tmp_path / "y.npy"))
+    assert res.get_response().model_name == "r8"
+
+
+def test_images_as_bytes_are_classified(server):
+    imgs, labels = fashion_test_images(20)
+    c = client(server)
+    correct = 0
+    for img, label in zip(imgs, labels):
+        for fmt in ("PNG", "JPEG"):
+            data = np.array([encode(img, fmt)], dtype=np.object_)
+            inp = tc.InferInput("input", [1], "BYTES")
+            inp.set_data_from_numpy(data)
+            probs = c.infer("fashion", [inp], headers=H).as_numpy("logits")
+            correct += int(probs.argmax() == label)
+    print("correct", correct, "of", 2 * len(labels))
+    assert correct >= 0.85 * 2 * len(labels)
+
+
+def test_brainwave_request_with_tensorflow_serving_stubs(server):
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+
+    imgs, labels = fashion_test_images(6, seed=1)
+    ch = grpc.insecure_channel(server.url)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+    correct = 0
+    for img, label in zip(imgs, labels):
+        req = predict_pb2.PredictRequest()  # no model_spec, as the Brainwave client sends it
+        req.inputs["Placeholder:0"].CopyFrom(tf.make_tensor_proto([encode(img, "JPEG")], shape=[1]))
+        metadata = [("authorization", f"Bearer {KEY}"), ("x-ms-aml-grpc-service-route", "/api/v1/service/fashion")]
+        resp, call = stub.Predict.with_call(req, timeout=30, metadata=metadata)
+        logits = tf.make_ndarray(resp.outputs["logits"])
+        assert logits.shape == (1, 5)
+        assert np.array_equal(tf.make_ndarray(resp.outputs["output_alias"]), logits)
+        assert any(k == "request_id" for k, _ in call.initial_metadata())
+        correct += int(logits.argmax() == label)
+    assert correct >= 5
+    # the other accepted key forms, and the rotated key
+    for auth in (f"bearer {KEY}", KEY, "Bearer old-key"):
+        stub.Predict(req, timeout=30, metadata=[("authorization", auth)])
+    meta = stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]), metadata=[("authorization", KEY)])
+    sigs = get_model_metadata_pb2.SignatureDefMap()
+    assert meta.metadata["signature_def"].Unpack(sigs)
+    sig = sigs.signature_def["serving_default"]
+    assert "input" in sig.inputs and "logits" in sig.outputs and sig.method_name == "tensorflow/serving/predict"
+
+
+def test_health_and_reflection(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    ch = grpc.insecure_channel(server.url)
+    h = health_pb2_grpc.HealthStub(ch)
+    assert h.Check(health_pb2.HealthCheckRequest(service="")).status == health_pb2.HealthCheckResponse.SERVING
+    assert h.Check(health_pb2.HealthCheckRequest(service="inference.GRPCInferenceService")).status == health_pb2.HealthCheckResponse.SERVING
+    db = ProtoReflectionDescriptorDatabase(ch)
+    services = set(db.get_services())
+    assert {"inference.GRPCInferenceService", "tensorflow.serving.PredictionService", "grpc.health.v1.Health"} <= services
+
+
+def code_of(fn):
+    try:
+        fn()
+    except InferenceServerException as e:
+        return e.status()
+    except grpc.RpcError as e:
+        return str(e.code())
+    return "OK"
+
+
+def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(server):
+    c = client(server)
+
+    def infer(model, inputs, headers=H):
+        return lambda: c.infer(model, inputs, headers=headers)
+
+    def tensor(name, shape, dt, arr):
+        i = tc.InferInput(name, shape, dt)
+        i.set_data_from_numpy(arr)
+        return i
+
+    good = tensor("input", [1, 3, 32, 32], "FP32", np.zeros((1, 3, 32, 32), np.float32))
+    corrupt = tensor("input", [1], "BYTES", np.array([b"\xff\xd8\xff\xe0 not really a jpeg"], dtype=np.object_))
+    cases = {
+        "corrupt image": (infer("fashion", [corrupt]), "StatusCode.INVALID_ARGUMENT"),
+        "wrong dtype": (infer("r8", [tensor("input", [1, 3, 32, 32], "INT32", np.zeros((1, 3, 32, 32), np.int32))]), "StatusCode.INVALID_ARGUMENT"),
+        "wrong shape": (infer("r8", [tensor("input", [1, 3, 31, 32], "FP32", np.zeros((1, 3, 31, 32), np.float32))]), "StatusCode.INVALID_ARGUMENT"),
+        "too large a batch": (infer("r8", [tensor("input", [9, 3, 32, 32], "FP32", np.zeros((9, 3, 32, 32), np.float32))]), "StatusCode.INVALID_ARGUMENT"),
+        "no inputs": (infer("r8", []), "StatusCode.INVALID_ARGUMENT"),
+        "unknown input": (infer("r8", [tensor("image", [1, 3, 32, 32], "FP32", np.zeros((1, 3, 32, 32), np.float32))]), "StatusCode.INVALID_ARGUMENT"),
+        "unknown model": (infer("nope", [good]), "StatusCode.NOT_FOUND"),
+        "missing key": (infer("r8", [good], headers={}), "StatusCode.UNAUTHENTICATED"),
+        "wrong key": (infer("r8", [good], headers={"authorization": "Bearer wrong"}), "StatusCode.UNAUTHENTICATED"),
+    }
+    for name, (fn, want) in cases.items():
+        assert code_of(fn) == want, name
+    assert code_of(infer("r8", [good])) == "OK"
+    assert server.metric('weft_requests_total{model="r8",protocol="kserve",status="InvalidArgument"}') >= 4
+
+
+def test_oversized_message_and_queue_full(weft, r8pkg):
+    s = Server(weft, r8pkg, "--max-message-bytes", "100000", "--queue-depth", "1", "--max-batch", "1", "--max-queue-delay-us", "0", "--quiet")
+    try:
+        c = client(s)
+        big = tc.InferInput("input", [16, 3, 32, 32], "FP32")
+        big.set_data_from_numpy(np.zeros((16, 3, 32, 32), np.float32))
+        assert code_of(lambda: c.infer("r8", [big])) == "StatusCode.RESOURCE_EXHAUSTED"
+        one = tc.InferInput("input", [1, 3, 32, 32], "FP32")
+        one.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+        with cf.ThreadPoolExecutor(32) as ex:
+            codes = list(ex.map(lambda _: code_of(lambda: tc.InferenceServerClient(s.url).infer("r8", [one])), range(200)))
+        assert set(codes) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, set(codes)
+        assert "OK" in codes
+        assert code_of(lambda: c.infer("r8", [one])) == "OK"
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_concurrent_requests_are_batched_with_identical_results(weft, r8pkg):
+    s = Server(weft, r8pkg, "--max-batch", "8", "--max-queue-delay-us", "50000", "--quiet")
+    try:
+        xs = [np.random.default_rng(i).standard_normal((1, 3, 32, 32)).astype(np.float32) for i in range(24)]
+
+        def one(x):
+            inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
+            inp.set_data_from_numpy(x)
+            return tc.InferenceServerClient(s.url).infer("r8", [inp]).as_numpy("logits")
+
+        alone = [one(x) for x in xs[:4]]
+        with cf.ThreadPoolExecutor(12) as ex:
+            together = list(ex.map(one, xs))
+        for a, t in zip(alone, together):
+            assert np.array_equal(a, t)
+        batches = s.metric('weft_batch_size_count{model="r8"}')
+        singles = s.metric('weft_batch_size_bucket{model="r8",le="1"}')
+        print("batches", batches, "of size 1:", singles)
+        assert batches - singles >= 1, "no batch larger than 1 was formed"
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="Ok"}') == 28
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_perf_analyzer_concurrency_1_to_8(weft, r8pkg, tmp_path):
+    pa = os.environ.get("PERF_ANALYZER", shutil.which("perf_analyzer") or "")
+    assert pa and os.path.exists(pa), "perf_analyzer is required (scripts/setup.sh installs it into .venv-perf)"
+    s = Server(weft, r8pkg, "--max-batch", "8", "--quiet")
+    try:
+        out = tmp_path / "pa.csv"
+        env = {**os.environ}
+        proc = subprocess.run([pa, "-m", "r8", "-u", s.url, "-i", "grpc", "--concurrency-range", "1:8:7", "--measurement-interval", "2000", "-f", str(out)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        print(proc.stdout[-3000:])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Throughput" in proc.stdout and "error" not in proc.stdout.lower().replace("stderr", "")
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="Ok"}') > 10
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="InvalidArgument"}') == 0
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_tls_and_data_collection(weft, r8pkg, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    collect = tmp_path / "collected"
+    s = Server(weft, r8pkg, "--tls-cert", cert, "--tls-key", key, "--collect-dir", collect, "--collect-rate", "1", "--quiet")
+    try:
+        c = tc.InferenceServerClient(s.url, ssl=True, root_certificates=str(cert))
+        inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
+        inp.set_data_from_numpy(np.ones((1, 3, 32, 32), np.float32))
+        assert c.infer("r8", [inp]).as_numpy("logits").shape == (1, 10)
+        plain = tc.InferenceServerClient(s.url)
+        assert code_of(lambda: plain.infer("r8", [inp])) != "OK"
+        files = sorted(p.name for p in (collect / "r8").iterdir())
+        assert any(f.endswith("_input.npy") for f in files) and any(f.endswith("_logits.npy") for f in files)
+        assert np.load(collect / "r8" / next(f for f in files if f.endswith("_input.npy"))).shape == (1, 3, 32, 32)
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_bad_flags_are_refused(weft, tmp_path):
+    for args in (["--max-batch", "0"], ["--collect-dir", str(tmp_path), "--collect-rate", "2"], ["nope.weft"], ["--model", "x"], ["--tls-cert", "c.pem"]):
+        proc = subprocess.run([weft, "serve", *args, "--port", "0", "--http-port", "0"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode != 0 and "panicked" not in proc.stderr, (args, proc.stderr)

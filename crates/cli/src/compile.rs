@@ -37,6 +37,13 @@ pub struct CompileArgs {
     /// Data for the report (default: the calibration data).
     #[arg(long)]
     pub eval: Option<PathBuf>,
+    /// A classifier head (ONNX, as `weft head train` writes) to attach behind the
+    /// featurizer: the package then answers with the features and the head's outputs.
+    #[arg(long)]
+    pub head: Option<PathBuf>,
+    /// The featurizer output the head reads.
+    #[arg(long, default_value = "features")]
+    pub features_output: String,
     /// Batch size for calibration and evaluation runs.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -60,6 +67,15 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     if graph.inputs.len() != 1 && (args.calib.is_some() || args.eval.is_some()) {
         bail!("calibration data can only be given for models with one input");
     }
+    let mut head_labels = Vec::new();
+    let graph = match &args.head {
+        Some(h) => {
+            let head = weft_onnx::load(h).with_context(|| format!("loading head {}", h.display()))?;
+            head_labels = crate::head::head_classes(&head)?.iter().map(|c| c.to_string()).collect();
+            weft_transfer::attach_head(&graph, &args.features_output, &head.graph)?
+        }
+        None => graph,
+    };
     let batches = |path: &PathBuf| -> anyhow::Result<Vec<Batch>> {
         let t = data::load_tensor(path, &graph, &args.preprocess)?;
         let name = graph.inputs[0].name.clone();
@@ -85,7 +101,7 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
             .collect(),
-        None => Vec::new(),
+        None => head_labels,
     };
     let name = args
         .model

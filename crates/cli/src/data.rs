@@ -107,3 +107,35 @@ pub fn split(t: &Tensor, batch: usize) -> anyhow::Result<Vec<Tensor>> {
     }
     Ok(out)
 }
+
+/// An IDX file (the MNIST / Fashion-MNIST format), plain or gzip-compressed: its dims and
+/// unsigned-byte data.
+pub fn read_idx(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
+    use std::io::Read;
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice()).take(1 << 31).read_to_end(&mut out).with_context(|| format!("decompressing {}", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        bail!("{} is not an unsigned-byte IDX file", path.display());
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if bytes.len() < header {
+        bail!("{}: truncated IDX header", path.display());
+    }
+    let dims: Vec<usize> = (0..ndim).map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize).collect();
+    let n = weft_core::tensor::checked_numel(&dims)?;
+    let data = bytes.get(header..header + n).with_context(|| format!("{}: the data is shorter than its dims {dims:?}", path.display()))?;
+    Ok((dims, data.to_vec()))
+}
+
+/// The labels file beside an IDX images file (`...-images-idx3-ubyte` to `...-labels-idx1-ubyte`).
+pub fn idx_labels_path(images: &Path) -> Option<PathBuf> {
+    let name = images.file_name()?.to_str()?;
+    name.contains("images-idx3").then(|| images.with_file_name(name.replace("images-idx3", "labels-idx1"))).filter(|p| p.exists())
+}

@@ -3,6 +3,8 @@
 mod client;
 mod compile;
 mod data;
+mod featurize;
+mod head;
 mod inspect;
 mod model;
 mod progress;
@@ -59,6 +61,13 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Run a model or package on .npy inputs and write an output as .npy.
     Run(run::RunArgs),
+    /// Features for many images (directory, .npy or IDX), with a progress bar.
+    Featurize(featurize::FeaturizeArgs),
+    /// Train or evaluate a classifier head on features.
+    Head {
+        #[command(subcommand)]
+        command: head::HeadCommand,
+    },
     /// Serve packages over gRPC (KServe v2, TensorFlow Serving Predict) with HTTP metrics.
     Serve(serve::ServeArgs),
     /// Send an image or tensor to a running `weft serve` (KServe v2) and print the result.
@@ -106,6 +115,8 @@ fn main() -> ExitCode {
         Command::Inspect { model, batch, layers } => inspect::inspect(&model, batch, layers),
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
+        Command::Featurize(args) => featurize::featurize(&args),
+        Command::Head { command } => head::head(&command),
         Command::Devices => devices(),
         Command::Serve(args) => serve::serve(&args),
         Command::Client(args) => client::client(&args),

@@ -319,6 +319,11 @@ fn value_info(v: &ValueInfo) -> ValueInfoProto {
 
 /// Serializes a graph as an ONNX model (IR version 8, opset 17).
 pub fn to_bytes(graph: &Graph) -> Result<Vec<u8>> {
+    to_bytes_with_metadata(graph, &[])
+}
+
+/// Like [`to_bytes`], with `metadata_props` key/value pairs.
+pub fn to_bytes_with_metadata(graph: &Graph, metadata: &[(String, String)]) -> Result<Vec<u8>> {
     let mut w = Writer {
         graph,
         nodes: Vec::new(),
@@ -337,6 +342,10 @@ pub fn to_bytes(graph: &Graph) -> Result<Vec<u8>> {
         }],
         producer_name: Some("weft".into()),
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        metadata_props: metadata
+            .iter()
+            .map(|(k, v)| crate::proto::StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) })
+            .collect(),
         graph: Some(GraphProto {
             node: w.nodes,
             name: Some(if graph.name.is_empty() {

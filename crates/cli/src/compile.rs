@@ -71,7 +71,10 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let graph = match &args.head {
         Some(h) => {
             let head = weft_onnx::load(h).with_context(|| format!("loading head {}", h.display()))?;
-            head_labels = crate::head::head_classes(&head)?.iter().map(|c| c.to_string()).collect();
+            head_labels = crate::head::head_classes(&head)?
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             weft_transfer::attach_head(&graph, &args.features_output, &head.graph)?
         }
         None => graph,

@@ -115,7 +115,10 @@ pub fn read_idx(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
     let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice()).take(1 << 31).read_to_end(&mut out).with_context(|| format!("decompressing {}", path.display()))?;
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .take(1 << 31)
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
         out
     } else {
         raw
@@ -128,14 +131,20 @@ pub fn read_idx(path: &Path) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
     if bytes.len() < header {
         bail!("{}: truncated IDX header", path.display());
     }
-    let dims: Vec<usize> = (0..ndim).map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize).collect();
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| u32::from_be_bytes([bytes[4 + 4 * i], bytes[5 + 4 * i], bytes[6 + 4 * i], bytes[7 + 4 * i]]) as usize)
+        .collect();
     let n = weft_core::tensor::checked_numel(&dims)?;
-    let data = bytes.get(header..header + n).with_context(|| format!("{}: the data is shorter than its dims {dims:?}", path.display()))?;
+    let data = bytes
+        .get(header..header + n)
+        .with_context(|| format!("{}: the data is shorter than its dims {dims:?}", path.display()))?;
     Ok((dims, data.to_vec()))
 }
 
 /// The labels file beside an IDX images file (`...-images-idx3-ubyte` to `...-labels-idx1-ubyte`).
 pub fn idx_labels_path(images: &Path) -> Option<PathBuf> {
     let name = images.file_name()?.to_str()?;
-    name.contains("images-idx3").then(|| images.with_file_name(name.replace("images-idx3", "labels-idx1"))).filter(|p| p.exists())
+    name.contains("images-idx3")
+        .then(|| images.with_file_name(name.replace("images-idx3", "labels-idx1")))
+        .filter(|p| p.exists())
 }

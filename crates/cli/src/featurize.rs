@@ -56,7 +56,11 @@ impl Runner {
 }
 
 /// Images and labels, loaded and preprocessed.
-fn load(args: &FeaturizeArgs, graph: &weft_core::Graph, pre: &Preprocess) -> anyhow::Result<(Tensor, Option<Vec<i64>>, Vec<String>)> {
+fn load(
+    args: &FeaturizeArgs,
+    graph: &weft_core::Graph,
+    pre: &Preprocess,
+) -> anyhow::Result<(Tensor, Option<Vec<i64>>, Vec<String>)> {
     let p = &args.images;
     if p.is_dir() {
         let files = data::image_files(p)?;
@@ -72,7 +76,10 @@ fn load(args: &FeaturizeArgs, graph: &weft_core::Graph, pre: &Preprocess) -> any
         let mut progress = Progress::new();
         for (i, (f, class)) in files.iter().enumerate() {
             let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            rows.push(pre.apply(&bytes, size, weft_image::DEFAULT_MAX_PIXELS).with_context(|| format!("{}", f.display()))?);
+            rows.push(
+                pre.apply(&bytes, size, weft_image::DEFAULT_MAX_PIXELS)
+                    .with_context(|| format!("{}", f.display()))?,
+            );
             labels.push(names.binary_search(class).unwrap_or(0) as i64);
             progress.update("decoding", i + 1, files.len());
         }
@@ -85,12 +92,18 @@ fn load(args: &FeaturizeArgs, graph: &weft_core::Graph, pre: &Preprocess) -> any
         return Ok((weft_core::npy::read(p)?.cast(weft_core::DType::F32), None, vec![]));
     }
     let (dims, pixels) = data::read_idx(p)?;
-    let [n, h, w] = dims[..] else { bail!("{}: IDX images must be [N, H, W], got {dims:?}", p.display()) };
+    let [n, h, w] = dims[..] else {
+        bail!("{}: IDX images must be [N, H, W], got {dims:?}", p.display())
+    };
     let labels = match data::idx_labels_path(p) {
         Some(lp) => {
             let (ld, lv) = data::read_idx(&lp)?;
             if ld != [n] {
-                bail!("{}: {} labels for {n} images", lp.display(), ld.first().copied().unwrap_or(0));
+                bail!(
+                    "{}: {} labels for {n} images",
+                    lp.display(),
+                    ld.first().copied().unwrap_or(0)
+                );
             }
             Some(lv.iter().map(|&v| i64::from(v)).collect())
         }
@@ -99,7 +112,8 @@ fn load(args: &FeaturizeArgs, graph: &weft_core::Graph, pre: &Preprocess) -> any
     let size = data::input_size(graph, pre)?;
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
-        let img = image::GrayImage::from_raw(w as u32, h as u32, pixels[i * h * w..(i + 1) * h * w].to_vec()).context("bad IDX image")?;
+        let img = image::GrayImage::from_raw(w as u32, h as u32, pixels[i * h * w..(i + 1) * h * w].to_vec())
+            .context("bad IDX image")?;
         rows.push(pre.apply_image(&image::DynamicImage::ImageLuma8(img), size)?);
     }
     Ok((data::stack(&rows)?, labels, vec![]))
@@ -115,29 +129,49 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
             let runner = if args.device == "reference" {
                 Runner::Reference(weft_compile::reference_executor(&p)?)
             } else {
-                let opts = weft_opencl::SessionOptions { device: args.device.clone(), ..Default::default() };
+                let opts = weft_opencl::SessionOptions {
+                    device: args.device.clone(),
+                    ..Default::default()
+                };
                 Runner::OpenCl(Box::new(weft_opencl::Session::new(&p, &opts)?))
             };
             (runner, p.graph.clone(), p.preprocess.clone())
         }
         crate::model::Loaded::Onnx(m) => {
             if args.device != "reference" {
-                bail!("--device {} runs compiled packages; compile the model first", args.device);
+                bail!(
+                    "--device {} runs compiled packages; compile the model first",
+                    args.device
+                );
             }
             let mut g = m.graph;
             weft_reference::optimize(&mut g)?;
-            (Runner::Reference(weft_reference::Executor::new(g.clone())?), g, Preprocess::default())
+            (
+                Runner::Reference(weft_reference::Executor::new(g.clone())?),
+                g,
+                Preprocess::default(),
+            )
         }
     };
     let mut pre = args.preprocess.clone().unwrap_or(pre);
-    let input = graph.inputs.first().map(|i| i.name.clone()).context("the model has no input")?;
+    let input = graph
+        .inputs
+        .first()
+        .map(|i| i.name.clone())
+        .context("the model has no input")?;
     let channel_dim = if pre.layout == weft_image::Layout::Nchw { 1 } else { 3 };
     if graph.inputs[0].shape.get(channel_dim).copied().flatten() == Some(1) {
         pre.channels = weft_image::ChannelOrder::Gray;
     }
     let out_name = match &args.output_name {
         Some(n) => n.clone(),
-        None => graph.outputs.iter().find(|o| o.name == "features").or(graph.outputs.first()).map(|o| o.name.clone()).context("the model has no outputs")?,
+        None => graph
+            .outputs
+            .iter()
+            .find(|o| o.name == "features")
+            .or(graph.outputs.first())
+            .map(|o| o.name.clone())
+            .context("the model has no outputs")?,
     };
     if !graph.outputs.iter().any(|o| o.name == out_name) {
         bail!("the model has no output '{out_name}'");
@@ -151,7 +185,12 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
         let flat = flat.as_slice().context("non-contiguous input")?;
         let mut shape = x.shape().to_vec();
         shape[0] = keep.len();
-        x = Tensor::from_f32(&shape, keep.iter().flat_map(|&i| flat[i * row..(i + 1) * row].iter().copied()).collect())?;
+        x = Tensor::from_f32(
+            &shape,
+            keep.iter()
+                .flat_map(|&i| flat[i * row..(i + 1) * row].iter().copied())
+                .collect(),
+        )?;
         labels = Some(keep.iter().map(|&i| l[i]).collect());
     }
     let n = x.shape().first().copied().unwrap_or(0);
@@ -166,7 +205,12 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
     for b in batches {
         done += b.shape()[0];
         let outs = runner.run(&HashMap::from([(input.clone(), b)]))?;
-        features.push(outs.into_iter().find(|(k, _)| *k == out_name).map(|(_, t)| t).context("output missing")?);
+        features.push(
+            outs.into_iter()
+                .find(|(k, _)| *k == out_name)
+                .map(|(_, t)| t)
+                .context("output missing")?,
+        );
         progress.update("featurizing", done, n);
     }
     progress.finish();
@@ -184,7 +228,11 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
         args.device,
         feats.shape(),
         args.output.display(),
-        if names.iter().any(|s| !s.is_empty()) { format!(" (classes: {})", names.join(", ")) } else { String::new() }
+        if names.iter().any(|s| !s.is_empty()) {
+            format!(" (classes: {})", names.join(", "))
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

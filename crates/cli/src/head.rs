@@ -27,26 +27,48 @@ pub enum HeadCommand {
         seed: u64,
     },
     /// Accuracy of a head on features and labels.
-    Eval { head: PathBuf, features: PathBuf, labels: PathBuf },
+    Eval {
+        head: PathBuf,
+        features: PathBuf,
+        labels: PathBuf,
+    },
 }
 
 pub fn head(cmd: &HeadCommand) -> anyhow::Result<()> {
     match cmd {
-        HeadCommand::Train { features, labels, output, l2, epochs, val_split, lr, seed } => {
+        HeadCommand::Train {
+            features,
+            labels,
+            output,
+            l2,
+            epochs,
+            val_split,
+            lr,
+            seed,
+        } => {
             let x = weft_core::npy::read(features)?;
             let y = weft_core::npy::read(labels)?;
-            let opts = weft_transfer::HeadOptions { l2: *l2, epochs: *epochs, val_split: *val_split, learning_rate: *lr, seed: *seed };
+            let opts = weft_transfer::HeadOptions {
+                l2: *l2,
+                epochs: *epochs,
+                val_split: *val_split,
+                learning_rate: *lr,
+                seed: *seed,
+            };
             let start = std::time::Instant::now();
             let h = weft_transfer::train(&x, &y, &opts)?;
             let metadata = vec![("weft.classes".to_string(), serde_json::to_string(&h.classes)?)];
-            std::fs::write(output, weft_onnx::export_with_metadata(&h.graph()?, &metadata)?).with_context(|| format!("writing {}", output.display()))?;
+            std::fs::write(output, weft_onnx::export_with_metadata(&h.graph()?, &metadata)?)
+                .with_context(|| format!("writing {}", output.display()))?;
             eprintln!(
                 "trained a {}-class head on {} features in {:.2} s: train accuracy {:.2}%{}; wrote {}",
                 h.classes.len(),
                 x.shape().get(1).copied().unwrap_or(0),
                 start.elapsed().as_secs_f64(),
                 h.train_accuracy * 100.0,
-                h.val_accuracy.map(|v| format!(", validation accuracy {:.2}%", v * 100.0)).unwrap_or_default(),
+                h.val_accuracy
+                    .map(|v| format!(", validation accuracy {:.2}%", v * 100.0))
+                    .unwrap_or_default(),
                 output.display()
             );
         }
@@ -55,7 +77,12 @@ pub fn head(cmd: &HeadCommand) -> anyhow::Result<()> {
             let classes = head_classes(&model)?;
             let exec = weft_reference::Executor::new(model.graph.clone())?;
             let x = weft_core::npy::read(features)?.cast(weft_core::DType::F32);
-            let input = model.graph.inputs.first().map(|i| i.name.clone()).context("the head has no input")?;
+            let input = model
+                .graph
+                .inputs
+                .first()
+                .map(|i| i.name.clone())
+                .context("the head has no input")?;
             let outs = exec.run(&[(input, x)].into_iter().collect())?;
             let probs: &Tensor = &outs.last().context("the head has no outputs")?.1;
             let acc = weft_transfer::evaluate(probs, &weft_core::npy::read(labels)?, &classes)?;
@@ -70,7 +97,12 @@ pub fn head_classes(model: &weft_onnx::Model) -> anyhow::Result<Vec<i64>> {
     match model.metadata.iter().find(|(k, _)| k == "weft.classes") {
         Some((_, v)) => Ok(serde_json::from_str(v).context("bad weft.classes metadata")?),
         None => {
-            let c = model.graph.outputs.last().and_then(|o| o.shape.last().copied().flatten()).unwrap_or(0);
+            let c = model
+                .graph
+                .outputs
+                .last()
+                .and_then(|o| o.shape.last().copied().flatten())
+                .unwrap_or(0);
             Ok((0..c as i64).collect())
         }
     }

@@ -344,7 +344,10 @@ pub fn to_bytes_with_metadata(graph: &Graph, metadata: &[(String, String)]) -> R
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         metadata_props: metadata
             .iter()
-            .map(|(k, v)| crate::proto::StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) })
+            .map(|(k, v)| crate::proto::StringStringEntryProto {
+                key: Some(k.clone()),
+                value: Some(v.clone()),
+            })
             .collect(),
         graph: Some(GraphProto {
             node: w.nodes,

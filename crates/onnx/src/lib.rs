@@ -9,7 +9,9 @@ mod export;
 mod import;
 mod tensor;
 
-pub use export::{EXPORT_OPSET, to_bytes as export, to_bytes_with_metadata as export_with_metadata, write as export_file};
+pub use export::{
+    EXPORT_OPSET, to_bytes as export, to_bytes_with_metadata as export_with_metadata, write as export_file,
+};
 pub use import::{Model, from_bytes as import, load};
 
 /// The generated ONNX protobuf types.

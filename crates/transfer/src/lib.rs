@@ -28,7 +28,13 @@ pub struct HeadOptions {
 
 impl Default for HeadOptions {
     fn default() -> Self {
-        HeadOptions { l2: 1e-4, epochs: 300, val_split: 0.1, learning_rate: 0.05, seed: 0 }
+        HeadOptions {
+            l2: 1e-4,
+            epochs: 300,
+            val_split: 0.1,
+            learning_rate: 0.05,
+            seed: 0,
+        }
     }
 }
 
@@ -58,7 +64,18 @@ fn accuracy(x: &Array2<f32>, y: &[usize], w: &Array2<f32>, b: &Array1<f32>) -> f
         return 0.0;
     }
     let z = x.dot(&w.t()) + b;
-    let hits = z.rows().into_iter().zip(y).filter(|&(ref row, &t)| row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0 == t).count();
+    let hits = z
+        .rows()
+        .into_iter()
+        .zip(y)
+        .filter(|&(ref row, &t)| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+                .0
+                == t
+        })
+        .count();
     hits as f32 / y.len() as f32
 }
 
@@ -71,13 +88,25 @@ pub fn train(features: &Tensor, labels: &Tensor, opts: &HeadOptions) -> Result<H
     let (n, f) = (shape[0], shape[1]);
     let label_values = labels.to_i64_vec();
     if label_values.len() != n {
-        return Err(TransferError::Data(format!("{} labels for {n} feature rows", label_values.len())));
+        return Err(TransferError::Data(format!(
+            "{} labels for {n} feature rows",
+            label_values.len()
+        )));
     }
     if n < 2 || f == 0 {
-        return Err(TransferError::Data("need at least 2 samples with at least 1 feature".into()));
+        return Err(TransferError::Data(
+            "need at least 2 samples with at least 1 feature".into(),
+        ));
     }
-    if !(0.0..0.9).contains(&opts.val_split) || opts.epochs == 0 || !(opts.learning_rate > 0.0) || opts.l2 < 0.0 {
-        return Err(TransferError::Data("--val-split must be in [0, 0.9), --epochs and --lr positive, --l2 non-negative".into()));
+    if !(0.0..0.9).contains(&opts.val_split)
+        || opts.epochs == 0
+        || opts.learning_rate.is_nan()
+        || opts.learning_rate <= 0.0
+        || opts.l2 < 0.0
+    {
+        return Err(TransferError::Data(
+            "--val-split must be in [0, 0.9), --epochs and --lr positive, --l2 non-negative".into(),
+        ));
     }
     let mut classes: Vec<i64> = label_values.clone();
     classes.sort_unstable();
@@ -85,8 +114,14 @@ pub fn train(features: &Tensor, labels: &Tensor, opts: &HeadOptions) -> Result<H
     if classes.len() < 2 {
         return Err(TransferError::Data("the labels hold fewer than 2 classes".into()));
     }
-    let y: Vec<usize> = label_values.iter().map(|v| classes.binary_search(v).unwrap_or(0)).collect();
-    let x_all = features.to_f32().into_shape_with_order((n, f)).map_err(|e| TransferError::Data(e.to_string()))?;
+    let y: Vec<usize> = label_values
+        .iter()
+        .map(|v| classes.binary_search(v).unwrap_or(0))
+        .collect();
+    let x_all = features
+        .to_f32()
+        .into_shape_with_order((n, f))
+        .map_err(|e| TransferError::Data(e.to_string()))?;
     if x_all.iter().any(|v| !v.is_finite()) {
         return Err(TransferError::Data("features contain NaN or infinity".into()));
     }
@@ -114,7 +149,12 @@ pub fn train(features: &Tensor, labels: &Tensor, opts: &HeadOptions) -> Result<H
     let mut w = Array2::<f32>::zeros((c, f));
     let mut b = Array1::<f32>::zeros(c);
     // Adam on the full batch: deterministic.
-    let (mut mw, mut vw, mut mb, mut vb) = (Array2::<f32>::zeros((c, f)), Array2::<f32>::zeros((c, f)), Array1::<f32>::zeros(c), Array1::<f32>::zeros(c));
+    let (mut mw, mut vw, mut mb, mut vb) = (
+        Array2::<f32>::zeros((c, f)),
+        Array2::<f32>::zeros((c, f)),
+        Array1::<f32>::zeros(c),
+        Array1::<f32>::zeros(c),
+    );
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     for t in 1..=opts.epochs {
         let mut p = xs.dot(&w.t()) + &b;
@@ -139,7 +179,13 @@ pub fn train(features: &Tensor, labels: &Tensor, opts: &HeadOptions) -> Result<H
         let yv: Vec<usize> = val_idx.iter().map(|&i| y[i]).collect();
         accuracy(&xv, &yv, &w_folded, &b_folded)
     });
-    Ok(Head { weight: w_folded, bias: b_folded, classes, train_accuracy, val_accuracy })
+    Ok(Head {
+        weight: w_folded,
+        bias: b_folded,
+        classes,
+        train_accuracy,
+        val_accuracy,
+    })
 }
 
 /// Accuracy of a head graph's probabilities against labels (label values, as trained).
@@ -147,14 +193,22 @@ pub fn evaluate(probabilities: &Tensor, labels: &Tensor, classes: &[i64]) -> Res
     let p = probabilities.to_f32();
     let y = labels.to_i64_vec();
     if p.ndim() != 2 || p.shape()[0] != y.len() {
-        return Err(TransferError::Data(format!("{} labels for probabilities of shape {:?}", y.len(), p.shape())));
+        return Err(TransferError::Data(format!(
+            "{} labels for probabilities of shape {:?}",
+            y.len(),
+            p.shape()
+        )));
     }
     let hits = p
         .rows()
         .into_iter()
         .zip(&y)
         .filter(|(row, t)| {
-            let best = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0;
+            let best = row
+                .iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
+                .0;
             classes.get(best) == Some(t)
         })
         .count();
@@ -169,13 +223,38 @@ impl Head {
     /// The head as a float graph: Gemm (transB) then Softmax.
     pub fn graph(&self) -> Result<Graph, TransferError> {
         let (c, f) = self.weight.dim();
-        let mut g = Graph { name: "weft_head".into(), ..Default::default() };
-        g.inputs.push(ValueInfo::new(HEAD_INPUT, DType::F32, vec![None, Some(f)]));
-        g.outputs.push(ValueInfo::new(HEAD_OUTPUT, DType::F32, vec![None, Some(c)]));
-        g.initializers.insert("head.weight".into(), Tensor::from_f32(&[c, f], self.weight.iter().copied().collect())?);
-        g.initializers.insert("head.bias".into(), Tensor::from_f32(&[c], self.bias.to_vec())?);
-        g.nodes.push(Node::new("head.gemm", Op::Gemm(Gemm { trans_b: true, ..Gemm::default() }), &[HEAD_INPUT, "head.weight", "head.bias"], &["head.logits"]));
-        g.nodes.push(Node::new("head.softmax", Op::Softmax { axis: -1, legacy: false }, &["head.logits"], &[HEAD_OUTPUT]));
+        let mut g = Graph {
+            name: "weft_head".into(),
+            ..Default::default()
+        };
+        g.inputs
+            .push(ValueInfo::new(HEAD_INPUT, DType::F32, vec![None, Some(f)]));
+        g.outputs
+            .push(ValueInfo::new(HEAD_OUTPUT, DType::F32, vec![None, Some(c)]));
+        g.initializers.insert(
+            "head.weight".into(),
+            Tensor::from_f32(&[c, f], self.weight.iter().copied().collect())?,
+        );
+        g.initializers
+            .insert("head.bias".into(), Tensor::from_f32(&[c], self.bias.to_vec())?);
+        g.nodes.push(Node::new(
+            "head.gemm",
+            Op::Gemm(Gemm {
+                trans_b: true,
+                ..Gemm::default()
+            }),
+            &[HEAD_INPUT, "head.weight", "head.bias"],
+            &["head.logits"],
+        ));
+        g.nodes.push(Node::new(
+            "head.softmax",
+            Op::Softmax {
+                axis: -1,
+                legacy: false,
+            },
+            &["head.logits"],
+            &[HEAD_OUTPUT],
+        ));
         Ok(g)
     }
 }
@@ -184,10 +263,15 @@ impl Head {
 /// `features_output`. The result's outputs are the features and the head's outputs.
 pub fn attach_head(featurizer: &Graph, features_output: &str, head: &Graph) -> Result<Graph, TransferError> {
     if !featurizer.outputs.iter().any(|o| o.name == features_output) {
-        return Err(TransferError::Data(format!("the featurizer has no output '{features_output}'")));
+        return Err(TransferError::Data(format!(
+            "the featurizer has no output '{features_output}'"
+        )));
     }
     let [head_in] = head.inputs.as_slice() else {
-        return Err(TransferError::Data(format!("the head must have exactly one input, has {}", head.inputs.len())));
+        return Err(TransferError::Data(format!(
+            "the head must have exactly one input, has {}",
+            head.inputs.len()
+        )));
     };
     let mut g = featurizer.clone();
     let rename = |v: &str| -> String {
@@ -240,7 +324,21 @@ mod tests {
         assert_eq!(h.weight, h2.weight);
         assert_eq!(h.classes, vec![5, 6, 7]);
         assert!(h.train_accuracy > 0.98 && h.val_accuracy.unwrap() > 0.95);
-        assert!(train(&x, &Tensor::from_i64(&[3], vec![1, 2, 3]).unwrap(), &HeadOptions::default()).is_err());
-        assert!(train(&x, &Tensor::from_i64(&[n], vec![1; n]).unwrap(), &HeadOptions::default()).is_err());
+        assert!(
+            train(
+                &x,
+                &Tensor::from_i64(&[3], vec![1, 2, 3]).unwrap(),
+                &HeadOptions::default()
+            )
+            .is_err()
+        );
+        assert!(
+            train(
+                &x,
+                &Tensor::from_i64(&[n], vec![1; n]).unwrap(),
+                &HeadOptions::default()
+            )
+            .is_err()
+        );
     }
 }

@@ -198,20 +198,7 @@ impl Importer<'_> {
                 }
                 return Ok(());
             }
-            "Conv" => {
-                let kernel = a.usizes("kernel_shape", 2)?;
-                Op::Conv(Conv {
-                    kernel_shape: kernel.map(|k| [k[0], k[1]]),
-                    strides: a.pair("strides", 1)?,
-                    dilations: a.pair("dilations", 1)?,
-                    padding: padding(&a)?,
-                    group: usize::try_from(a.int("group", 1)?)
-                        .ok()
-                        .filter(|&g| g > 0)
-                        .ok_or_else(|| a.unsupported("group must be positive"))?,
-                    activation: None,
-                })
-            }
+            "Conv" => Op::Conv(conv(&a)?),
             "BatchNormalization" => {
                 if a.int("spatial", 1)? != 1 || a.int("training_mode", 0)? != 0 {
                     return Err(a.unsupported("only inference-mode, spatial BatchNormalization is supported"));
@@ -379,20 +366,7 @@ impl Importer<'_> {
                     axis: a.int("axis", 1)?,
                 }
             }
-            "QLinearConv" => {
-                let kernel = a.usizes("kernel_shape", 2)?;
-                Op::QLinearConv(Conv {
-                    kernel_shape: kernel.map(|k| [k[0], k[1]]),
-                    strides: a.pair("strides", 1)?,
-                    dilations: a.pair("dilations", 1)?,
-                    padding: padding(&a)?,
-                    group: usize::try_from(a.int("group", 1)?)
-                        .ok()
-                        .filter(|&g| g > 0)
-                        .ok_or_else(|| a.unsupported("group must be positive"))?,
-                    activation: None,
-                })
-            }
+            "QLinearConv" => Op::QLinearConv(conv(&a)?),
             "QLinearMatMul" => Op::QLinearMatMul,
             "QGemm" => {
                 if a.int("transA", 0)? != 0 {
@@ -429,6 +403,22 @@ impl Importer<'_> {
         });
         Ok(())
     }
+}
+
+/// Convolution attributes (Conv and QLinearConv share them).
+fn conv(a: &Attrs) -> Result<Conv> {
+    let kernel = a.usizes("kernel_shape", 2)?;
+    Ok(Conv {
+        kernel_shape: kernel.map(|k| [k[0], k[1]]),
+        strides: a.pair("strides", 1)?,
+        dilations: a.pair("dilations", 1)?,
+        padding: padding(a)?,
+        group: usize::try_from(a.int("group", 1)?)
+            .ok()
+            .filter(|&g| g > 0)
+            .ok_or_else(|| a.unsupported("group must be positive"))?,
+        activation: None,
+    })
 }
 
 fn padding(a: &Attrs) -> Result<Padding> {

@@ -321,26 +321,31 @@ fn add_mean_flatten_and_fully_connected_match_reference() {
     }
 }
 
-#[test]
-fn zoo_resnet8_end_to_end_and_program_binary_round_trip() {
+/// The zoo's resnet8, int8, calibrated on `calib_batch` seeded inputs.
+fn resnet8_int8(rng: &mut Rng, calib_batch: usize) -> Package {
     let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
-    let mut rng = Rng::new(4);
-    let calib = vec![HashMap::from([(
+    let calibration = vec![HashMap::from([(
         "input".to_string(),
-        f32_input(&mut rng, &[4, 3, 32, 32]),
+        f32_input(rng, &[calib_batch, 3, 32, 32]),
     )])];
     let opts = weft_compile::CompileOptions {
         name: "r8".into(),
         precision: Precision::Int8,
         method: weft_quant::Method::MinMax,
-        calibration: calib,
+        calibration,
         given: None,
         evaluation: None,
         preprocess: Default::default(),
         labels: vec![],
         metadata: Default::default(),
     };
-    let (pkg, _) = weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap();
+    weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap().0
+}
+
+#[test]
+fn zoo_resnet8_end_to_end_and_program_binary_round_trip() {
+    let mut rng = Rng::new(4);
+    let pkg = resnet8_int8(&mut rng, 4);
     let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[3, 3, 32, 32]))]);
     check(pkg.graph.clone(), feeds.clone());
     // Save the device's own program binary and load it back, as an FPGA image would be.
@@ -405,24 +410,8 @@ fn bad_device_specs_are_clear_errors() {
 
 #[test]
 fn wrong_inputs_are_refused() {
-    let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
     let mut rng = Rng::new(4);
-    let calib = vec![HashMap::from([(
-        "input".to_string(),
-        f32_input(&mut rng, &[2, 3, 32, 32]),
-    )])];
-    let opts = weft_compile::CompileOptions {
-        name: "r8".into(),
-        precision: Precision::Int8,
-        method: weft_quant::Method::MinMax,
-        calibration: calib,
-        given: None,
-        evaluation: None,
-        preprocess: Default::default(),
-        labels: vec![],
-        metadata: Default::default(),
-    };
-    let (pkg, _) = weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap();
+    let pkg = resnet8_int8(&mut rng, 2);
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Session::new(
         &pkg,

@@ -536,6 +536,27 @@ impl Lowering<'_> {
         Ok((mult, shift))
     }
 
+    /// The first five inputs of QConv / QGemm: x, then the weights, bias, multipliers and
+    /// shifts as new constants named after the node.
+    fn int_inputs(
+        &mut self,
+        name: &str,
+        x: String,
+        wq: Tensor,
+        bias: Vec<i32>,
+        mult: Vec<i32>,
+        shift: Vec<i32>,
+    ) -> Vec<String> {
+        let i32s = |v: Vec<i32>| Tensor::I32(ndarray::Array1::from(v).into_dyn());
+        vec![
+            x,
+            self.constant(&format!("{name}.weight_q"), wq),
+            self.constant(&format!("{name}.bias_q"), i32s(bias)),
+            self.constant(&format!("{name}.multiplier"), i32s(mult)),
+            self.constant(&format!("{name}.shift"), i32s(shift)),
+        ]
+    }
+
     fn conv(&mut self, node: &Node, c: &Conv, f: &Fusion) -> Result<(), QuantError> {
         let x = node.input(0).unwrap_or_default().to_string();
         let (xq, s_x, zp_x) = self.as_int(node, &x)?;
@@ -550,22 +571,7 @@ impl Lowering<'_> {
         let (mult, shift) = self.requant(node, s_x, &s_w, s_y)?;
         let activation = f.activation.map(|a| a.0).or(c.activation);
         let name = &node.name;
-        let mut inputs = vec![
-            xq,
-            self.constant(&format!("{name}.weight_q"), wq),
-            self.constant(
-                &format!("{name}.bias_q"),
-                Tensor::I32(ndarray::Array1::from(bias).into_dyn()),
-            ),
-            self.constant(
-                &format!("{name}.multiplier"),
-                Tensor::I32(ndarray::Array1::from(mult).into_dyn()),
-            ),
-            self.constant(
-                &format!("{name}.shift"),
-                Tensor::I32(ndarray::Array1::from(shift.clone()).into_dyn()),
-            ),
-        ];
+        let mut inputs = self.int_inputs(name, xq, wq, bias, mult, shift.clone());
         let mut residual_zero_point = None;
         if let Some((_, r)) = &f.residual {
             let (rq, s_r, zp_r) = self.as_int(node, r)?;
@@ -629,22 +635,7 @@ impl Lowering<'_> {
         let (s_y, zp_y) = self.act_params(node, &out_value)?;
         let (mult, shift) = self.requant(node, s_x, &s_w, s_y)?;
         let name = &node.name;
-        let inputs = vec![
-            xq,
-            self.constant(&format!("{name}.weight_q"), wq),
-            self.constant(
-                &format!("{name}.bias_q"),
-                Tensor::I32(ndarray::Array1::from(bias).into_dyn()),
-            ),
-            self.constant(
-                &format!("{name}.multiplier"),
-                Tensor::I32(ndarray::Array1::from(mult).into_dyn()),
-            ),
-            self.constant(
-                &format!("{name}.shift"),
-                Tensor::I32(ndarray::Array1::from(shift).into_dyn()),
-            ),
-        ];
+        let inputs = self.int_inputs(name, xq, wq, bias, mult, shift);
         let q = QGemm {
             x_zero_point: zp_x,
             out: QOut {

@@ -534,19 +534,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                 _ if *noop_with_empty_axes => vec![],
                 _ => (0..x.len()).collect(),
             };
-            let out = if *keepdims {
-                x.iter()
-                    .enumerate()
-                    .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-                    .collect()
-            } else {
-                x.iter()
-                    .enumerate()
-                    .filter(|(i, _)| !axes.contains(i))
-                    .map(|(_, &d)| d)
-                    .collect()
-            };
-            one(out)
+            one(reduce_shape(&x, &axes, *keepdims))
         }
         Op::Shape => Ok(vec![(DType::I64, vec![x.len()])]),
         Op::Gather { axis } => {

@@ -316,16 +316,7 @@ impl Planner<'_> {
                 };
                 let slot = self.alloc(geom.bytes());
                 self.bind(&out, Loc::U8 { slot, geom });
-                let args = vec![
-                    Arg::Slot(in_slot),
-                    Arg::Slot(slot),
-                    int(geom.c),
-                    int(geom.cb()),
-                    int(geom.h),
-                    int(geom.w),
-                    Arg::F32(*scale),
-                    Arg::I32(*zero_point),
-                ];
+                let args = edge_args(in_slot, slot, geom, *scale, *zero_point);
                 self.launch(
                     &node.name,
                     KernelKind::Quantize,
@@ -532,16 +523,7 @@ impl Planner<'_> {
                 };
                 let slot = self.alloc(geom.n * geom.c * geom.h * geom.w * 4);
                 self.bind(&out, Loc::F32 { slot });
-                let args = vec![
-                    Arg::Slot(in_slot),
-                    Arg::Slot(slot),
-                    int(geom.c),
-                    int(geom.cb()),
-                    int(geom.h),
-                    int(geom.w),
-                    Arg::F32(*scale),
-                    Arg::I32(*zero_point),
-                ];
+                let args = edge_args(in_slot, slot, geom, *scale, *zero_point);
                 self.launch(
                     &node.name,
                     KernelKind::Dequantize,
@@ -757,6 +739,20 @@ struct ConvGeo {
     strides: [usize; 2],
     dilations: [usize; 2],
     pads: [usize; 2],
+}
+
+/// Arguments of the `quantize` and `dequantize` kernels.
+fn edge_args(in_slot: usize, out_slot: usize, geom: Geom, scale: f32, zero_point: i32) -> Vec<Arg> {
+    vec![
+        Arg::Slot(in_slot),
+        Arg::Slot(out_slot),
+        int(geom.c),
+        int(geom.cb()),
+        int(geom.h),
+        int(geom.w),
+        Arg::F32(scale),
+        Arg::I32(zero_point),
+    ]
 }
 
 fn int(v: usize) -> Arg {

@@ -1,6 +1,7 @@
 """int8 packages on PoCL: exactly the bytes the integer reference writes, for zoo models
-at batch 1 and 8; profiling; program binaries; the kernels' portable path compiles for a
-SPIR target (so no CPU-only construct leaks into the FPGA path)."""
+at batch 1 and 8; f32 and f16 packages within a stated tolerance of the f32 reference;
+profiling; program binaries; the kernels' portable path compiles for a SPIR target (so no
+CPU-only construct leaks into the FPGA path)."""
 
 import shutil
 import subprocess
@@ -41,6 +42,33 @@ def test_zoo_int8_on_pocl_is_bit_exact(w, name, size, batch):
     for out in ("logits", "features"):
         y = same_bytes(w, pkg, x, output_name=out)
         assert y.shape[0] == batch and np.isfinite(y).all()
+
+
+# Largest abs error as a fraction of the largest reference output (whole networks).
+FLOAT_TOLERANCE = {"f32": 1e-4, "f16": 1e-2}
+
+
+@pytest.mark.parametrize("precision", ["f32", "f16"])
+@pytest.mark.parametrize("name,size,batch", [("resnet20", 32, 4), ("resnet50", 224, 1)])
+def test_zoo_float_on_pocl_within_tolerance(w, precision, name, size, batch):
+    model = w.tmp / f"{name}.onnx"
+    w("zoo", name, "-o", model)
+    pkg = w.tmp / f"{name}_{precision}.weft"
+    w("compile", model, "--precision", precision, "-o", pkg)
+    xin = w.tmp / "x.npy"
+    np.save(xin, np.random.default_rng(batch).standard_normal((batch, 3, size, size)).astype(np.float32))
+    ys = {}
+    for device in ("reference", "pocl"):
+        out = w.tmp / f"y_{device}.npy"
+        log = w("run", pkg, "--input", xin, "--output", out, "--device", device, "--profile").stdout
+        ys[device] = np.load(out)
+        if device == "pocl":
+            assert f"fconv_{precision}" in log and "qconv" not in log, log
+    want, got = ys["reference"], ys["pocl"]
+    assert got.shape == want.shape == (batch, 1000 if name == "resnet50" else 10)
+    err = np.abs(got - want).max() / np.abs(want).max()
+    print(f"{name} {precision} batch {batch}: max abs error / max |ref| = {err:.2e}")
+    assert err <= FLOAT_TOLERANCE[precision]
 
 
 def test_portable_hook_is_bit_exact_too(w):
@@ -95,6 +123,7 @@ def test_portable_kernels_compile_for_spir(w, tmp_path):
     assert clang, "clang is required for the SPIR portability check (scripts/setup.sh installs it)"
     src = w("program", "source", "--device", "pocl", "--portable-kernels").stdout
     assert "WEFT_DOT_VNNI" in src  # the hook exists in the source...
+    assert "fconv" in src and "vload_half" in src  # ...and the float kernels
     options = src.splitlines()[0]
     assert "WEFT_DOT" not in options  # ...but the portable build defines none
     path = tmp_path / "weft.cl"

@@ -75,6 +75,20 @@ pub fn from_nc4hw4(data: &[u8], n: usize, c: usize, h: usize, w: usize) -> Vec<u
     out
 }
 
+/// One group of float convolution weights (row-major `[M, CG, KH, KW]`) packed for
+/// `fconv`: `[ceil(M/16)][CG*KH*KW][16]` floats, zero past M.
+pub fn pack_fconv(w: &[f32], m: usize, cg: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let k = cg * kh * kw;
+    let mut out = vec![0f32; m.div_ceil(16) * k * 16];
+    for mo in 0..m {
+        let (blk, lane) = (mo / 16, mo % 16);
+        for (ki, &v) in w[mo * k..(mo + 1) * k].iter().enumerate() {
+            out[(blk * k + ki) * 16 + lane] = v;
+        }
+    }
+    out
+}
+
 /// The i8 values of a weight tensor in row-major order.
 pub fn i8_values(t: &Tensor) -> Vec<i8> {
     match t {
@@ -97,6 +111,16 @@ mod tests {
         let packed = to_nc4hw4(&data, 2, 5, 3, 2, 9);
         assert_eq!(packed.len(), 2 * 2 * 4 * 3 * 2);
         assert_eq!(from_nc4hw4(&packed, 2, 5, 3, 2), data);
+    }
+
+    #[test]
+    fn packs_float_weights_by_lane() {
+        // M=17: channel 16 starts the second block
+        let w: Vec<f32> = (0..17 * 2).map(|v| v as f32).collect();
+        let p = pack_fconv(&w, 17, 2, 1, 1);
+        assert_eq!(p.len(), 2 * 2 * 16);
+        assert_eq!((p[0], p[1], p[16], p[17]), (0.0, 2.0, 1.0, 3.0));
+        assert_eq!((p[32], p[48], p[33]), (32.0, 33.0, 0.0));
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum Loc {
     F32 {
         slot: usize,
     },
+    /// IEEE half, row-major in the value's shape (an f16 package's activations).
+    F16 {
+        slot: usize,
+    },
     /// u8 NC4HW4; `shape` is the value's own (possibly flattened) shape.
     U8 {
         slot: usize,
@@ -51,6 +55,12 @@ pub enum KernelKind {
     Dequantize,
     QPool,
     QMean,
+    /// Float kernels; `true` is the f16-storage variant.
+    FConv(bool),
+    FAdd(bool),
+    FClamp(bool),
+    FPool(bool),
+    FMean(bool),
 }
 
 impl KernelKind {
@@ -62,6 +72,37 @@ impl KernelKind {
             KernelKind::Dequantize => "dequantize",
             KernelKind::QPool => "qpool",
             KernelKind::QMean => "qmean",
+            KernelKind::FConv(false) => "fconv_f32",
+            KernelKind::FConv(true) => "fconv_f16",
+            KernelKind::FAdd(false) => "fadd_f32",
+            KernelKind::FAdd(true) => "fadd_f16",
+            KernelKind::FClamp(false) => "fclamp_f32",
+            KernelKind::FClamp(true) => "fclamp_f16",
+            KernelKind::FPool(false) => "fpool_f32",
+            KernelKind::FPool(true) => "fpool_f16",
+            KernelKind::FMean(false) => "fmean_f32",
+            KernelKind::FMean(true) => "fmean_f16",
+        }
+    }
+
+    /// The kernels a package of the given precision runs.
+    pub fn for_precision(float: Option<bool>) -> Vec<KernelKind> {
+        match float {
+            None => vec![
+                KernelKind::QConv,
+                KernelKind::QAdd,
+                KernelKind::Quantize,
+                KernelKind::Dequantize,
+                KernelKind::QPool,
+                KernelKind::QMean,
+            ],
+            Some(h) => vec![
+                KernelKind::FConv(h),
+                KernelKind::FAdd(h),
+                KernelKind::FClamp(h),
+                KernelKind::FPool(h),
+                KernelKind::FMean(h),
+            ],
         }
     }
 }
@@ -81,8 +122,8 @@ pub enum Arg {
 
 #[derive(Clone, Debug)]
 pub enum Step {
-    /// Host f32 tensor to a device slot.
-    UploadF32 { value: String, slot: usize },
+    /// Host float tensor to a device slot, as f32 or (`half`) IEEE half.
+    UploadFloat { value: String, slot: usize, half: bool },
     /// Host u8 NCHW tensor to a device NC4HW4 slot.
     UploadU8 {
         value: String,
@@ -124,7 +165,13 @@ struct Planner<'g> {
     /// live value count per slot
     slot_users: Vec<usize>,
     last_use: HashMap<String, usize>,
+    /// How many nodes read each value.
+    uses: HashMap<String, usize>,
     outputs: HashSet<String>,
+    /// A float package: float nodes run as float kernels.
+    float: bool,
+    /// Float activations are stored as f16.
+    half: bool,
 }
 
 fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
@@ -132,8 +179,10 @@ fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
 }
 
 /// Plans `graph` for inputs of batch `batch`, creating the packed constants it needs in
-/// `consts` (shared across batch sizes).
-pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts) -> Result<Plan, OpenClError> {
+/// `consts` (shared across batch sizes). `float`: `None` for an int8 package (integer
+/// kernels; float nodes on the host), `Some(half)` for a float package (float kernels,
+/// activations stored as f16 when `half`).
+pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts, float: Option<bool>) -> Result<Plan, OpenClError> {
     let input_shapes = graph
         .inputs
         .iter()
@@ -141,9 +190,11 @@ pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts) -> Result<Plan, Op
         .collect();
     let shapes = weft_core::shape::infer(graph, &input_shapes)?;
     let mut last_use = HashMap::new();
+    let mut uses = HashMap::new();
     for (idx, node) in graph.nodes.iter().enumerate() {
         for i in node.inputs.iter().filter(|i| !i.is_empty()) {
             last_use.insert(i.clone(), idx);
+            *uses.entry(i.clone()).or_insert(0) += 1;
         }
     }
     let mut p = Planner {
@@ -156,7 +207,10 @@ pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts) -> Result<Plan, Op
         free: Vec::new(),
         slot_users: Vec::new(),
         last_use,
+        uses,
         outputs: graph.outputs.iter().map(|o| o.name.clone()).collect(),
+        float: float.is_some(),
+        half: float == Some(true),
     };
     for (idx, node) in graph.nodes.iter().enumerate() {
         p.node(idx, consts)?;
@@ -216,14 +270,14 @@ impl Planner<'_> {
     }
 
     fn bind(&mut self, value: &str, loc: Loc) {
-        if let Loc::F32 { slot } | Loc::U8 { slot, .. } = loc {
+        if let Loc::F32 { slot } | Loc::F16 { slot } | Loc::U8 { slot, .. } = loc {
             self.slot_users[slot] += 1;
         }
         self.loc.insert(value.to_string(), loc);
     }
 
     fn release(&mut self, value: &str) {
-        if let Some(Loc::F32 { slot } | Loc::U8 { slot, .. }) = self.loc.get(value).cloned() {
+        if let Some(Loc::F32 { slot } | Loc::F16 { slot } | Loc::U8 { slot, .. }) = self.loc.get(value).cloned() {
             self.slot_users[slot] = self.slot_users[slot].saturating_sub(1);
             if self.slot_users[slot] == 0 && !self.free.contains(&slot) {
                 self.free.push(slot);
@@ -276,7 +330,7 @@ impl Planner<'_> {
 
     fn slot_of(&self, value: &str) -> usize {
         match self.loc.get(value) {
-            Some(Loc::F32 { slot } | Loc::U8 { slot, .. }) => *slot,
+            Some(Loc::F32 { slot } | Loc::F16 { slot } | Loc::U8 { slot, .. }) => *slot,
             _ => usize::MAX,
         }
     }
@@ -300,6 +354,9 @@ impl Planner<'_> {
         let out = node.outputs.first().cloned().unwrap_or_default();
         let out_shape = self.shape(&out);
         let c = |name: &str| self.graph.initializers.get(name);
+        if self.float && self.float_node(&node, consts)? {
+            return Ok(());
+        }
         match &node.op {
             Op::Quantize { scale, zero_point } if geom_of(&self.shape(&input(0))).is_some() => {
                 let x = input(0);
@@ -309,7 +366,11 @@ impl Planner<'_> {
                     Some(Loc::F32 { slot }) => *slot,
                     _ => {
                         let slot = self.alloc(s.iter().product::<usize>() * 4);
-                        self.steps.push(Step::UploadF32 { value: x.clone(), slot });
+                        self.steps.push(Step::UploadFloat {
+                            value: x.clone(),
+                            slot,
+                            half: false,
+                        });
                         self.bind(&x, Loc::F32 { slot });
                         slot
                     }
@@ -696,28 +757,15 @@ impl Planner<'_> {
             w: wx.out,
         };
         let slot = self.alloc(og.bytes());
-        let args = vec![
+        let mut args = vec![
             Arg::Slot(self.slot_of(&x)),
             Arg::Slot(slot),
             int(xg.cb()),
             int(xg.h),
             int(xg.w),
-            int(og.h),
-            int(og.w),
-            int(pool.kernel_shape[0]),
-            int(pool.kernel_shape[1]),
-            int(pool.strides[0]),
-            int(pool.strides[1]),
-            int(pool.dilations[0]),
-            int(pool.dilations[1]),
-            int(wy.pad_begin),
-            int(wx.pad_begin),
-            int(wy.pad_end),
-            int(wx.pad_end),
-            Arg::I32(i32::from(avg_zp.is_some())),
-            Arg::I32(i32::from(pool.count_include_pad)),
-            Arg::I32(avg_zp.unwrap_or(0)),
         ];
+        args.extend(pool_window_args(pool, &wy, &wx, avg_zp.is_some()));
+        args.push(Arg::I32(avg_zp.unwrap_or(0)));
         let out = node.outputs[0].clone();
         self.bind(&out, Loc::U8 { slot, geom: og });
         self.launch(
@@ -730,6 +778,423 @@ impl Planner<'_> {
         );
         Ok(())
     }
+}
+
+/// Float packages: which nodes run as float kernels.
+impl Planner<'_> {
+    fn float_loc(&self, slot: usize) -> Loc {
+        if self.half {
+            Loc::F16 { slot }
+        } else {
+            Loc::F32 { slot }
+        }
+    }
+
+    fn float_bytes(&self, shape: &[usize]) -> usize {
+        shape.iter().product::<usize>() * if self.half { 2 } else { 4 }
+    }
+
+    /// The slot of a float value on the device, uploading it from the host when needed;
+    /// `None` for constants and non-float values (the node then runs on the host).
+    fn float_on_device(&mut self, value: &str) -> Option<usize> {
+        match self.loc.get(value) {
+            Some(Loc::F32 { slot } | Loc::F16 { slot }) => return Some(*slot),
+            Some(Loc::U8 { .. }) => return None,
+            _ => {}
+        }
+        if self.graph.initializers.contains_key(value) {
+            return None;
+        }
+        let (dtype, shape) = self.shapes.values.get(value).cloned()?;
+        if dtype != weft_core::DType::F32 || shape.is_empty() {
+            return None;
+        }
+        let slot = self.alloc(self.float_bytes(&shape));
+        self.steps.push(Step::UploadFloat {
+            value: value.to_string(),
+            slot,
+            half: self.half,
+        });
+        let loc = self.float_loc(slot);
+        self.bind(value, loc);
+        Some(slot)
+    }
+
+    fn is_float_value(&self, value: &str) -> bool {
+        matches!(self.loc.get(value), Some(Loc::F32 { .. } | Loc::F16 { .. }))
+            || (!self.graph.initializers.contains_key(value)
+                && self
+                    .shapes
+                    .values
+                    .get(value)
+                    .is_some_and(|(d, s)| *d == weft_core::DType::F32 && !s.is_empty()))
+    }
+
+    fn const_f32(&self, name: Option<&str>) -> Option<Vec<f32>> {
+        let t = self.graph.initializers.get(name?)?;
+        matches!(t.dtype(), weft_core::DType::F32 | weft_core::DType::F16).then(|| t.to_f32().iter().copied().collect())
+    }
+
+    /// A scalar bound of a Clip: its constant input `i`, or `default` when absent.
+    fn clip_bound(&self, node: &weft_core::Node, i: usize, default: f32) -> Option<f32> {
+        match node.input(i) {
+            None | Some("") => Some(default),
+            Some(name) => {
+                let v = self.const_f32(Some(name))?;
+                (v.len() == 1).then(|| v[0])
+            }
+        }
+    }
+
+    /// Plans `node` as float kernels; `false` when it must run on the host.
+    fn float_node(&mut self, node: &weft_core::Node, consts: &mut Consts) -> Result<bool, OpenClError> {
+        let h = self.half;
+        let x = node.input(0).unwrap_or_default().to_string();
+        let out = node.outputs.first().cloned().unwrap_or_default();
+        let out_shape = self.shape(&out);
+        let xs = self.shape(&x);
+        if !self.is_float_value(&x) || out_shape.is_empty() {
+            return Ok(false);
+        }
+        let key = |what: &str| format!("{}#{what}", node.name);
+        match &node.op {
+            Op::Conv(conv) if xs.len() == 4 => {
+                let Some(wt) = node.input(1).and_then(|n| self.graph.initializers.get(n)) else {
+                    return Ok(false);
+                };
+                let ws = wt.shape().to_vec();
+                let (m, cg, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+                let g = conv.group.max(1);
+                let bias = match node.input(2) {
+                    None | Some("") => Some(vec![0f32; m]),
+                    b => self.const_f32(b),
+                };
+                let Some(bias) = bias.filter(|b| b.len() == m) else {
+                    return Ok(false);
+                };
+                let (lo, hi) = match conv.activation {
+                    None => (f32::NEG_INFINITY, f32::INFINITY),
+                    Some(weft_core::op::Activation::Relu) => (0.0, f32::INFINITY),
+                    Some(weft_core::op::Activation::Clip { min, max }) => (min, max),
+                };
+                let wy = window(xs[2], kh, conv.strides[0], conv.dilations[0], &conv.padding, false, 0)
+                    .map_err(OpenClError::Unsupported)?;
+                let wx = window(xs[3], kw, conv.strides[1], conv.dilations[1], &conv.padding, false, 1)
+                    .map_err(OpenClError::Unsupported)?;
+                let geo = ConvGeo {
+                    kh,
+                    kw,
+                    strides: conv.strides,
+                    dilations: conv.dilations,
+                    pads: [wy.pad_begin, wx.pad_begin],
+                };
+                if !consts.contains_key(&key("w0")) {
+                    let w: Vec<f32> = wt.to_f32().iter().copied().collect();
+                    let mg = m / g;
+                    let per = mg * cg * kh * kw;
+                    for gi in 0..g {
+                        let p = crate::pack::pack_fconv(&w[gi * per..(gi + 1) * per], mg, cg, kh, kw);
+                        consts.insert(key(&format!("w{gi}")), f32_bytes(&p));
+                    }
+                    consts.insert(key("b"), f32_bytes(&bias));
+                }
+                let Some(x_slot) = self.float_on_device(&x) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                self.fconv_launches(
+                    &node.name,
+                    x_slot,
+                    slot,
+                    [xs[0], xs[1], xs[2], xs[3]],
+                    [m, g, cg],
+                    [wy.out, wx.out],
+                    geo,
+                    [lo, hi],
+                );
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+            }
+            Op::Gemm(_) | Op::MatMul if xs.len() == 2 => {
+                let Some(wt) = node.input(1).and_then(|n| self.graph.initializers.get(n)) else {
+                    return Ok(false);
+                };
+                if wt.shape().len() != 2 {
+                    return Ok(false);
+                }
+                let (alpha, beta, trans_a, trans_b) = match &node.op {
+                    Op::Gemm(g) => (g.alpha, g.beta, g.trans_a, g.trans_b),
+                    _ => (1.0, 1.0, false, false),
+                };
+                let k = xs[1];
+                let (wk, m) = if trans_b {
+                    (wt.shape()[1], wt.shape()[0])
+                } else {
+                    (wt.shape()[0], wt.shape()[1])
+                };
+                if trans_a || wk != k || out_shape != [xs[0], m] {
+                    return Ok(false);
+                }
+                let bias = match (&node.op, node.input(2)) {
+                    (Op::Gemm(_), Some(b)) if !b.is_empty() => {
+                        self.const_f32(Some(b)).filter(|v| v.len() == m || v.len() == 1)
+                    }
+                    _ => Some(vec![0.0]),
+                };
+                let Some(bias) = bias else { return Ok(false) };
+                if !consts.contains_key(&key("w0")) {
+                    let w = wt.to_f32();
+                    // [M, K] row-major, scaled by alpha
+                    let mut mk = vec![0f32; m * k];
+                    for mo in 0..m {
+                        for ki in 0..k {
+                            let v = if trans_b { w[[mo, ki]] } else { w[[ki, mo]] };
+                            mk[mo * k + ki] = if alpha == 1.0 { v } else { alpha * v };
+                        }
+                    }
+                    consts.insert(key("w0"), f32_bytes(&crate::pack::pack_fconv(&mk, m, k, 1, 1)));
+                    let b: Vec<f32> = (0..m)
+                        .map(|i| {
+                            let v = if bias.len() == 1 { bias[0] } else { bias[i] };
+                            if beta == 1.0 { v } else { beta * v }
+                        })
+                        .collect();
+                    consts.insert(key("b"), f32_bytes(&b));
+                }
+                let Some(x_slot) = self.float_on_device(&x) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                let geo = ConvGeo {
+                    kh: 1,
+                    kw: 1,
+                    strides: [1, 1],
+                    dilations: [1, 1],
+                    pads: [0, 0],
+                };
+                let inf = f32::INFINITY;
+                self.fconv_launches(
+                    &node.name,
+                    x_slot,
+                    slot,
+                    [xs[0], k, 1, 1],
+                    [m, 1, k],
+                    [1, 1],
+                    geo,
+                    [-inf, inf],
+                );
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+            }
+            Op::Add => {
+                let b = node.input(1).unwrap_or_default().to_string();
+                if !self.is_float_value(&b) || self.shape(&b) != xs || out_shape != xs {
+                    return Ok(false);
+                }
+                let (Some(a_slot), Some(b_slot)) = (self.float_on_device(&x), self.float_on_device(&b)) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                let n = out_shape.iter().product();
+                let args = vec![
+                    Arg::Slot(a_slot),
+                    Arg::Slot(b_slot),
+                    Arg::Slot(slot),
+                    Arg::F32(f32::NEG_INFINITY),
+                    Arg::F32(f32::INFINITY),
+                ];
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+                self.launch(&node.name, KernelKind::FAdd(h), args, [n, 1, 1], 0, out_shape);
+            }
+            Op::Relu | Op::Clip => {
+                let bounds = match node.op {
+                    Op::Relu => Some((0.0, f32::INFINITY)),
+                    _ => self
+                        .clip_bound(node, 1, f32::NEG_INFINITY)
+                        .zip(self.clip_bound(node, 2, f32::INFINITY)),
+                };
+                let Some((lo, hi)) = bounds else { return Ok(false) };
+                if matches!(node.op, Op::Relu) && self.fuse_relu(&x, &out, &node.name) {
+                    return Ok(true);
+                }
+                let Some(x_slot) = self.float_on_device(&x) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                let n = out_shape.iter().product();
+                let args = vec![Arg::Slot(x_slot), Arg::Slot(slot), Arg::F32(lo), Arg::F32(hi)];
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+                self.launch(&node.name, KernelKind::FClamp(h), args, [n, 1, 1], 0, out_shape);
+            }
+            Op::MaxPool(pool) | Op::AveragePool(pool) if xs.len() == 4 && node.outputs.len() == 1 => {
+                let [wy, wx] = weft_core::shape::pool_windows(pool, xs[2], xs[3]).map_err(OpenClError::Unsupported)?;
+                let Some(x_slot) = self.float_on_device(&x) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                let mut args = vec![Arg::Slot(x_slot), Arg::Slot(slot), int(xs[2]), int(xs[3])];
+                args.extend(pool_window_args(pool, &wy, &wx, matches!(node.op, Op::AveragePool(_))));
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+                self.launch(
+                    &node.name,
+                    KernelKind::FPool(h),
+                    args,
+                    [wx.out, wy.out, xs[0] * xs[1]],
+                    0,
+                    out_shape,
+                );
+            }
+            Op::GlobalAveragePool | Op::ReduceMean { .. } if xs.len() == 4 => {
+                if let Op::ReduceMean { .. } = node.op {
+                    let axes: Option<Vec<usize>> = match node.input(1) {
+                        None | Some("") => Some(vec![]),
+                        Some(a) => self.graph.initializers.get(a).map(|t| {
+                            t.to_i64_vec()
+                                .iter()
+                                .filter_map(|&a| weft_core::shape::normalize_axis(a, 4))
+                                .collect()
+                        }),
+                    };
+                    let mut axes = axes.unwrap_or_default();
+                    axes.sort_unstable();
+                    if axes != [2, 3] {
+                        return Ok(false);
+                    }
+                }
+                let Some(x_slot) = self.float_on_device(&x) else {
+                    return Ok(false);
+                };
+                let slot = self.alloc(self.float_bytes(&out_shape));
+                let args = vec![Arg::Slot(x_slot), Arg::Slot(slot), int(xs[2] * xs[3])];
+                let loc = self.float_loc(slot);
+                self.bind(&out, loc);
+                self.launch(
+                    &node.name,
+                    KernelKind::FMean(h),
+                    args,
+                    [xs[0] * xs[1], 1, 1],
+                    0,
+                    out_shape,
+                );
+            }
+            Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity => {
+                // row-major storage: every reshape is a view
+                let Some(loc @ (Loc::F32 { .. } | Loc::F16 { .. })) = self.loc.get(&x).cloned() else {
+                    return Ok(false);
+                };
+                if out_shape.iter().product::<usize>() != xs.iter().product::<usize>() {
+                    return Ok(false);
+                }
+                self.bind(&out, loc);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Folds a ReLU into the elementwise add just launched that produced `x`, when `x` has
+    /// no other reader. (Exact in f16 too: rounding commutes with ReLU.)
+    fn fuse_relu(&mut self, x: &str, out: &str, relu: &str) -> bool {
+        if self.uses.get(x) != Some(&1) || self.outputs.contains(x) {
+            return false;
+        }
+        let Some(loc) = self.loc.get(x).cloned() else {
+            return false;
+        };
+        let x_slot = self.slot_of(x);
+        let Some(Step::Launch { node, kernel, args, .. }) = self.steps.last_mut() else {
+            return false;
+        };
+        if !matches!(kernel, KernelKind::FAdd(_)) || args.get(2) != Some(&Arg::Slot(x_slot)) {
+            return false;
+        }
+        args[3] = Arg::F32(0.0);
+        node.push('+');
+        node.push_str(relu);
+        self.bind(out, loc);
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fconv_launches(
+        &mut self,
+        node: &str,
+        x_slot: usize,
+        slot: usize,
+        [n, c, ih, iw]: [usize; 4],
+        [m, group, cg]: [usize; 3],
+        [oh, ow]: [usize; 2],
+        geo: ConvGeo,
+        [lo, hi]: [f32; 2],
+    ) {
+        let mg = m / group;
+        let tp = 8;
+        for gi in 0..group {
+            let args = vec![
+                Arg::Slot(x_slot),
+                Arg::Const(format!("{node}#w{gi}")),
+                Arg::Const(format!("{node}#b")),
+                Arg::Slot(slot),
+                int(c),
+                int(ih),
+                int(iw),
+                int(gi * cg),
+                int(cg),
+                int(mg),
+                int(gi * mg),
+                int(m),
+                int(oh),
+                int(ow),
+                int(geo.kh),
+                int(geo.kw),
+                int(geo.strides[0]),
+                int(geo.strides[1]),
+                int(geo.dilations[0]),
+                int(geo.dilations[1]),
+                int(geo.pads[0]),
+                int(geo.pads[1]),
+                Arg::F32(lo),
+                Arg::F32(hi),
+            ];
+            let macs = (n * mg * oh * ow * cg * geo.kh * geo.kw) as u64;
+            self.launch(
+                node,
+                KernelKind::FConv(self.half),
+                args,
+                [ow.div_ceil(tp), oh, n * mg.div_ceil(16)],
+                macs,
+                vec![n, m, oh, ow],
+            );
+        }
+    }
+}
+
+/// `OH OW KH KW SY SX DY DX PT PL PB PR is_avg include_pad`: the window arguments the
+/// `qpool` and `fpool` kernels share.
+fn pool_window_args(pool: &Pool, wy: &weft_core::shape::Window, wx: &weft_core::shape::Window, avg: bool) -> Vec<Arg> {
+    vec![
+        int(wy.out),
+        int(wx.out),
+        int(pool.kernel_shape[0]),
+        int(pool.kernel_shape[1]),
+        int(pool.strides[0]),
+        int(pool.strides[1]),
+        int(pool.dilations[0]),
+        int(pool.dilations[1]),
+        int(wy.pad_begin),
+        int(wx.pad_begin),
+        int(wy.pad_end),
+        int(wx.pad_end),
+        Arg::I32(i32::from(avg)),
+        Arg::I32(i32::from(pool.count_include_pad)),
+    ]
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 #[derive(Clone, Copy)]

@@ -14,10 +14,22 @@ const COMMON: &str = include_str!("../../../kernels/common.cl");
 const QCONV: &str = include_str!("../../../kernels/qconv.cl");
 const QELEMENTWISE: &str = include_str!("../../../kernels/qelementwise.cl");
 const QPOOL: &str = include_str!("../../../kernels/qpool.cl");
+const FLOAT: &str = include_str!("../../../kernels/float.cl");
 
-/// The whole program's OpenCL C source.
+/// The whole program's OpenCL C source: the int8 kernels, then the float kernels twice
+/// (f32 storage, then f16 storage).
 pub fn kernel_source() -> String {
-    [COMMON, QCONV, QELEMENTWISE, QPOOL].join("\n")
+    [
+        COMMON,
+        QCONV,
+        QELEMENTWISE,
+        QPOOL,
+        "#define WEFT_HALF 0",
+        FLOAT,
+        "#undef WEFT_HALF\n#define WEFT_HALF 1",
+        FLOAT,
+    ]
+    .join("\n")
 }
 
 /// Compile-time parameters of the program.

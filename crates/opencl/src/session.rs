@@ -67,6 +67,8 @@ pub struct Session {
     plans: HashMap<usize, Prepared>,
     profile: bool,
     last_profile: Vec<LayerProfile>,
+    /// `None` for int8 packages, `Some(half)` for float ones.
+    float: Option<bool>,
 }
 
 impl std::fmt::Debug for Session {
@@ -91,14 +93,13 @@ fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, Ope
 }
 
 impl Session {
-    /// Opens a session for an int8 package on the device named by `opts.device`.
+    /// Opens a session for a package on the device named by `opts.device`.
     pub fn new(package: &Package, opts: &SessionOptions) -> Result<Session, OpenClError> {
-        if package.precision != Precision::Int8 {
-            return Err(OpenClError::Unsupported(format!(
-                "{} packages run on the reference device for now; compile with --precision int8 for OpenCL",
-                package.precision
-            )));
-        }
+        let float = match package.precision {
+            Precision::Int8 => None,
+            Precision::F32 => Some(false),
+            Precision::F16 => Some(true),
+        };
         let device = select_device(&opts.device)?;
         let d = Device::new(device.id);
         let context = Context::from_device(&d).map_err(|e| OpenClError::api("clCreateContext", e))?;
@@ -116,14 +117,7 @@ impl Session {
         let (program, source) = build(&context, &device, &options, opts.program_binary.as_deref())?;
         let build_time = start.elapsed();
         let mut kernels = HashMap::new();
-        for k in [
-            KernelKind::QConv,
-            KernelKind::QAdd,
-            KernelKind::Quantize,
-            KernelKind::Dequantize,
-            KernelKind::QPool,
-            KernelKind::QMean,
-        ] {
+        for k in KernelKind::for_precision(float) {
             let kernel = Kernel::create(&program, k.name())
                 .map_err(|e| OpenClError::api(format!("clCreateKernel({})", k.name()), e))?;
             kernels.insert(k, kernel);
@@ -145,6 +139,7 @@ impl Session {
             plans: HashMap::new(),
             profile: opts.profile,
             last_profile: Vec::new(),
+            float,
         };
         // Plan batch 1 now so weights are packed and uploaded before the first request.
         s.prepare(1)?;
@@ -183,7 +178,7 @@ impl Session {
         if self.plans.contains_key(&batch) {
             return Ok(());
         }
-        let plan = plan(&self.graph, batch, &mut self.pending_consts)?;
+        let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float)?;
         for (name, bytes) in std::mem::take(&mut self.pending_consts) {
             let mut b = buffer(&self.context, CL_MEM_READ_ONLY, bytes.len())?;
             // SAFETY: blocking write of a host slice that outlives the call.
@@ -262,11 +257,11 @@ impl Session {
         let Prepared { plan, slots } = prepared;
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
-                Step::UploadF32 { value, slot } => {
+                Step::UploadFloat { value, slot, half } => {
                     let t = host
                         .get(value)
                         .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
-                    let bytes = t.cast(DType::F32).to_le_bytes();
+                    let bytes = t.cast(if *half { DType::F16 } else { DType::F32 }).to_le_bytes();
                     // SAFETY: blocking write from a live host slice; the slot buffer is large
                     // enough by construction of the plan.
                     unsafe {
@@ -341,6 +336,11 @@ impl Session {
                         .collect();
                     let outs = weft_reference::eval_node(n, &ins)?;
                     for (name, t) in n.outputs.iter().zip(outs) {
+                        // an f16 package stores every float activation as f16
+                        let t = match t {
+                            Tensor::F32(_) if self.float == Some(true) => t.cast(DType::F16).cast(DType::F32),
+                            other => other,
+                        };
                         host.insert(name.clone(), t);
                     }
                 }
@@ -395,6 +395,17 @@ impl Session {
                 }
                 .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
                 Ok(Tensor::from_le_bytes(DType::F32, shape, &bytes)?)
+            }
+            Loc::F16 { slot } => {
+                let n: usize = shape.iter().product();
+                let mut bytes = vec![0u8; n * 2];
+                // SAFETY: as above.
+                unsafe {
+                    self.queue
+                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
+                }
+                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
+                Ok(Tensor::from_le_bytes(DType::F16, shape, &bytes)?.cast(DType::F32))
             }
             Loc::U8 { slot, geom } => {
                 let mut bytes = vec![0u8; geom.bytes()];

@@ -13,6 +13,9 @@ use weft_core::rng::Rng;
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_opencl::{Session, SessionOptions};
 
+mod common;
+use common::{ConvCase, Groups, conv_case};
+
 /// PoCL compiles kernels on first launch; one session build at a time keeps memory low.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -124,61 +127,6 @@ impl Builder {
     }
 }
 
-#[derive(Debug, Clone)]
-struct ConvCase {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    k: usize,
-    stride: usize,
-    dilation: usize,
-    pads: [usize; 4],
-    group: usize,
-    residual: bool,
-    relu: bool,
-    seed: u64,
-}
-
-fn conv_case() -> impl Strategy<Value = ConvCase> {
-    (
-        (1usize..=3, 1usize..=19, 1usize..=11, 1usize..=11, 1usize..=37),
-        (
-            prop::sample::select(vec![1usize, 3, 7]),
-            1usize..=2,
-            1usize..=2,
-            prop::array::uniform4(0usize..=3),
-        ),
-        (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
-    )
-        .prop_map(
-            |((n, c, h, w, m), (k, stride, dilation, pads), (grouped, residual, relu, seed))| {
-                // grouped: 2 groups of 4-aligned input channels
-                let (c, m, group) = if grouped { (8, (m / 2).max(1) * 2, 2) } else { (c, m, 1) };
-                ConvCase {
-                    n,
-                    c,
-                    h,
-                    w,
-                    m,
-                    k,
-                    stride,
-                    dilation,
-                    pads,
-                    group,
-                    residual,
-                    relu,
-                    seed,
-                }
-            },
-        )
-        .prop_filter("window fits", |c| {
-            let span = (c.k - 1) * c.dilation + 1;
-            c.h + c.pads[0] + c.pads[2] >= span && c.w + c.pads[1] + c.pads[3] >= span
-        })
-}
-
 fn conv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
     let mut b = Builder::new(c.seed);
     let zp_x = (b.rng.next_u64() % 256) as i32;
@@ -197,13 +145,13 @@ fn conv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
         group: c.group,
         activation: None,
     };
-    let out_zp = if c.relu { 0 } else { (b.rng.next_u64() % 256) as i32 };
+    let out_zp = if c.b { 0 } else { (b.rng.next_u64() % 256) as i32 };
     let mut inputs = vec![x, w, bias, mult, shift];
     let mut residual_zero_point = None;
     let mut feeds = HashMap::new();
     let oh = (c.h + c.pads[0] + c.pads[2] - ((c.k - 1) * c.dilation + 1)) / c.stride + 1;
     let ow = (c.w + c.pads[1] + c.pads[3] - ((c.k - 1) * c.dilation + 1)) / c.stride + 1;
-    if c.residual {
+    if c.a {
         let rzp = (b.rng.next_u64() % 256) as i32;
         let r = b.input("r", &[c.n, c.m, oh, ow], rzp);
         let rm: Vec<i64> = ints(&mut b.rng, c.m, 1 << 34, 1 << 42);
@@ -219,7 +167,7 @@ fn conv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
         residual_zero_point,
         out: QOut {
             zero_point: out_zp,
-            clamp: if c.relu { [out_zp, 255] } else { [0, 255] },
+            clamp: if c.b { [out_zp, 255] } else { [0, 255] },
         },
     };
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -233,7 +181,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn qconv_matches_reference(case in conv_case()) {
+    fn qconv_matches_reference(case in conv_case(Groups::OneOrTwoAligned)) {
         let (g, feeds) = conv_graph(&case);
         check(g, feeds);
     }

@@ -21,7 +21,8 @@ pub struct Executor {
     graph: Graph,
     /// For each node, the values whose last use it is (freed after it runs).
     frees: Vec<Vec<String>>,
-    /// Round every float activation through f16, as an f16 package stores them.
+    /// Round every float activation (graph inputs included) through f16, as an f16 package
+    /// stores them.
     f16_activations: bool,
 }
 
@@ -78,8 +79,12 @@ impl Executor {
                 message: "not given".into(),
             })?;
             check_input(decl, t)?;
-            observe(&decl.name, t);
-            values.insert(decl.name.as_str(), t.clone());
+            let t = match t {
+                Tensor::F32(a) if self.f16_activations => Tensor::F32(a.mapv(round_f16)),
+                other => other.clone(),
+            };
+            observe(&decl.name, &t);
+            values.insert(decl.name.as_str(), t);
         }
         if let Some(extra) = inputs.keys().find(|k| !self.graph.inputs.iter().any(|d| &d.name == *k)) {
             return Err(ExecError::Input {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use weft_compile::{Package, Precision};
+use weft_compile::Package;
 use weft_core::Tensor;
 
 use crate::ServeError;
@@ -247,7 +247,6 @@ fn engine_for(package: &Package, device: &str, portable: bool) -> Result<Engine,
     };
     match device {
         "reference" => reference(),
-        "auto" if package.precision != Precision::Int8 => reference(),
         "auto" => {
             let opts = weft_opencl::SessionOptions {
                 device: "pocl".into(),

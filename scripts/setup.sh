@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # PoCL (OpenCL on the CPU) and the ICD loader run the OpenCL tests; clang checks that the
-# kernels' portable path compiles for a SPIR target; the Fashion-MNIST set is the real data.
-APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist libb64-0d openssl curl)
+# kernels' portable path compiles for a SPIR target; the Fashion-MNIST set is the real data;
+# debootstrap builds image base layers, skopeo and podman (with runc) check and run images.
+APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist libb64-0d openssl curl
+  debootstrap podman runc skopeo binutils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -15,6 +17,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+# podman runs containers here only with runc and the cgroupfs manager (no systemd).
+PODMAN_CONF=/etc/containers/containers.conf.d/50-weft.conf
+if [ ! -f "$PODMAN_CONF" ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO mkdir -p "$(dirname "$PODMAN_CONF")"
+  printf '[containers]\ndefault_ulimits = []\n\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\n' | $SUDO tee "$PODMAN_CONF" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -3,6 +3,7 @@
 mod client;
 mod compile;
 mod data;
+mod deploy;
 mod featurize;
 mod head;
 mod inspect;
@@ -74,6 +75,16 @@ enum Command {
     Client(client::ClientArgs),
     /// List OpenCL platforms and devices, and the int8 hook weft would use on each.
     Devices,
+    /// Build an OCI image of the service without a container daemon, or write a Dockerfile.
+    Image {
+        #[command(subcommand)]
+        command: deploy::ImageCommand,
+    },
+    /// Write (and optionally apply) deployments: ACI, AKS, IoT Edge, or run one locally.
+    Deploy {
+        #[command(subcommand)]
+        command: deploy::DeployCommand,
+    },
     /// Work with the kernel program: `weft program build` saves a device's program binary.
     Program {
         #[command(subcommand)]
@@ -121,6 +132,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Client(args) => client::client(&args),
         Command::Program { command } => program(command),
+        Command::Image { command } => deploy::image(&command),
+        Command::Deploy { command } => deploy::deploy(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,7 @@ pub struct ServeArgs {
     /// HTTP port for /metrics, /healthz and /readyz (0 picks one; see the startup line).
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
-    /// `auto` (PoCL for int8 packages when present, else the reference), `reference`,
+    /// `auto` (PoCL when present, else the reference), `reference`,
     /// `pocl` or `opencl:<platform substring>[:<index>]`.
     #[arg(long, default_value = "auto")]
     pub device: String,

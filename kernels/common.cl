@@ -1,8 +1,9 @@
 // weft kernels: shared definitions and target hooks. OpenCL C 1.2.
 //
 // Compile-time parameters (set with -D by the runtime's planner):
-//   TM  output channels per work-item (the int8 multiply array's lane count); must be 16
-//   TP  output pixels per work-item along a row
+//   TM  output channels per work-item of qconv (accumulator vectors); a multiple of 4, at most 16
+//   TP  output pixels per work-item along a row of the float convolution
+// The int8 convolution's pixel tile is the 16 lanes of an int16 vector (fixed).
 // Target hooks (exactly one or none is defined; none means portable OpenCL C):
 //   WEFT_DOT_VNNI  PoCL's CPU device on an AVX512-VNNI host: the clang builtin for vpdpbusd
 //   WEFT_DOT_KHR   devices with cl_khr_integer_dot_product
@@ -13,54 +14,81 @@
 #ifndef TP
 #define TP 8
 #endif
-#if TM != 16
-#error "TM must be 16: one int16 accumulator vector per output pixel"
+#if TM % 4 != 0 || TM > 16 || TM < 4
+#error "TM must be 4, 8, 12 or 16"
 #endif
 
 // dot4acc16(acc, x, w): for each of 16 lanes, acc[j] += sum over b of
-// u8(x byte b) * s8(w[j] byte b). x holds 4 activations (one per input channel of a
-// channel block), w[j] the 4 matching weights of output channel j.
+// u8(x[j] byte b) * s8(w byte b). x[j] holds 4 activations of one pixel (the 4 channels of a
+// channel block), w the 4 matching weights of one output channel.
+//
+// dot_blocks(acc, x, stride, count, pad, valid, masked, gather, idx, w): the convolution's
+// inner loop over `count` channel blocks: for each block, 16 activation words from
+// x + cb * stride (consecutive words, or words x[idx[j]] when `gather`; lanes not in `valid`
+// read `pad` when `masked`) against TM weight words, w advancing by TM. It is a hook too:
+// with VNNI the whole loop is one function compiled for the VNNI target (a function with
+// extra target features cannot be inlined into the kernel, so each call carries a loop).
 #if defined(WEFT_DOT_VNNI)
-__attribute__((target("avx512vnni")))
-static inline int16 dot4acc16(int16 acc, int x, int16 w) {
-    return __builtin_ia32_vpdpbusd512(acc, (int16)(x), w);
+#define WEFT_DOT_TARGET __attribute__((target("avx512vnni")))
+WEFT_DOT_TARGET
+static inline int16 dot4acc16(int16 acc, int16 x, int w) {
+    return __builtin_ia32_vpdpbusd512(acc, x, (int16)(w));
 }
 #elif defined(WEFT_DOT_KHR)
+#define WEFT_DOT_TARGET
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
-static inline int16 dot4acc16(int16 acc, int x, int16 w) {
-    uint ux = as_uint(x);
+static inline int16 dot4acc16(int16 acc, int16 x, int w) {
+    const uint uw = as_uint(w);
     int16 r;
-    r.s0 = acc.s0 + dot_4x8packed_us_int(ux, as_uint(w.s0));
-    r.s1 = acc.s1 + dot_4x8packed_us_int(ux, as_uint(w.s1));
-    r.s2 = acc.s2 + dot_4x8packed_us_int(ux, as_uint(w.s2));
-    r.s3 = acc.s3 + dot_4x8packed_us_int(ux, as_uint(w.s3));
-    r.s4 = acc.s4 + dot_4x8packed_us_int(ux, as_uint(w.s4));
-    r.s5 = acc.s5 + dot_4x8packed_us_int(ux, as_uint(w.s5));
-    r.s6 = acc.s6 + dot_4x8packed_us_int(ux, as_uint(w.s6));
-    r.s7 = acc.s7 + dot_4x8packed_us_int(ux, as_uint(w.s7));
-    r.s8 = acc.s8 + dot_4x8packed_us_int(ux, as_uint(w.s8));
-    r.s9 = acc.s9 + dot_4x8packed_us_int(ux, as_uint(w.s9));
-    r.sa = acc.sa + dot_4x8packed_us_int(ux, as_uint(w.sa));
-    r.sb = acc.sb + dot_4x8packed_us_int(ux, as_uint(w.sb));
-    r.sc = acc.sc + dot_4x8packed_us_int(ux, as_uint(w.sc));
-    r.sd = acc.sd + dot_4x8packed_us_int(ux, as_uint(w.sd));
-    r.se = acc.se + dot_4x8packed_us_int(ux, as_uint(w.se));
-    r.sf = acc.sf + dot_4x8packed_us_int(ux, as_uint(w.sf));
+#define KHR_LANE(i) r.s##i = acc.s##i + dot_4x8packed_us_int(as_uint(x.s##i), uw);
+    KHR_LANE(0) KHR_LANE(1) KHR_LANE(2) KHR_LANE(3) KHR_LANE(4) KHR_LANE(5) KHR_LANE(6) KHR_LANE(7)
+    KHR_LANE(8) KHR_LANE(9) KHR_LANE(a) KHR_LANE(b) KHR_LANE(c) KHR_LANE(d) KHR_LANE(e) KHR_LANE(f)
+#undef KHR_LANE
     return r;
 }
 #else
-static inline int16 dot4acc16(int16 acc, int x, int16 w) {
-    int x0 = x & 0xff;
-    int x1 = (x >> 8) & 0xff;
-    int x2 = (x >> 16) & 0xff;
-    int x3 = (x >> 24) & 0xff;
-    int16 w0 = (w << 24) >> 24;
-    int16 w1 = (w << 16) >> 24;
-    int16 w2 = (w << 8) >> 24;
-    int16 w3 = w >> 24;
-    return acc + w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3;
+#define WEFT_DOT_TARGET
+static inline int16 dot4acc16(int16 acc, int16 x, int w) {
+    const uint16 ux = as_uint16(x);
+    const int16 x0 = as_int16(ux & 0xffu);
+    const int16 x1 = as_int16((ux >> 8) & 0xffu);
+    const int16 x2 = as_int16((ux >> 16) & 0xffu);
+    const int16 x3 = as_int16(ux >> 24);
+    const int w0 = (w << 24) >> 24;
+    const int w1 = (w << 16) >> 24;
+    const int w2 = (w << 8) >> 24;
+    const int w3 = w >> 24;
+    return acc + x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
 }
 #endif
+
+WEFT_DOT_TARGET
+static void dot_blocks(int16* acc, __global const int* x, int stride, int count, int16 pad, int16 valid,
+                       int masked, int gather, int16 idx, __global const int* w)
+{
+    int16 a[TM];
+    #pragma unroll
+    for (int j = 0; j < TM; j++) a[j] = acc[j];
+    int ix[16];
+    vstore16(idx, 0, ix);
+    for (int cb = 0; cb < count; cb++) {
+        __global const int* p = x + (size_t)cb * stride;
+        int16 xv;
+        if (gather) {
+            int t[16];
+            for (int i = 0; i < 16; i++) t[i] = p[ix[i]];
+            xv = vload16(0, t);
+        } else {
+            xv = vload16(0, p);
+        }
+        if (masked) xv = select(pad, xv, valid);
+        #pragma unroll
+        for (int j = 0; j < TM; j++) a[j] = dot4acc16(a[j], xv, w[j]);
+        w += TM;
+    }
+    #pragma unroll
+    for (int j = 0; j < TM; j++) acc[j] = a[j];
+}
 
 // Requantization (weft_core::quant): clamp(zp + ((v + 2^(s-1)) >> s)).
 static inline uchar weft_requant(long v, int shift, int zp, int lo, int hi) {

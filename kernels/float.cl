@@ -18,7 +18,7 @@
 
 // Convolution with fused bias and clamp (ReLU is lo = 0). Weights packed as
 // [ceil(M/16)][CG*KH*KW][16] floats: 16 output channels for one input channel at one
-// kernel position. One work-item computes TM = 16 output channels x TP pixels of a row.
+// kernel position. One work-item computes 16 output channels (a float16) x TP pixels of a row.
 // Padding cells read 0. A fully connected layer is a convolution with KH = H, KW = W.
 __kernel void FNAME(fconv)(
     __global const FT* restrict x,
@@ -35,7 +35,7 @@ __kernel void FNAME(fconv)(
     const int oxb = get_global_id(0);
     const int oy = get_global_id(1);
     const int z = get_global_id(2);
-    const int MB = (M + TM - 1) / TM;
+    const int MB = (M + 15) / 16;
     const int n = z / MB;
     const int mb = z - n * MB;
     const int ox0 = oxb * TP;
@@ -44,7 +44,7 @@ __kernel void FNAME(fconv)(
     #pragma unroll
     for (int p = 0; p < TP; p++) acc[p] = (float16)(0.0f);
 
-    __global const float* wp = w + (size_t)mb * CG * KH * KW * TM;
+    __global const float* wp = w + (size_t)mb * CG * KH * KW * 16;
     for (int c = 0; c < CG; c++) {
         __global const FT* plane = x + ((size_t)n * C + c0 + c) * H * W;
         for (int ky = 0; ky < KH; ky++) {
@@ -52,7 +52,7 @@ __kernel void FNAME(fconv)(
             const int row_ok = iy >= 0 && iy < H;
             for (int kx = 0; kx < KW; kx++) {
                 const float16 wv = vload16(0, wp);
-                wp += TM;
+                wp += 16;
                 #pragma unroll
                 for (int p = 0; p < TP; p++) {
                     const int ix = (ox0 + p) * SX - PL + kx * DX;
@@ -67,11 +67,11 @@ __kernel void FNAME(fconv)(
     for (int p = 0; p < TP; p++) {
         const int ox = ox0 + p;
         if (ox >= OW) break;
-        float lanes[TM];
+        float lanes[16];
         vstore16(acc[p], 0, lanes);
         #pragma unroll
-        for (int j = 0; j < TM; j++) {
-            const int ml = mb * TM + j;
+        for (int j = 0; j < 16; j++) {
+            const int ml = mb * 16 + j;
             if (ml < M) {
                 const int m = m0 + ml;
                 const float v = clamp(lanes[j] + bias[m], lo, hi);

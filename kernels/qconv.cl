@@ -1,77 +1,127 @@
 // Integer convolution (u8 x s8 -> i32) with fused bias, requantization, clamp (ReLU) and
-// optional residual add. Activations NC4HW4 (4 channels per 32-bit word); weights packed
-// as [ceil(M/16)][CB*KH*KW][16] 32-bit words, each word the 4 weights of one output
-// channel for one channel block at one kernel position. One work-item computes TM = 16
-// output channels x TP output pixels of one row.
+// optional residual add, as an implicit GEMM: M = output channels, N = output pixels, K =
+// channel blocks x kernel positions. Activations NC4HW4 (4 channels per 32-bit word);
+// weights packed as [ceil(M/TM)][KH*KW][CBG][TM] 32-bit words, each word the 4 weights of
+// one output channel for one channel block at one kernel position.
+//
+// One work-item computes TM output channels x 16 consecutive output pixels (of the
+// flattened OH*OW plane): 16 pixels are the 16 lanes of an int16 vector, so each kernel
+// position and channel block is one 16-word activation load feeding TM 4-way dot products
+// (one vpdpbusd each with the VNNI hook; a 16 x 4 multiply array per output channel on an
+// FPGA). When the input pixels of the 16 lanes are consecutive words (stride 1 and OW == W)
+// the load is one vector load masked by the padding; otherwise each lane is gathered.
 //
 // Arithmetic: acc = bias'[m] + sum(x * w) where bias' = bias - zp_x * sum(w) and cells in
 // the padding read zp_x (pad_word), which equals weft's reference
 // bias + sum((x - zp_x) * w). Then clamp(zp_out + rshift_round(acc * mult[m]
 // (+ (r - zp_r) * rmult[m]), shift[m])).
+
+// Requantize 16 lanes of one output channel.
+static inline int16 weft_requant16(int16 acc, int bias, int mult, int shift, int16 r, long rmult,
+                                   int res_zp, int has_res, int zp, int lo, int hi)
+{
+    long16 v = convert_long16(acc + bias) * (long)mult;
+    if (has_res) v += convert_long16(r - res_zp) * rmult;
+    v = (v + (1L << (shift - 1))) >> shift;
+    return convert_int16(clamp(v + (long)zp, (long)lo, (long)hi));
+}
+
 __kernel void qconv(
     __global const uint* restrict x,
     __global const int* restrict w,
     __global const int* restrict bias,
     __global const int* restrict mult,
     __global const int* restrict shift,
-    __global const uchar* restrict res,
+    __global const uint* restrict res,
     __global const long* restrict rmult,
-    __global uchar* restrict out,
+    __global uint* restrict out,
     int CB, int H, int W,          // input channel blocks (whole tensor) and size
     int cb0, int CBG,              // first block and block count of this group
-    int M, int m0, int OCB,        // channels in this group, first output channel, output blocks
+    int M, int m0, int MT,         // channels in this group, first output channel, all output channels
     int OH, int OW,
     int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
-    uint pad_word, int out_zp, int lo, int hi, int res_zp, int has_res)
+    uint pad_word, int out_zp, int lo, int hi, int res_zp, int has_res, int in_words)
 {
-    const int oxb = get_global_id(0);
-    const int oy = get_global_id(1);
+    const int tile = get_global_id(0);
     const int z = get_global_id(2);
     const int MB = (M + TM - 1) / TM;
     const int n = z / MB;
     const int mb = z - n * MB;
-    const int ox0 = oxb * TP;
+    const int HW = H * W;
+    const int OHW = OH * OW;
+    const int OCB = (MT + 3) / 4;
+    const int p0 = tile * 16;
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 p = p0 + lane;
+    const int16 oy = p / OW;
+    const int16 iy0 = oy * SY - PT;
+    const int16 ix0 = (p - oy * OW) * SX - PL;
+    const int contiguous = SY == 1 && SX == 1 && OW == W;
+    const int16 pad = (int16)(as_int(pad_word));
+    const size_t plane0 = ((size_t)n * CB + cb0) * HW;
 
-    int16 acc[TP];
+    int16 acc[TM];
     #pragma unroll
-    for (int p = 0; p < TP; p++) acc[p] = (int16)(0);
+    for (int j = 0; j < TM; j++) acc[j] = (int16)(0);
 
-    const int K4 = CBG * KH * KW;
-    __global const int* wp = w + (size_t)mb * K4 * TM;
-    for (int cb = 0; cb < CBG; cb++) {
-        __global const uint* plane = x + ((size_t)n * CB + cb0 + cb) * H * W;
-        for (int ky = 0; ky < KH; ky++) {
-            const int iy = oy * SY - PT + ky * DY;
-            const int row_ok = iy >= 0 && iy < H;
-            for (int kx = 0; kx < KW; kx++) {
-                const int16 wv = vload16(0, wp);
-                wp += TM;
-                #pragma unroll
-                for (int p = 0; p < TP; p++) {
-                    const int ix = (ox0 + p) * SX - PL + kx * DX;
-                    const uint xv = (row_ok && ix >= 0 && ix < W) ? plane[iy * W + ix] : pad_word;
-                    acc[p] = dot4acc16(acc[p], as_int(xv), wv);
-                }
-            }
+    __global const int* wp = w + (size_t)mb * KH * KW * CBG * TM;
+    for (int ky = 0; ky < KH; ky++) {
+        const int16 iy = iy0 + ky * DY;
+        for (int kx = 0; kx < KW; kx++) {
+            const int16 ix = ix0 + kx * DX;
+            const int16 valid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W);
+            const int16 addr = iy * W + ix;
+            const int all_valid = all(valid);
+            // one vector load per block when the 16 cells are consecutive and inside the tensor
+            const int a0 = addr.s0;
+            const int vec = contiguous && (long)plane0 + a0 >= 0
+                            && (long)plane0 + (long)(CBG - 1) * HW + a0 + 16 <= (long)in_words;
+            const int16 safe = select((int16)(0), addr, valid);
+            __global const int* xs = (__global const int*)x + plane0 + (vec ? a0 : 0);
+            dot_blocks(acc, xs, HW, CBG, pad, valid, !all_valid, !vec, safe, wp);
+            wp += CBG * TM;
         }
     }
 
+    // Epilogue: four output channels (one NC4HW4 word per pixel) at a time. The common case
+    // (16 valid pixels, 4-aligned channels owned by this work-item) is vector loads and one
+    // vector store; edges and grouped layers go byte by byte through private arrays.
+    const int pix_all = p0 + 16 <= OHW;
+    __global uchar* ob = (__global uchar*)out;
+    __global const uchar* rb = (__global const uchar*)res;
     #pragma unroll
-    for (int p = 0; p < TP; p++) {
-        const int ox = ox0 + p;
-        if (ox >= OW) break;
-        int lanes[TM];
-        vstore16(acc[p], 0, lanes);
+    for (int q = 0; q < TM / 4; q++) {
+        const int mlb = mb * TM + q * 4;       // first channel of this word, in the group
+        const int mb0 = m0 + mlb;              // its absolute channel
+        const size_t base = ((size_t)n * OCB + (mb0 >> 2)) * OHW + p0;
+        // whole words when the 4 channels share a word and the work-item owns all of them
+        // (those past M being the tensor's padding channels)
+        const int fast = pix_all && (mb0 & 3) == 0 && (mlb + 4 <= M || m0 + M >= MT);
+        const uint16 rw = (fast && has_res) ? vload16(0, res + base) : (uint16)(0);
+        uint16 word = (uint16)(0);
         #pragma unroll
-        for (int j = 0; j < TM; j++) {
-            const int ml = mb * TM + j;
-            if (ml < M) {
-                const int m = m0 + ml;
-                long v = (long)(lanes[j] + bias[m]) * (long)mult[m];
-                const size_t idx = NC4HW4(n, m, oy, ox, OCB, OH, OW);
-                if (has_res) v += (long)((int)res[idx] - res_zp) * rmult[m];
-                out[idx] = weft_requant(v, shift[m], out_zp, lo, hi);
+        for (int b = 0; b < 4; b++) {
+            const int ml = mlb + b;
+            const int m = m0 + min(ml, M - 1);  // lanes past M compute a throwaway value
+            const size_t mbase = ((size_t)n * OCB + (m >> 2)) * OHW + p0;
+            int16 r = as_int16((rw >> (uint)(8 * b)) & 0xffu);
+            if (!fast && has_res) {
+                int tmp[16];
+                for (int i = 0; i < 16; i++)
+                    tmp[i] = p0 + i < OHW ? (int)rb[(mbase + i) * 4 + (m & 3)] : 0;
+                r = vload16(0, tmp);
+            }
+            const int16 v = weft_requant16(acc[q * 4 + b], bias[m], mult[m], shift[m], r,
+                                           has_res ? rmult[m] : 0L, res_zp, has_res, out_zp, lo, hi);
+            if (fast) {
+                word |= as_uint16(v) << (uint)(8 * b);
+            } else if (ml < M) {
+                int tmp[16];
+                vstore16(v, 0, tmp);
+                for (int i = 0; i < 16; i++)
+                    if (p0 + i < OHW) ob[(mbase + i) * 4 + (m & 3)] = (uchar)tmp[i];
             }
         }
+        if (fast) vstore16(word, 0, out + base);
     }
 }

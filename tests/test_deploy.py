@@ -24,7 +24,7 @@ from referencing.jsonschema import DRAFT4
 from server_util import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCHEMAS = pathlib.Path(os.environ.get("WEFT_SCHEMAS_DIR", ROOT.parent / "shared" / "schemas"))
+SCHEMAS = pathlib.Path(os.environ.get("WEFT_SCHEMAS_DIR", ROOT / "tests" / "schemas"))
 FASHION = ROOT / "models" / "fashion"
 SAMPLE = FASHION / "samples" / "13_dress.png"
 K8S_VERSIONS = ["1.30.0", "1.33.0"]

@@ -2,30 +2,41 @@
 
 use weft_core::Tensor;
 
-/// One group of a convolution packed for `qconv`: 32-bit words `[ceil(M/16)][CB*KH*KW][16]`
+/// One group of a convolution packed for `qconv`: 32-bit words `[ceil(M/TM)][KH*KW][CB][TM]`
 /// (each word the 4 weights of one output channel for one channel block at one kernel
-/// position, channel `4*cb + b` in byte `b`), and biases with the input zero point folded
-/// in: `bias[m] - zp_x * sum(w[m])`.
+/// position, channel `4*cb + b` in byte `b`; zero past M), and biases with the input zero
+/// point folded in: `bias[m] - zp_x * sum(w[m])`.
 #[derive(Debug)]
 pub struct PackedConv {
     pub words: Vec<i32>,
     pub bias: Vec<i32>,
 }
 
-/// Packs weights `w` (row-major `[M, CG, KH, KW]`, one group) with biases `bias` `[M]`.
-pub fn pack_conv(w: &[i8], bias: &[i32], m: usize, cg: usize, kh: usize, kw: usize, zp_x: i32) -> PackedConv {
+/// Packs weights `w` (row-major `[M, CG, KH, KW]`, one group) with biases `bias` `[M]`,
+/// `tm` output channels per block.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_conv(
+    w: &[i8],
+    bias: &[i32],
+    m: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    zp_x: i32,
+    tm: usize,
+) -> PackedConv {
     let cb = cg.div_ceil(4);
-    let mb = m.div_ceil(16);
+    let mb = m.div_ceil(tm);
     let k4 = cb * kh * kw;
-    let mut words = vec![0i32; mb * k4 * 16];
+    let mut words = vec![0i32; mb * k4 * tm];
     for mo in 0..m {
-        let (blk, lane) = (mo / 16, mo % 16);
+        let (blk, lane) = (mo / tm, mo % tm);
         for c in 0..cg {
             for ky in 0..kh {
                 for kx in 0..kw {
                     let v = w[((mo * cg + c) * kh + ky) * kw + kx] as u8 as u32;
-                    let k = ((c / 4) * kh + ky) * kw + kx;
-                    let idx = (blk * k4 + k) * 16 + lane;
+                    let k = (ky * kw + kx) * cb + c / 4;
+                    let idx = (blk * k4 + k) * tm + lane;
                     words[idx] = (words[idx] as u32 | (v << (8 * (c % 4)))) as i32;
                 }
             }
@@ -127,7 +138,7 @@ mod tests {
     fn packs_bytes_by_channel_block() {
         // M=1, CG=5, 1x1: channels 0..3 in word 0, channel 4 in word 1 (byte 0)
         let w: Vec<i8> = vec![1, -2, 3, -4, 5];
-        let p = pack_conv(&w, &[10], 1, 5, 1, 1, 2);
+        let p = pack_conv(&w, &[10], 1, 5, 1, 1, 2, 16);
         assert_eq!(p.words.len(), 2 * 16);
         assert_eq!(p.words[0] as u32, 0xFC03_FE01);
         assert_eq!(p.words[16], 5);

@@ -151,6 +151,9 @@ pub struct Plan {
     pub slot_sizes: Vec<usize>,
 }
 
+/// Output channels per `qconv` work-item (the `TM` macro the program is built with).
+pub const QCONV_TM: usize = 16;
+
 /// Constant buffers a plan refers to, created by the session: name -> bytes.
 pub type Consts = HashMap<String, Vec<u8>>;
 
@@ -672,6 +675,7 @@ impl Planner<'_> {
                     geo.kh,
                     geo.kw,
                     zp_x,
+                    QCONV_TM,
                 );
                 consts.insert(
                     key(&format!("w{gi}")),
@@ -691,7 +695,6 @@ impl Planner<'_> {
             None => (Arg::Dummy, Arg::Dummy, 0, 0),
         };
         let pad_word = u32::from(zp_x as u8) * 0x0101_0101;
-        let tp = 8;
         for gi in 0..group {
             let args = vec![
                 Arg::Slot(x_slot),
@@ -709,7 +712,7 @@ impl Planner<'_> {
                 int(cg.div_ceil(4)),
                 int(mg),
                 int(gi * mg),
-                int(og.cb()),
+                int(m),
                 int(og.h),
                 int(og.w),
                 int(geo.kh),
@@ -726,13 +729,14 @@ impl Planner<'_> {
                 Arg::I32(out.clamp[1]),
                 Arg::I32(res_zp),
                 Arg::I32(has_res),
+                int(xg.n * xg.cb() * xg.h * xg.w),
             ];
             let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
             self.launch(
                 &node.name,
                 KernelKind::QConv,
                 args,
-                [og.w.div_ceil(tp), og.h, og.n * mg.div_ceil(16)],
+                [(og.h * og.w).div_ceil(16), 1, og.n * mg.div_ceil(QCONV_TM)],
                 macs,
                 vec![og.n, og.c, og.h, og.w],
             );

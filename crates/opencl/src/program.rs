@@ -46,7 +46,7 @@ impl ProgramOptions {
     pub fn for_device(device: &DeviceInfo, portable: bool) -> Self {
         ProgramOptions {
             hook: device.dot_hook(portable),
-            tm: 16,
+            tm: crate::plan::QCONV_TM,
             tp: 8,
         }
     }

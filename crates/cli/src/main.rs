@@ -1,5 +1,6 @@
 //! The `weft` command: build, inspect and run models.
 
+mod bench;
 mod client;
 mod compile;
 mod data;
@@ -85,6 +86,8 @@ enum Command {
         #[command(subcommand)]
         command: deploy::DeployCommand,
     },
+    /// Time runs of a package on a device (median, spread, images/s, GOP/s).
+    Bench(bench::BenchArgs),
     /// Work with the kernel program: `weft program build` saves a device's program binary.
     Program {
         #[command(subcommand)]
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client::client(&args),
         Command::Program { command } => program(command),
         Command::Image { command } => deploy::image(&command),
+        Command::Bench(args) => bench::bench(&args),
         Command::Deploy { command } => deploy::deploy(&command),
     };
     match result {

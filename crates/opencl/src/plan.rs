@@ -776,7 +776,7 @@ impl Planner<'_> {
             &node.name,
             KernelKind::QPool,
             args,
-            [og.w, og.h, og.n * og.cb() * 4],
+            [og.w, og.h, og.n * og.cb()],
             0,
             vec![og.n, og.c, og.h, og.w],
         );

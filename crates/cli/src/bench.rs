@@ -31,6 +31,9 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+/// One timed run over the inputs.
+type RunFn = dyn FnMut(&HashMap<String, Tensor>) -> anyhow::Result<()>;
+
 /// Multiply-accumulates of one run of `graph` at `batch`.
 pub fn graph_macs(graph: &Graph, batch: usize) -> anyhow::Result<u64> {
     let shapes = graph
@@ -88,7 +91,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--batch and --iterations must be at least 1");
     }
     let loaded = crate::model::open(&args.model)?;
-    let mut run: Box<dyn FnMut(&HashMap<String, Tensor>) -> anyhow::Result<()>>;
+    let mut run: Box<RunFn>;
     let graph: Graph;
     let start = Instant::now();
     if args.device == "reference" {

@@ -22,12 +22,12 @@
 // u8(x[j] byte b) * s8(w byte b). x[j] holds 4 activations of one pixel (the 4 channels of a
 // channel block), w the 4 matching weights of one output channel.
 //
-// dot_blocks(acc, x, stride, count, pad, valid, masked, gather, idx, w): the convolution's
-// inner loop over `count` channel blocks: for each block, 16 activation words from
-// x + cb * stride (consecutive words, or words x[idx[j]] when `gather`; lanes not in `valid`
-// read `pad` when `masked`) against TM weight words, w advancing by TM. It is a hook too:
-// with VNNI the whole loop is one function compiled for the VNNI target (a function with
-// extra target features cannot be inlined into the kernel, so each call carries a loop).
+// conv_accumulate(acc, x, ...): the convolution's whole reduction for one work-item's 16
+// output pixels: over kernel positions (ky, kx) and channel blocks, 16 activation words (one
+// per pixel: every `step`-th word (1 or 2) when the 16 cells lie on a line, else gathered;
+// padding cells read `pad`) against TM weight words, w advancing by TM. It is a hook too: with VNNI it is one
+// function compiled for the VNNI target (a function with extra target features cannot be
+// inlined into the kernel, so the call must carry the whole loop nest, not one instruction).
 #if defined(WEFT_DOT_VNNI)
 #define WEFT_DOT_TARGET __attribute__((target("avx512vnni")))
 WEFT_DOT_TARGET
@@ -63,28 +63,45 @@ static inline int16 dot4acc16(int16 acc, int16 x, int w) {
 #endif
 
 WEFT_DOT_TARGET
-static void dot_blocks(int16* acc, __global const int* x, int stride, int count, int16 pad, int16 valid,
-                       int masked, int gather, int16 idx, __global const int* w)
+static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, int HW, int CBG, int H, int W,
+                            int KH, int KW, int DY, int DX, int16 iy0, int16 ix0, int step, int in_words,
+                            int16 pad, __global const int* w)
 {
     int16 a[TM];
     #pragma unroll
-    for (int j = 0; j < TM; j++) a[j] = acc[j];
-    int ix[16];
-    vstore16(idx, 0, ix);
-    for (int cb = 0; cb < count; cb++) {
-        __global const int* p = x + (size_t)cb * stride;
-        int16 xv;
-        if (gather) {
-            int t[16];
-            for (int i = 0; i < 16; i++) t[i] = p[ix[i]];
-            xv = vload16(0, t);
-        } else {
-            xv = vload16(0, p);
+    for (int j = 0; j < TM; j++) a[j] = (int16)(0);
+    for (int ky = 0; ky < KH; ky++) {
+        const int16 iy = iy0 + ky * DY;
+        for (int kx = 0; kx < KW; kx++) {
+            const int16 ix = ix0 + kx * DX;
+            const int16 valid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W);
+            const int16 addr = iy * W + ix;
+            const int masked = !all(valid);
+            // one vector load per block when the 16 cells are consecutive and inside the tensor
+            const int a0 = addr.s0;
+            const int vec = step > 0 && (long)plane0 + a0 >= 0
+                            && (long)plane0 + (long)(CBG - 1) * HW + a0 + 16 * step <= (long)in_words;
+            int ix16[16];
+            vstore16(select((int16)(0), addr, valid), 0, ix16);
+            __global const int* p = x + plane0 + (vec ? a0 : 0);
+            for (int cb = 0; cb < CBG; cb++) {
+                int16 xv;
+                if (vec && step == 1) {
+                    xv = vload16(0, p);
+                } else if (vec) {
+                    xv = (int16)(vload16(0, p).even, vload16(1, p).even);
+                } else {
+                    int t[16];
+                    for (int i = 0; i < 16; i++) t[i] = p[ix16[i]];
+                    xv = vload16(0, t);
+                }
+                if (masked) xv = select(pad, xv, valid);
+                #pragma unroll
+                for (int j = 0; j < TM; j++) a[j] = dot4acc16(a[j], xv, w[j]);
+                w += TM;
+                p += HW;
+            }
         }
-        if (masked) xv = select(pad, xv, valid);
-        #pragma unroll
-        for (int j = 0; j < TM; j++) a[j] = dot4acc16(a[j], xv, w[j]);
-        w += TM;
     }
     #pragma unroll
     for (int j = 0; j < TM; j++) acc[j] = a[j];

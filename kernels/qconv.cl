@@ -56,32 +56,15 @@ __kernel void qconv(
     const int16 oy = p / OW;
     const int16 iy0 = oy * SY - PT;
     const int16 ix0 = (p - oy * OW) * SX - PL;
-    const int contiguous = SY == 1 && SX == 1 && OW == W;
+    // the 16 input cells of a kernel position are every step-th word: across rows when the
+    // layer keeps the width at stride 1, within a row when the 16 pixels share one (0: gather)
+    const int step = (SY == 1 && SX == 1 && OW == W) ? 1 : (oy.s0 == oy.sf && SX <= 2) ? SX : 0;
     const int16 pad = (int16)(as_int(pad_word));
     const size_t plane0 = ((size_t)n * CB + cb0) * HW;
 
     int16 acc[TM];
-    #pragma unroll
-    for (int j = 0; j < TM; j++) acc[j] = (int16)(0);
-
-    __global const int* wp = w + (size_t)mb * KH * KW * CBG * TM;
-    for (int ky = 0; ky < KH; ky++) {
-        const int16 iy = iy0 + ky * DY;
-        for (int kx = 0; kx < KW; kx++) {
-            const int16 ix = ix0 + kx * DX;
-            const int16 valid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W);
-            const int16 addr = iy * W + ix;
-            const int all_valid = all(valid);
-            // one vector load per block when the 16 cells are consecutive and inside the tensor
-            const int a0 = addr.s0;
-            const int vec = contiguous && (long)plane0 + a0 >= 0
-                            && (long)plane0 + (long)(CBG - 1) * HW + a0 + 16 <= (long)in_words;
-            const int16 safe = select((int16)(0), addr, valid);
-            __global const int* xs = (__global const int*)x + plane0 + (vec ? a0 : 0);
-            dot_blocks(acc, xs, HW, CBG, pad, valid, !all_valid, !vec, safe, wp);
-            wp += CBG * TM;
-        }
-    }
+    conv_accumulate(acc, (__global const int*)x, plane0, HW, CBG, H, W, KH, KW, DY, DX, iy0, ix0, step,
+                    in_words, pad, w + (size_t)mb * KH * KW * CBG * TM);
 
     // Epilogue: four output channels (one NC4HW4 word per pixel) at a time. The common case
     // (16 valid pixels, 4-aligned channels owned by this work-item) is vector loads and one

@@ -135,3 +135,18 @@ def test_portable_kernels_compile_for_spir(w, tmp_path):
     # FPGA-shaped: no printf, no dynamic local memory, a fixed vector width.
     assert "printf" not in src and "__local" not in src
     assert "#if TM % 4 != 0" in src
+
+
+def test_fpga_model_estimates_the_int8_plan(w):
+    pkg = compile_int8(w, "resnet18", 224)
+    totals = {}
+    for board in ("arria10-gx1150", "alveo-u250", "custom:dsp=3000,mhz=300,gbps=19.2"):
+        out = w("bench", pkg, "--fpga-model", board).stdout
+        assert "an estimate, not a measurement" in out
+        rows = [l for l in out.splitlines() if l.split() and l.split()[-1] in ("compute", "memory")]
+        assert len(rows) == 21  # 20 convolutions and the classifier
+        totals[board] = float(out.split("total (model): ")[1].split(" ms")[0])
+    assert totals["alveo-u250"] < totals["arria10-gx1150"]
+    for bad in ("virtex-2", "custom:dsp=1000", "custom:dsp=x,mhz=1,gbps=1"):
+        proc = w("bench", pkg, "--fpga-model", bad, check=False)
+        assert proc.returncode == 1 and "error:" in proc.stderr

@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Print one JSON object (times in milliseconds) instead of a summary line.
     #[arg(long)]
     pub json: bool,
+    /// Instead of running: estimate the int8 plan on an FPGA board (a model, not a
+    /// measurement): arria10-gx1150, stratix10-gx2800, alveo-u250 or custom:dsp=N,mhz=F,gbps=B.
+    #[arg(long)]
+    pub fpga_model: Option<String>,
 }
 
 /// One timed run over the inputs.
@@ -91,6 +95,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         bail!("--batch and --iterations must be at least 1");
     }
     let loaded = crate::model::open(&args.model)?;
+    if let Some(board) = &args.fpga_model {
+        let crate::model::Loaded::Package(p) = loaded else {
+            bail!("--fpga-model estimates compiled int8 packages: compile the model first");
+        };
+        return crate::fpga::print(&p.graph, args.batch, board, weft_opencl::QCONV_TM);
+    }
     let mut run: Box<RunFn>;
     let graph: Graph;
     let start = Instant::now();

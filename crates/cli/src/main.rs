@@ -6,6 +6,7 @@ mod compile;
 mod data;
 mod deploy;
 mod featurize;
+mod fpga;
 mod head;
 mod inspect;
 mod model;
@@ -116,7 +117,26 @@ enum ProgramCommand {
     },
 }
 
+/// A closed stdout (`weft ... | head`) ends the command quietly, as for other Unix tools,
+/// instead of a panic message from `println!`.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Zoo {

@@ -15,5 +15,6 @@ mod session;
 
 pub use device::{DeviceInfo, DotHook, list_devices, select_device};
 pub use error::OpenClError;
+pub use plan::QCONV_TM;
 pub use program::{ProgramOptions, ProgramSource, build_binary, kernel_source};
 pub use session::{LayerProfile, Session, SessionOptions};

@@ -1,0 +1,224 @@
+//! `weft bench --fpga-model BOARD`: an analytical estimate (a model, not a measurement) of
+//! the int8 plan on an FPGA board: per layer, the cycles of the `qconv` multiply arrays at
+//! the plan's tile parameters, the bytes moved to and from external memory, and a roofline
+//! time. The assumptions are listed in docs/FPGA.md.
+
+use weft_core::{Graph, Op};
+
+/// A board's resources as the model sees them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Board {
+    pub name: String,
+    pub dsps: u32,
+    /// Share of the DSPs a compiled design can use for the multiply arrays.
+    pub usable: f64,
+    /// int8 multiply-accumulates one DSP block does per cycle.
+    pub macs_per_dsp: u32,
+    pub mhz: f64,
+    /// External memory bandwidth, GB/s.
+    pub gbps: f64,
+    /// Fixed cost of each kernel launch, microseconds.
+    pub launch_us: f64,
+}
+
+/// Named boards: published DSP counts and memory systems; clocks typical of OpenCL designs.
+pub fn board(spec: &str) -> Result<Board, String> {
+    let named = |name: &str, dsps, mhz, gbps| Board {
+        name: name.to_string(),
+        dsps,
+        usable: 0.8,
+        macs_per_dsp: 2,
+        mhz,
+        gbps,
+        launch_us: 5.0,
+    };
+    match spec {
+        // Intel Arria 10 GX 1150: 1,518 DSP blocks (two 18x19 multipliers each), 2 x DDR4-2133
+        "arria10-gx1150" => Ok(named(spec, 1518, 250.0, 34.1)),
+        // Intel Stratix 10 GX 2800: 5,760 DSP blocks, 4 x DDR4-2400
+        "stratix10-gx2800" => Ok(named(spec, 5760, 350.0, 76.8)),
+        // AMD Xilinx Alveo U250: 12,288 DSP48E2 slices, 4 x DDR4-2400
+        "alveo-u250" => Ok(named(spec, 12288, 300.0, 77.0)),
+        custom if custom.starts_with("custom:") => {
+            let mut b = named("custom", 0, 0.0, 0.0);
+            for kv in custom["custom:".len()..].split(',') {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--fpga-model custom: expected KEY=VALUE, got '{kv}'"))?;
+                let x: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|x: &f64| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| format!("--fpga-model custom: {k} must be a positive number, got '{v}'"))?;
+                match k {
+                    "dsp" => b.dsps = x as u32,
+                    "mhz" => b.mhz = x,
+                    "gbps" => b.gbps = x,
+                    "usable" if x <= 1.0 => b.usable = x,
+                    "macs-per-dsp" => b.macs_per_dsp = x as u32,
+                    "launch-us" => b.launch_us = x,
+                    other => return Err(format!("--fpga-model custom: unknown key '{other}'")),
+                }
+            }
+            if b.dsps == 0 || b.mhz == 0.0 || b.gbps == 0.0 || b.macs_per_dsp == 0 {
+                return Err(
+                    "--fpga-model custom: needs dsp, mhz and gbps (for example custom:dsp=3000,mhz=300,gbps=19.2)"
+                        .into(),
+                );
+            }
+            Ok(b)
+        }
+        other => Err(format!(
+            "unknown board '{other}' (arria10-gx1150, stratix10-gx2800, alveo-u250, or custom:dsp=N,mhz=F,gbps=B[,usable=U,macs-per-dsp=K,launch-us=L])"
+        )),
+    }
+}
+
+/// One layer's estimate.
+#[derive(Clone, Debug)]
+pub struct LayerEstimate {
+    pub node: String,
+    pub shape: Vec<usize>,
+    pub macs: u64,
+    /// Useful MACs over the MACs the padded tiles execute.
+    pub efficiency: f64,
+    pub compute_us: f64,
+    pub memory_us: f64,
+    pub time_us: f64,
+}
+
+/// The plan's tile: `tm` output channels x 16 pixels x 4 input channels per array cycle.
+pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Result<(Vec<LayerEstimate>, usize)> {
+    let shapes = graph
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.concrete_shape(batch)))
+        .collect();
+    let inferred = weft_core::shape::infer(graph, &shapes)?;
+    let array = (tm * 16 * 4) as f64;
+    let arrays = ((f64::from(b.dsps) * b.usable * f64::from(b.macs_per_dsp)) / array)
+        .floor()
+        .max(1.0);
+    let mut out = vec![];
+    for node in &graph.nodes {
+        let (is_conv, group) = match &node.op {
+            Op::QConv(q) => (true, q.conv.group.max(1)),
+            Op::QGemm(_) => (true, 1),
+            _ => (false, 1),
+        };
+        if !is_conv {
+            continue;
+        }
+        let shape_of = |i: usize| {
+            node.input(i)
+                .and_then(|n| inferred.shape(n))
+                .map(<[usize]>::to_vec)
+                .unwrap_or_default()
+        };
+        let (xs, ws) = (shape_of(0), shape_of(1));
+        let os = node
+            .outputs
+            .first()
+            .and_then(|o| inferred.shape(o))
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default();
+        let n = xs.first().copied().unwrap_or(1);
+        let (m, kpos, cg) = match ws.as_slice() {
+            [m, cg, kh, kw] => (*m, kh * kw, *cg),
+            [m, k] => (*m, 1, *k),
+            _ => continue,
+        };
+        let ohw: usize = os.iter().skip(2).product::<usize>().max(1);
+        let mg = m / group;
+        let macs = (n * m * ohw * cg * kpos) as u64;
+        let padded = (n * group * mg.div_ceil(tm) * tm * ohw.div_ceil(16) * 16 * cg.div_ceil(4) * 4 * kpos) as f64;
+        let cycles = padded / (array * arrays);
+        let compute_us = cycles / b.mhz;
+        let bytes = (m * cg * kpos) as f64                        // weights
+            + xs.iter().product::<usize>() as f64                 // input, read once (line buffers)
+            + (n * m * ohw) as f64                                // output
+            + if node.inputs.len() > 5 { (n * m * ohw) as f64 } else { 0.0 }; // residual
+        let memory_us = bytes / (b.gbps * 1e3);
+        out.push(LayerEstimate {
+            node: node.name.clone(),
+            shape: os,
+            macs,
+            efficiency: macs as f64 / padded,
+            compute_us,
+            memory_us,
+            time_us: compute_us.max(memory_us) + b.launch_us,
+        });
+    }
+    Ok((out, arrays as usize))
+}
+
+pub fn print(graph: &Graph, batch: usize, spec: &str, tm: usize) -> anyhow::Result<()> {
+    let b = board(spec).map_err(anyhow::Error::msg)?;
+    let (layers, arrays) = estimate(graph, batch, &b, tm)?;
+    if layers.is_empty() {
+        anyhow::bail!(
+            "the package has no int8 convolution or fully connected layers to model (compile with --precision int8)"
+        );
+    }
+    println!(
+        "FPGA MODEL (an estimate, not a measurement; see docs/FPGA.md): {} — {} DSPs x {:.0}% usable x {} int8 MACs, {:.0} MHz, {:.1} GB/s",
+        b.name,
+        b.dsps,
+        b.usable * 100.0,
+        b.macs_per_dsp,
+        b.mhz,
+        b.gbps
+    );
+    println!(
+        "plan tile: {tm} output channels x 16 pixels x 4 input channels = {} MACs/cycle per array, {arrays} arrays, peak {:.0} GOP/s",
+        tm * 64,
+        2.0 * (tm * 64 * arrays) as f64 * b.mhz / 1e3
+    );
+    println!(
+        "{:<36} {:>20} {:>12} {:>6} {:>10} {:>10} {:>10} {:>7}",
+        "layer", "shape", "MACs", "eff", "compute us", "memory us", "time us", "bound"
+    );
+    let (mut total_us, mut total_macs) = (0.0, 0u64);
+    for l in &layers {
+        println!(
+            "{:<36} {:>20} {:>12} {:>5.0}% {:>10.1} {:>10.1} {:>10.1} {:>7}",
+            l.node,
+            format!("{:?}", l.shape),
+            l.macs,
+            l.efficiency * 100.0,
+            l.compute_us,
+            l.memory_us,
+            l.time_us,
+            if l.compute_us >= l.memory_us {
+                "compute"
+            } else {
+                "memory"
+            }
+        );
+        total_us += l.time_us;
+        total_macs += l.macs;
+    }
+    println!(
+        "total (model): {:.2} ms per batch of {batch}, {:.0} images/s, {:.0} GOP/s effective",
+        total_us / 1e3,
+        batch as f64 / (total_us / 1e6),
+        2.0 * total_macs as f64 / (total_us / 1e6) / 1e9
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boards_parse_and_bad_specs_are_refused() {
+        assert_eq!(board("alveo-u250").map(|b| b.dsps), Ok(12288));
+        let c = board("custom:dsp=3000,mhz=300,gbps=19.2,usable=0.5");
+        assert_eq!(c.map(|b| (b.dsps, b.usable)), Ok((3000, 0.5)));
+        assert!(board("custom:dsp=3000").is_err());
+        assert!(board("custom:dsp=-1,mhz=300,gbps=1").is_err());
+        assert!(board("custom:dsp=1,mhz=300,gbps=1,warp=9").is_err());
+        assert!(board("virtex-2").is_err());
+    }
+}

@@ -80,6 +80,7 @@ __kernel void qconv(
         // whole words when the 4 channels share a word and the work-item owns all of them
         // (those past M being the tensor's padding channels)
         const int fast = pix_all && (mb0 & 3) == 0 && (mlb + 4 <= M || m0 + M >= MT);
+        if (mlb >= M) continue;                // a word of this tile past the group's channels
         const uint16 rw = (fast && has_res) ? vload16(0, res + base) : (uint16)(0);
         uint16 word = (uint16)(0);
         #pragma unroll

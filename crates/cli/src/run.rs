@@ -66,6 +66,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         portable: args.portable_kernels,
         program_binary: args.program_binary.clone(),
         profile: args.profile,
+        ..Default::default()
     };
     let start = Instant::now();
     let mut session = weft_opencl::Session::new(&package, &opts)?;

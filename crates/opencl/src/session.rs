@@ -33,7 +33,12 @@ pub struct SessionOptions {
     pub program_binary: Option<PathBuf>,
     /// Record per-kernel timings (OpenCL event profiling).
     pub profile: bool,
+    /// Testing aid: give every activation buffer this many guard bytes past its end, filled
+    /// with a pattern that each run checks, so a kernel writing out of bounds is an error.
+    pub guard_bytes: usize,
 }
+
+const GUARD_BYTE: u8 = 0xA5;
 
 /// Timing of one layer in a profiled run.
 #[derive(Clone, Debug)]
@@ -67,6 +72,7 @@ pub struct Session {
     plans: HashMap<usize, Prepared>,
     profile: bool,
     last_profile: Vec<LayerProfile>,
+    guard_bytes: usize,
     /// `None` for int8 packages, `Some(half)` for float ones.
     float: Option<bool>,
 }
@@ -139,6 +145,7 @@ impl Session {
             plans: HashMap::new(),
             profile: opts.profile,
             last_profile: Vec::new(),
+            guard_bytes: opts.guard_bytes,
             float,
         };
         // Plan batch 1 now so weights are packed and uploaded before the first request.
@@ -186,11 +193,22 @@ impl Session {
                 .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
             self.consts.insert(name, b);
         }
-        let slots = plan
+        let mut slots = plan
             .slot_sizes
             .iter()
-            .map(|&n| buffer(&self.context, CL_MEM_READ_WRITE, n))
+            .map(|&n| buffer(&self.context, CL_MEM_READ_WRITE, n.max(16) + self.guard_bytes))
             .collect::<Result<Vec<_>, _>>()?;
+        if self.guard_bytes > 0 {
+            let pattern = vec![GUARD_BYTE; self.guard_bytes];
+            for (slot, &n) in slots.iter_mut().zip(&plan.slot_sizes) {
+                // SAFETY: blocking write of a host slice into the buffer's guard region.
+                unsafe {
+                    self.queue
+                        .enqueue_write_buffer(slot, CL_BLOCKING, n.max(16), &pattern, &[])
+                }
+                .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+            }
+        }
         self.plans.insert(batch, Prepared { plan, slots });
         Ok(())
     }
@@ -347,6 +365,22 @@ impl Session {
             }
         }
         self.queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
+        if self.guard_bytes > 0 {
+            for (i, (slot, &n)) in slots.iter().zip(&plan.slot_sizes).enumerate() {
+                let mut tail = vec![0u8; self.guard_bytes];
+                // SAFETY: blocking read of the guard region into a host slice of its size.
+                unsafe {
+                    self.queue
+                        .enqueue_read_buffer(slot, CL_BLOCKING, n.max(16), &mut tail, &[])
+                }
+                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
+                if let Some(at) = tail.iter().position(|&b| b != GUARD_BYTE) {
+                    return Err(OpenClError::Unsupported(format!(
+                        "a kernel wrote past the end of activation buffer {i} ({n} bytes; first changed guard byte at +{at})"
+                    )));
+                }
+            }
+        }
         if self.profile {
             self.last_profile = events
                 .iter()

@@ -59,6 +59,7 @@ fn check(graph: &Graph, inputs: &HashMap<String, Tensor>, tol: [f32; 2], kernels
         let opts = SessionOptions {
             device: device(),
             profile: true,
+            guard_bytes: 1 << 16,
             ..Default::default()
         };
         let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));

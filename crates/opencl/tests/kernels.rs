@@ -19,6 +19,9 @@ use common::{ConvCase, Groups, conv_case};
 /// PoCL compiles kernels on first launch; one session build at a time keeps memory low.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Guard bytes past every activation buffer: out-of-bounds writes fail the run.
+const GUARD: usize = 1 << 16;
+
 fn device() -> String {
     std::env::var("WEFT_TEST_DEVICE").unwrap_or_else(|_| "pocl".into())
 }
@@ -46,6 +49,7 @@ fn check(graph: Graph, inputs: HashMap<String, Tensor>) {
         let opts = SessionOptions {
             device: device(),
             portable,
+            guard_bytes: GUARD,
             ..Default::default()
         };
         let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));

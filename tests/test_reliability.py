@@ -1,0 +1,210 @@
+"""Reliability: hostile and broken requests get clear statuses while the server keeps
+serving with bounded memory; a short load run (2,000 requests at concurrency 32) has no
+unexpected errors; SIGTERM under load finishes what was accepted."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import threading
+import time
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as tc
+import tritonclient.grpc.service_pb2 as pb
+from tritonclient.utils import InferenceServerException
+
+import load
+from server_util import free_port
+
+KEY = "reliability-key"
+H = {"authorization": f"Bearer {KEY}"}
+INFER = "/inference.GRPCInferenceService/ModelInfer"
+
+
+class LoggedServer:
+    """`weft serve` (the embedded model) with its log in a file, so a busy log never blocks it."""
+
+    def __init__(self, binary, tmp, *args):
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.url = f"127.0.0.1:{self.grpc_port}"
+        self.log_path = tmp / f"serve-{self.grpc_port}.log"
+        self.log = open(self.log_path, "w")
+        cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(self.grpc_port),
+               "--http-port", str(self.http_port), "--api-key", KEY, *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            if load_ready(self.http_port):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("weft serve did not become ready")
+
+    def rss_kib(self):
+        return load.rss_kib(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        self.log.close()
+        text = self.log_path.read_text()
+        assert "panicked" not in text, text[-2000:]
+        return code, text
+
+
+def load_ready(port):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def server(weft, tmp_path):
+    s = LoggedServer(weft, tmp_path, "--max-image-pixels", "4000000")
+    yield s
+    s.stop()
+
+
+def raw_call(url, payload, metadata=(("authorization", f"Bearer {KEY}"),)):
+    """Sends `payload` as the ModelInfer message bytes; the status code name."""
+    with grpc.insecure_channel(url) as ch:
+        fn = ch.unary_unary(INFER, request_serializer=None, response_deserializer=None)
+        try:
+            fn(payload, metadata=metadata, timeout=30)
+            return "OK"
+        except grpc.RpcError as e:
+            return e.code().name
+
+
+def request(inputs, model="fashion"):
+    r = pb.ModelInferRequest(model_name=model)
+    for name, dtype, shape, raw in inputs:
+        t = r.inputs.add()
+        t.name, t.datatype = name, dtype
+        t.shape.extend(shape)
+        r.raw_input_contents.append(raw)
+    return r
+
+
+def png_bomb(width, height):
+    """A valid PNG header declaring width x height grey pixels, with almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def bytes_element(b):
+    return struct.pack("<I", len(b)) + b
+
+
+def good_infer(url):
+    c = tc.InferenceServerClient(url)
+    x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    return c.infer("fashion", [x], headers=H).as_numpy("logits")
+
+
+def test_hostile_requests_get_clear_statuses_and_memory_stays_bounded(server):
+    url = server.url
+    assert good_infer(url).shape == (1, 5)
+    rss0 = server.rss_kib()
+    valid = request([("input", "FP32", [1, 1, 28, 28], np.zeros(784, np.float32).tobytes())]).SerializeToString()
+    rng = np.random.default_rng(0)
+    cases = {
+        "random frame": (rng.integers(0, 256, 300, dtype=np.uint8).tobytes(), {"INVALID_ARGUMENT", "INTERNAL"}),
+        "random long frame": (rng.integers(0, 256, 200_000, dtype=np.uint8).tobytes(), {"INVALID_ARGUMENT", "INTERNAL"}),
+        "truncated frame": (valid[: len(valid) // 2], {"INVALID_ARGUMENT", "INTERNAL"}),
+        "shape product overflows": (request([("input", "FP32", [2**62, 2**62, 28, 28], b"\0" * 16)]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "shape far beyond payload": (request([("input", "FP32", [1_000_000, 1, 28, 28], b"\0" * 3136)]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "negative dimension": (request([("input", "FP32", [-1, 1, 28, 28], b"\0" * 3136)]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "zero-sized tensor": (request([("input", "FP32", [0, 1, 28, 28], b"")]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "payload longer than shape": (request([("input", "FP32", [1, 1, 28, 28], b"\0" * 9999)]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "BYTES length prefix past the end": (request([("input", "BYTES", [1], struct.pack("<I", 10**9) + b"abc")]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "BYTES count differs from shape": (request([("input", "BYTES", [3], bytes_element(b"x"))]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "decompression bomb": (request([("input", "BYTES", [1], bytes_element(png_bomb(60000, 60000)))]).SerializeToString(), {"INVALID_ARGUMENT"}),
+        "thousands of inputs": (request([(f"input{i}", "FP32", [1, 1, 28, 28], b"\0" * 3136) for i in range(5000)]).SerializeToString(), {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}),
+        "unknown datatype": (request([("input", "FP128", [1, 1, 28, 28], b"\0" * 3136)]).SerializeToString(), {"INVALID_ARGUMENT"}),
+    }
+    for name, (payload, want) in cases.items():
+        got = raw_call(url, payload)
+        assert got in want, f"{name}: {got}"
+    # odd header encodings: a binary authorization header and a non-UTF-8 binary header
+    assert raw_call(url, valid, metadata=(("authorization-bin", b"\xff\xfe\x00"),)) == "UNAUTHENTICATED"
+    assert raw_call(url, valid, metadata=(("authorization", f"Bearer {KEY}"), ("x-odd-bin", b"\xc3\x28\xff"))) == "OK"
+    assert raw_call(url, valid, metadata=(("authorization", "Bearer " + "k" * 6000),)) == "UNAUTHENTICATED"
+    # NaN and Inf are values, not errors: the int8 model's input edge maps them into range
+    c = tc.InferenceServerClient(url)
+    x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+    x.set_data_from_numpy(np.where(np.arange(784).reshape(1, 1, 28, 28) % 2 == 0, np.nan, np.inf).astype(np.float32))
+    out = c.infer("fashion", [x], headers=H).as_numpy("logits")
+    assert np.isfinite(out).all()
+    # repeat the heaviest cases: memory must not grow with them
+    for _ in range(20):
+        raw_call(url, cases["shape far beyond payload"][0])
+        raw_call(url, cases["decompression bomb"][0])
+        raw_call(url, cases["random long frame"][0])
+    assert good_infer(url).shape == (1, 5)
+    rss1 = server.rss_kib()
+    print(f"hostile set: RSS {rss0 / 1024:.1f} MiB before, {rss1 / 1024:.1f} MiB after")
+    assert rss1 - rss0 < 100 * 1024
+
+
+def test_short_load_run_has_no_errors_and_bounded_memory(weft, tmp_path):
+    s = LoggedServer(weft, tmp_path, "--quiet")
+    try:
+        warm = load.run(s.url, "fashion", 200, 8, s.proc.pid, H, [1, 1, 28, 28])
+        assert warm["statuses"] == {"OK": 200}
+        r = load.run(s.url, "fashion", 2000, 32, s.proc.pid, H, [1, 1, 28, 28])
+        print("load:", json.dumps(r))
+        assert r["statuses"] == {"OK": 2000}
+        assert r["rss_after_kib"] - warm["rss_after_kib"] < 64 * 1024
+    finally:
+        code, _ = s.stop()
+    assert code == 0
+
+
+def test_sigterm_under_load_finishes_accepted_requests(weft, tmp_path):
+    s = LoggedServer(weft, tmp_path)
+    results = []
+    lock = threading.Lock()
+
+    def client():
+        c = tc.InferenceServerClient(s.url)
+        x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+        x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+        for _ in range(200):
+            try:
+                c.infer("fashion", [x], headers=H)
+                status = "OK"
+            except InferenceServerException as e:
+                status = str(e.status())
+            with lock:
+                results.append(status)
+            if status != "OK":
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    code, log = s.stop()
+    for t in threads:
+        t.join()
+    ok = results.count("OK")
+    logged_ok = sum(1 for l in log.splitlines() if l.startswith("{") and json.loads(l).get("status") == "Ok")
+    print(f"SIGTERM under load: {ok} requests answered OK, {len(results) - ok} refused after the signal")
+    assert code == 0
+    assert ok > 0
+    # every request the server accepted and logged as done reached its client
+    assert logged_ok == ok
+    assert all(r in ("OK", "StatusCode.UNAVAILABLE", "StatusCode.CANCELLED") for r in results), set(results)

@@ -42,7 +42,7 @@ def png(seed):
 
 def run(url, model, requests, concurrency, pid=None, headers=None, input_shape=None):
     client0 = tc.InferenceServerClient(url)
-    meta = client0.get_model_metadata(model)
+    meta = client0.get_model_metadata(model, headers=headers or {})
     inp = meta.inputs[0]
     shape = input_shape or [1] + [int(d) for d in inp.shape[1:]]
     tensor = np.random.default_rng(0).standard_normal(shape).astype(np.float32)

@@ -269,8 +269,10 @@ def test_image_is_reproducible_inspectable_and_serves_under_podman(w, pkg):
         assert f"127.0.0.1:{grpc}" in r.stdout
         running = podman("ps", "--filter", f"name={name}", "--format", "{{.Image}} {{.Status}}").stdout
         assert "localhost/weft-test/fashion:ci" in running and "Up" in running
-        # the service inside runs as the image's non-root user
+        # the service inside runs as the image's non-root user, on a read-only root
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+        assert podman("exec", name, "touch", "/models/x", check=False).returncode != 0
+        assert podman("inspect", "--format", "{{.HostConfig.ReadonlyRootfs}}", name).stdout.strip() == "true"
         assert infer_dress(f"127.0.0.1:{grpc}") == "Dress"
         # a second deployment under the same name is refused while the first runs
         again = w("deploy", "local", pkg, "--runtime", "podman", "--image", "localhost/" + tag, "--name", name,

@@ -154,6 +154,9 @@ def test_hostile_requests_get_clear_statuses_and_memory_stays_bounded(server):
         raw_call(url, cases["decompression bomb"][0])
         raw_call(url, cases["random long frame"][0])
     assert good_infer(url).shape == (1, 5)
+    # no key, right or wrong, is ever written to the log
+    log = server.log_path.read_text()
+    assert KEY not in log and "k" * 100 not in log
     rss1 = server.rss_kib()
     print(f"hostile set: RSS {rss0 / 1024:.1f} MiB before, {rss1 / 1024:.1f} MiB after")
     assert rss1 - rss0 < 100 * 1024
@@ -208,3 +211,35 @@ def test_sigterm_under_load_finishes_accepted_requests(weft, tmp_path):
     # every request the server accepted and logged as done reached its client
     assert logged_ok == ok
     assert all(r in ("OK", "StatusCode.UNAVAILABLE", "StatusCode.CANCELLED") for r in results), set(results)
+
+
+def openssl(*args):
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+
+def make_ca(d, name):
+    key, cert = d / f"{name}-ca.key", d / f"{name}-ca.pem"
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", f"/CN={name} test CA")
+    return key, cert
+
+
+def test_tls_with_a_generated_ca_and_a_client_that_refuses_another(weft, tmp_path):
+    ca_key, ca = make_ca(tmp_path, "good")
+    _, other_ca = make_ca(tmp_path, "other")
+    key, csr, cert, ext = (tmp_path / n for n in ("server.key", "server.csr", "server.pem", "san.ext"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1", "-extfile", ext)
+    s = LoggedServer(weft, tmp_path, "--tls-cert", cert, "--tls-key", key, "--quiet")
+    try:
+        x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+        x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+        trusted = tc.InferenceServerClient(s.url, ssl=True, root_certificates=str(ca))
+        assert trusted.infer("fashion", [x], headers=H).as_numpy("logits").shape == (1, 5)
+        wrong = tc.InferenceServerClient(s.url, ssl=True, root_certificates=str(other_ca))
+        with pytest.raises(InferenceServerException) as e:
+            wrong.infer("fashion", [x], headers=H)
+        assert "UNAVAILABLE" in str(e.value.status())
+    finally:
+        code, _ = s.stop()
+    assert code == 0

@@ -231,6 +231,12 @@ pub fn up(o: &LocalOptions, log: &mut dyn FnMut(&str)) -> Result<Deployment, Dep
                 format!("{}:{}:{ch}", o.host, o.http_port),
                 "--label".into(),
                 "io.weft.deployment=local".into(),
+                // as in production: a read-only root, writable scratch and cache only
+                "--read-only".into(),
+                "--tmpfs".into(),
+                "/tmp:rw,mode=1777".into(),
+                "--tmpfs".into(),
+                format!("{}:rw,mode=1777", crate::image::CACHE_DIR),
             ];
             if o.api_key.is_some() {
                 args.push("-e".into());

@@ -1,5 +1,6 @@
 //! KServe v2 / Open Inference Protocol, with Triton's ModelConfig and ModelStatistics.
 
+use crate::convert::InputSpec;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -88,7 +89,7 @@ async fn model_infer(
         .map_err(|e| (req.model_name.clone(), e))?;
     let name = model.name.clone();
     let fail = |e: ServeError| (name.clone(), e);
-    let input = decode_input(model, &req).map_err(fail)?;
+    let input = decode_input(&model.spec, &req).map_err(fail)?;
     let wanted: Vec<String> = if req.outputs.is_empty() {
         model.package.graph.outputs.iter().map(|o| o.name.clone()).collect()
     } else {
@@ -126,8 +127,22 @@ async fn model_infer(
     Ok((name, resp, result))
 }
 
-fn decode_input(model: &Model, req: &ModelInferRequest) -> Result<Tensor, ServeError> {
-    let spec = &model.spec;
+/// Decodes serialized ModelInferRequest bytes into the model input exactly as the service
+/// does (protobuf, then the input checks and conversions of `decode_input`); for fuzzing.
+pub fn decode_infer_request(
+    package: &weft_compile::Package,
+    bytes: &[u8],
+    max_pixels: u64,
+    max_batch: usize,
+) -> Result<Tensor, ServeError> {
+    use prost::Message;
+    let req = ModelInferRequest::decode(bytes)
+        .map_err(|e| ServeError::InvalidArgument(format!("not a ModelInferRequest: {e}")))?;
+    let spec = InputSpec::new(package, max_pixels, max_batch)?;
+    decode_input(&spec, &req)
+}
+
+fn decode_input(spec: &InputSpec, req: &ModelInferRequest) -> Result<Tensor, ServeError> {
     let [inp] = req.inputs.as_slice() else {
         return Err(ServeError::InvalidArgument(format!(
             "the model takes exactly one input, '{}'; the request has {}",

@@ -20,4 +20,5 @@ mod server;
 mod tfserving;
 
 pub use error::ServeError;
+pub use kserve::decode_infer_request;
 pub use server::{ServeConfig, Served, serve};

@@ -409,7 +409,14 @@ pub async fn serve(
     }
     let served = Served { grpc_addr, http_addr };
     on_ready(&served);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    // Small responses must not wait for the peer's delayed ACK (Nagle): without this every
+    // request paid about 40 ms on Linux.
+    let incoming = tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(grpc), |conn| {
+        if let Ok(stream) = &conn {
+            let _ = stream.set_nodelay(true);
+        }
+        conn
+    });
     let ready_flag = state.clone();
     let stop = async move {
         shutdown.await;

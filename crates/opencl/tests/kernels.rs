@@ -140,7 +140,7 @@ fn conv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
     let w = b.constant("w", Tensor::from_i64(&[c.m, cg, c.k, c.k], w).unwrap().cast(DType::I8));
     let bias = ints(&mut b.rng, c.m, -20000, 20000);
     let bias = b.constant("b", i32_tensor(bias));
-    let (mult, shift) = b.requant("conv", c.m, 36, 44);
+    let (mult, shift) = b.requant("conv", c.m, 30, 44);
     let conv = Conv {
         kernel_shape: Some([c.k, c.k]),
         strides: [c.stride, c.stride],

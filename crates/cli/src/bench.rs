@@ -38,32 +38,36 @@ pub struct BenchArgs {
 /// One timed run over the inputs.
 type RunFn = dyn FnMut(&HashMap<String, Tensor>) -> anyhow::Result<()>;
 
-/// Multiply-accumulates of one run of `graph` at `batch`.
-pub fn graph_macs(graph: &Graph, batch: usize) -> anyhow::Result<u64> {
+/// Shapes of every value of `graph` with its symbolic batch dimensions set to `batch`.
+pub fn infer_at(graph: &Graph, batch: usize) -> anyhow::Result<weft_core::shape::Shapes> {
     let shapes = graph
         .inputs
         .iter()
         .map(|i| (i.name.clone(), i.concrete_shape(batch)))
         .collect();
-    let inferred = weft_core::shape::infer(graph, &shapes)?;
-    Ok(graph
-        .nodes
+    Ok(weft_core::shape::infer(graph, &shapes)?)
+}
+
+/// Multiply-accumulates of one node, from inferred shapes.
+pub fn node_macs(node: &weft_core::Node, inferred: &weft_core::shape::Shapes) -> u64 {
+    let ins: Vec<Vec<usize>> = node
+        .inputs
         .iter()
-        .map(|node| {
-            let ins: Vec<Vec<usize>> = node
-                .inputs
-                .iter()
-                .map(|i| inferred.shape(i).map(<[usize]>::to_vec).unwrap_or_default())
-                .collect();
-            let out = node
-                .outputs
-                .first()
-                .and_then(|o| inferred.shape(o))
-                .unwrap_or(&[])
-                .to_vec();
-            node.op.macs(&ins, &out)
-        })
-        .sum())
+        .map(|i| inferred.shape(i).map(<[usize]>::to_vec).unwrap_or_default())
+        .collect();
+    let out = node
+        .outputs
+        .first()
+        .and_then(|o| inferred.shape(o))
+        .unwrap_or(&[])
+        .to_vec();
+    node.op.macs(&ins, &out)
+}
+
+/// Multiply-accumulates of one run of `graph` at `batch`.
+pub fn graph_macs(graph: &Graph, batch: usize) -> anyhow::Result<u64> {
+    let inferred = infer_at(graph, batch)?;
+    Ok(graph.nodes.iter().map(|n| node_macs(n, &inferred)).sum())
 }
 
 fn inputs(graph: &Graph, batch: usize) -> anyhow::Result<HashMap<String, Tensor>> {

@@ -89,12 +89,7 @@ pub struct LayerEstimate {
 
 /// The plan's tile: `tm` output channels x 16 pixels x 4 input channels per array cycle.
 pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Result<(Vec<LayerEstimate>, usize)> {
-    let shapes = graph
-        .inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.concrete_shape(batch)))
-        .collect();
-    let inferred = weft_core::shape::infer(graph, &shapes)?;
+    let inferred = crate::bench::infer_at(graph, batch)?;
     let array = (tm * 16 * 4) as f64;
     let arrays = ((f64::from(b.dsps) * b.usable * f64::from(b.macs_per_dsp)) / array)
         .floor()

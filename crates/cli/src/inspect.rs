@@ -1,17 +1,12 @@
 //! `weft inspect`: a model's structure and cost.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
     let loaded = crate::model::open(path)?;
     let graph = loaded.graph();
-    let shapes: HashMap<String, Vec<usize>> = graph
-        .inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.concrete_shape(batch)))
-        .collect();
-    let inferred = weft_core::shape::infer(graph, &shapes)?;
+    let inferred = crate::bench::infer_at(graph, batch)?;
     println!("model      {}", path.display());
     match &loaded {
         crate::model::Loaded::Onnx(m) => println!(
@@ -57,18 +52,13 @@ pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
         );
     }
     for node in &graph.nodes {
-        let ins: Vec<Vec<usize>> = node
-            .inputs
-            .iter()
-            .map(|i| inferred.shape(i).map(<[usize]>::to_vec).unwrap_or_default())
-            .collect();
         let out = node
             .outputs
             .first()
             .and_then(|o| inferred.shape(o))
             .unwrap_or(&[])
             .to_vec();
-        let macs = node.op.macs(&ins, &out);
+        let macs = crate::bench::node_macs(node, &inferred);
         let params: usize = node
             .inputs
             .iter()

@@ -65,25 +65,32 @@ static inline int16 dot4acc16(int16 acc, int16 x, int w) {
 WEFT_DOT_TARGET
 static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, int HW, int CBG, int H, int W,
                             int KH, int KW, int DY, int DX, int16 iy0, int16 ix0, int step, int in_words,
-                            int16 pad, __global const int* w)
+                            int16 pad, __global const int* w, int PT, int PL, size_t phase_words)
 {
     int16 a[TM];
     #pragma unroll
     for (int j = 0; j < TM; j++) a[j] = (int16)(0);
     for (int ky = 0; ky < KH; ky++) {
-        const int16 iy = iy0 + ky * DY;
+        // phase-split input (phase_words > 0): kernel row ky reads phase (ey & 1) at offset
+        // floor(ey / 2) from the output row, ey = ky - PT (stride 2, no dilation)
+        const int ey = ky - PT;
+        const int py = phase_words ? (ey & 1) : 0;
+        const int16 iy = iy0 + (phase_words ? (ey - py) / 2 : ky * DY);
         for (int kx = 0; kx < KW; kx++) {
-            const int16 ix = ix0 + kx * DX;
+            const int ex = kx - PL;
+            const int px = phase_words ? (ex & 1) : 0;
+            const int16 ix = ix0 + (phase_words ? (ex - px) / 2 : kx * DX);
             const int16 valid = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W);
             const int16 addr = iy * W + ix;
             const int masked = !all(valid);
-            // one vector load per block when the 16 cells are consecutive and inside the tensor
+            const size_t planek = plane0 + (size_t)(py * 2 + px) * phase_words;
+            // one vector load per block when the 16 cells are consecutive and inside the buffer
             const int a0 = addr.s0;
-            const int vec = step > 0 && (long)plane0 + a0 >= 0
-                            && (long)plane0 + (long)(CBG - 1) * HW + a0 + 16 * step <= (long)in_words;
+            const int vec = step > 0 && (long)planek + a0 >= 0
+                            && (long)planek + (long)(CBG - 1) * HW + a0 + 16 * step <= (long)in_words;
             int ix16[16];
             vstore16(select((int16)(0), addr, valid), 0, ix16);
-            __global const int* p = x + plane0 + (vec ? a0 : 0);
+            __global const int* p = x + planek + (vec ? a0 : 0);
             for (int cb = 0; cb < CBG; cb++) {
                 int16 xv;
                 if (vec && step == 1) {

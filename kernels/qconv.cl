@@ -40,7 +40,7 @@ __kernel void qconv(
     int M, int m0, int MT,         // channels in this group, first output channel, all output channels
     int OH, int OW,
     int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
-    uint pad_word, int out_zp, int lo, int hi, int res_zp, int has_res, int in_words)
+    uint pad_word, int out_zp, int lo, int hi, int res_zp, int has_res, int in_words, int phased)
 {
     const int tile = get_global_id(0);
     const int z = get_global_id(2);
@@ -51,20 +51,29 @@ __kernel void qconv(
     const int OHW = OH * OW;
     const int OCB = (MT + 3) / 4;
     const int p0 = tile * 16;
+    if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
     const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const int16 p = p0 + lane;
-    const int16 oy = p / OW;
-    const int16 iy0 = oy * SY - PT;
-    const int16 ix0 = (p - oy * OW) * SX - PL;
+    // p / OW without 16 integer divisions: the fraction of (p + 0.5) / OW is at least 0.5 / OW
+    // away from an integer and OpenCL's float division errs by at most 2.5 ulp, which is less
+    // for p < 2^20 (the planner's limit on output pixels per image)
+    const int16 oy = convert_int16(floor((convert_float16(p) + 0.5f) / (float)OW));
+    const int16 ox = p - oy * OW;
+    // A phased input (a stride-2 layer after qphase) is 4 planes per channel block, H x W
+    // each, and the convolution reads it at stride 1.
+    const int sy = phased ? 1 : SY, sx = phased ? 1 : SX;
+    const int16 iy0 = phased ? oy : oy * SY - PT;
+    const int16 ix0 = phased ? ox : ox * SX - PL;
     // the 16 input cells of a kernel position are every step-th word: across rows when the
     // layer keeps the width at stride 1, within a row when the 16 pixels share one (0: gather)
-    const int step = (SY == 1 && SX == 1 && OW == W) ? 1 : (oy.s0 == oy.sf && SX <= 2) ? SX : 0;
+    const int step = (sy == 1 && sx == 1 && OW == W) ? 1 : (oy.s0 == oy.sf && sx <= 2) ? sx : 0;
     const int16 pad = (int16)(as_int(pad_word));
-    const size_t plane0 = ((size_t)n * CB + cb0) * HW;
+    const size_t plane0 = ((size_t)n * CB * (phased ? 4 : 1) + cb0) * HW;
 
     int16 acc[TM];
     conv_accumulate(acc, (__global const int*)x, plane0, HW, CBG, H, W, KH, KW, DY, DX, iy0, ix0, step,
-                    in_words, pad, w + (size_t)mb * KH * KW * CBG * TM);
+                    in_words, pad, w + (size_t)mb * KH * KW * CBG * TM, PT, PL,
+                    phased ? (size_t)CB * HW : 0);
 
     // Epilogue: four output channels (one NC4HW4 word per pixel) at a time. The common case
     // (16 valid pixels, 4-aligned channels owned by this work-item) is vector loads and one
@@ -107,5 +116,51 @@ __kernel void qconv(
             }
         }
         if (fast) vstore16(word, 0, out + base);
+    }
+}
+
+// Phase split for stride-2 convolutions: out[n][py * 2 + px][cb][y][x] = in[n][cb][2y + py][2x + px]
+// (NC4HW4 words), cells past the input holding pad_word, so that a stride-2 layer reads four
+// stride-1 planes with consecutive vector loads. One work-item per output row of one phase;
+// `phases` is a bit mask of the phases the layer reads (bit py * 2 + px), the rest are skipped.
+__kernel void qphase(__global const uint* restrict x, __global uint* restrict out,
+                     int CB, int H, int W, int H2, int W2, uint pad_word, int phases)
+{
+    const int y = get_global_id(0);
+    const int z = get_global_id(1);      // phase * CB + cb
+    const int n = get_global_id(2);
+    const int ph = z / CB;
+    const int cb = z - ph * CB;
+    if (!((phases >> ph) & 1)) return;
+    const int py = ph >> 1, px = ph & 1;
+    const int iy = 2 * y + py;
+    __global uint* o = out + (((size_t)n * 4 * CB + z) * H2 + y) * W2;
+    if (iy >= H) {
+        for (int i = 0; i < W2; i++) o[i] = pad_word;
+        return;
+    }
+    __global const uint* r = x + (((size_t)n * CB + cb) * H + iy) * W + px;
+    const int full = min((W - px + 1) / 2, W2);   // cells of this row inside the input
+    for (int i = 0; i < full; i++) o[i] = r[2 * i];
+    for (int i = full; i < W2; i++) o[i] = pad_word;
+}
+
+// Kernel-width fold for convolutions with at most 4 input channels (one channel block, as a
+// network's first layer): out[n][kx][y][ox] = in[n][0][y][ox * SX + kx * DX - PL] (NC4HW4
+// words), pad_word outside the input. The layer then runs as a KH x 1 convolution at
+// horizontal stride 1 over KW channel blocks, so each kernel row is KW blocks of consecutive
+// words instead of KW separate positions of one block. One work-item per output row.
+__kernel void qfold(__global const uint* restrict x, __global uint* restrict out,
+                    int H, int W, int OW, int KW, int SX, int DX, int PL, uint pad_word)
+{
+    const int y = get_global_id(0);
+    const int kx = get_global_id(1);
+    const int n = get_global_id(2);
+    __global const uint* r = x + ((size_t)n * H + y) * W;
+    __global uint* o = out + (((size_t)n * KW + kx) * H + y) * OW;
+    const int x0 = kx * DX - PL;
+    for (int ox = 0; ox < OW; ox++) {
+        const int ix = ox * SX + x0;
+        o[ox] = (ix >= 0 && ix < W) ? r[ix] : pad_word;
     }
 }

@@ -44,16 +44,19 @@ __kernel void qpool(__global const uchar* restrict x, __global uchar* restrict o
 }
 
 // Mean over H and W, requantized: clamp(zp_out + rshift_round(sum(x - zp_x) * mult, shift)).
-// Output NC4HW4 with H = W = 1.
+// Output NC4HW4 with H = W = 1. One work-item per channel block (4 channels).
 __kernel void qmean(__global const uchar* restrict x, __global uchar* restrict out,
                     int CB, int H, int W, int x_zp, int mult, int shift, int out_zp, int lo, int hi)
 {
-    const int z = get_global_id(0);     // n * CB * 4 + c
-    const int n = z / (CB * 4);
-    const int c = z - n * CB * 4;
-    long sum = 0;
-    for (int y = 0; y < H; y++)
-        for (int xw = 0; xw < W; xw++)
-            sum += (long)x[NC4HW4(n, c, y, xw, CB, H, W)] - x_zp;
-    out[NC4HW4(n, c, 0, 0, CB, 1, 1)] = weft_requant(sum * (long)mult, shift, out_zp, lo, hi);
+    const int z = get_global_id(0);     // n * CB + cb
+    __global const uint* plane = (__global const uint*)x + (size_t)z * H * W;
+    long4 sum = (long4)(0);
+    for (int i = 0; i < H * W; i++) sum += convert_long4(as_uchar4(plane[i]));
+    const long4 centred = sum - (long)x_zp * (long)H * (long)W;
+    uchar r[4];
+    r[0] = weft_requant(centred.s0 * (long)mult, shift, out_zp, lo, hi);
+    r[1] = weft_requant(centred.s1 * (long)mult, shift, out_zp, lo, hi);
+    r[2] = weft_requant(centred.s2 * (long)mult, shift, out_zp, lo, hi);
+    r[3] = weft_requant(centred.s3 * (long)mult, shift, out_zp, lo, hi);
+    vstore4((uchar4)(r[0], r[1], r[2], r[3]), z, out);
 }

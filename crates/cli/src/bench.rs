@@ -33,10 +33,14 @@ pub struct BenchArgs {
     /// measurement): arria10-gx1150, stratix10-gx2800, alveo-u250 or custom:dsp=N,mhz=F,gbps=B.
     #[arg(long)]
     pub fpga_model: Option<String>,
+    /// Also print per-layer kernel times, each the median over the timed runs (OpenCL
+    /// devices; the device is profiled, which can add a little to every launch).
+    #[arg(long)]
+    pub profile: bool,
 }
 
-/// One timed run over the inputs.
-type RunFn = dyn FnMut(&HashMap<String, Tensor>) -> anyhow::Result<()>;
+/// One timed run over the inputs; returns the per-layer profile when profiling.
+type RunFn = dyn FnMut(&HashMap<String, Tensor>) -> anyhow::Result<Vec<weft_opencl::LayerProfile>>;
 
 /// Shapes of every value of `graph` with its symbolic batch dimensions set to `batch`.
 pub fn infer_at(graph: &Graph, batch: usize) -> anyhow::Result<weft_core::shape::Shapes> {
@@ -118,7 +122,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             crate::model::Loaded::Package(p) => weft_compile::reference_executor(&p)?,
         };
         graph = exec.graph().clone();
-        run = Box::new(move |x| exec.run(x).map(|_| ()).map_err(Into::into));
+        if args.profile {
+            bail!("--profile times OpenCL kernels: use --device pocl or opencl:...");
+        }
+        run = Box::new(move |x| exec.run(x).map(|_| Vec::new()).map_err(Into::into));
     } else {
         let crate::model::Loaded::Package(p) = loaded else {
             bail!(
@@ -129,12 +136,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let opts = weft_opencl::SessionOptions {
             device: args.device.clone(),
             portable: args.portable_kernels,
+            profile: args.profile,
             ..Default::default()
         };
         let mut s = weft_opencl::Session::new(&p, &opts)?;
         s.prepare(args.batch)?;
         graph = p.graph.clone();
-        run = Box::new(move |x| s.run(x).map(|_| ()).map_err(Into::into));
+        run = Box::new(move |x| {
+            s.run(x)?;
+            Ok(s.last_profile().to_vec())
+        });
     }
     let ready_ms = start.elapsed().as_secs_f64() * 1e3;
     let feeds = inputs(&graph, args.batch).context("making inputs")?;
@@ -145,10 +156,25 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         run(&feeds)?;
     }
     let mut times = Vec::with_capacity(args.iterations);
+    let mut layers: Vec<weft_opencl::LayerProfile> = Vec::new();
+    let mut layer_times: Vec<Vec<f64>> = Vec::new();
     for _ in 0..args.iterations {
         let t = Instant::now();
-        run(&feeds)?;
+        let profile = run(&feeds)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        if layers.is_empty() {
+            layer_times = vec![Vec::new(); profile.len()];
+            layers = profile.clone();
+        }
+        for (v, l) in layer_times.iter_mut().zip(&profile) {
+            v.push(l.micros);
+        }
+    }
+    if args.profile {
+        for (l, v) in layers.iter_mut().zip(layer_times.iter_mut()) {
+            l.micros = median(v);
+        }
+        crate::run::print_profile(&layers);
     }
     let macs = graph_macs(&graph, args.batch).unwrap_or(0);
     let mut sorted = times.clone();

@@ -137,7 +137,7 @@ fn finish(
     Ok(())
 }
 
-fn print_profile(layers: &[weft_opencl::LayerProfile]) {
+pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
     println!(
         "{:<36} {:<10} {:>22} {:>14} {:>10} {:>8}",
         "layer", "kernel", "shape", "MACs", "us", "GOP/s"

@@ -55,6 +55,10 @@ pub enum KernelKind {
     Dequantize,
     QPool,
     QMean,
+    /// Phase split of a stride-2 convolution's input.
+    QPhase,
+    /// Kernel-width fold of a convolution's input with at most 4 channels.
+    QFold,
     /// Float kernels; `true` is the f16-storage variant.
     FConv(bool),
     FAdd(bool),
@@ -72,6 +76,8 @@ impl KernelKind {
             KernelKind::Dequantize => "dequantize",
             KernelKind::QPool => "qpool",
             KernelKind::QMean => "qmean",
+            KernelKind::QPhase => "qphase",
+            KernelKind::QFold => "qfold",
             KernelKind::FConv(false) => "fconv_f32",
             KernelKind::FConv(true) => "fconv_f16",
             KernelKind::FAdd(false) => "fadd_f32",
@@ -95,6 +101,8 @@ impl KernelKind {
                 KernelKind::Dequantize,
                 KernelKind::QPool,
                 KernelKind::QMean,
+                KernelKind::QPhase,
+                KernelKind::QFold,
             ],
             Some(h) => vec![
                 KernelKind::FConv(h),
@@ -136,6 +144,8 @@ pub enum Step {
         kernel: KernelKind,
         args: Vec<Arg>,
         global: [usize; 3],
+        /// Work-group size, where the planner chooses one (else the driver does).
+        local: Option<[usize; 3]>,
         macs: u64,
         shape: Vec<usize>,
     },
@@ -153,6 +163,14 @@ pub struct Plan {
 
 /// Output channels per `qconv` work-item (the `TM` macro the program is built with).
 pub const QCONV_TM: usize = 16;
+
+/// Output pixels per image (plus one tile) `qconv` handles: it finds a lane's row with a
+/// float division, exact below this.
+pub const QCONV_MAX_PIXELS: usize = 1 << 20;
+
+/// Bytes every activation buffer has past its tensor, so that a 16-lane vector load that
+/// starts inside the tensor (at most two vectors: 32 words) stays inside the buffer.
+pub const SLOT_SLACK: usize = 256;
 
 /// Constant buffers a plan refers to, created by the session: name -> bytes.
 pub type Consts = HashMap<String, Vec<u8>>;
@@ -175,6 +193,26 @@ struct Planner<'g> {
     float: bool,
     /// Float activations are stored as f16.
     half: bool,
+    /// Work-groups a launch should have at least, to keep every compute unit busy.
+    min_groups: usize,
+    /// The device's largest work-group.
+    max_group: usize,
+}
+
+/// What the planner needs to know about the device.
+#[derive(Clone, Copy, Debug)]
+pub struct Target {
+    pub compute_units: usize,
+    pub max_work_group: usize,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            compute_units: 1,
+            max_work_group: 256,
+        }
+    }
 }
 
 fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
@@ -185,7 +223,13 @@ fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
 /// `consts` (shared across batch sizes). `float`: `None` for an int8 package (integer
 /// kernels; float nodes on the host), `Some(half)` for a float package (float kernels,
 /// activations stored as f16 when `half`).
-pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts, float: Option<bool>) -> Result<Plan, OpenClError> {
+pub fn plan(
+    graph: &Graph,
+    batch: usize,
+    consts: &mut Consts,
+    float: Option<bool>,
+    target: Target,
+) -> Result<Plan, OpenClError> {
     let input_shapes = graph
         .inputs
         .iter()
@@ -214,6 +258,8 @@ pub fn plan(graph: &Graph, batch: usize, consts: &mut Consts, float: Option<bool
         outputs: graph.outputs.iter().map(|o| o.name.clone()).collect(),
         float: float.is_some(),
         half: float == Some(true),
+        min_groups: 8 * target.compute_units.max(1),
+        max_group: target.max_work_group.max(1),
     };
     for (idx, node) in graph.nodes.iter().enumerate() {
         p.node(idx, consts)?;
@@ -238,7 +284,7 @@ impl Planner<'_> {
     }
 
     fn alloc(&mut self, bytes: usize) -> usize {
-        let bytes = bytes.max(16);
+        let bytes = bytes.max(16) + SLOT_SLACK;
         let best = self
             .free
             .iter()
@@ -558,7 +604,7 @@ impl Planner<'_> {
                     &node.name,
                     KernelKind::QMean,
                     args,
-                    [xg.n * xg.cb() * 4, 1, 1],
+                    [xg.n * xg.cb(), 1, 1],
                     0,
                     out_shape,
                 );
@@ -617,9 +663,30 @@ impl Planner<'_> {
             kernel,
             args,
             global,
+            local: None,
             macs,
             shape,
         });
+    }
+
+    /// Global and local sizes for `qconv` over `tiles` pixel tiles and `z` channel-block
+    /// (times image) indices: all of z in one work-group where that leaves enough groups
+    /// (the work-items of a group then share one input tile), else z split; tiles padded
+    /// to a multiple of the group's tiles (the kernel skips tiles past the plane).
+    fn conv_sizes(&self, tiles: usize, z: usize) -> ([usize; 3], [usize; 3]) {
+        let cap = self.max_group.min(256);
+        let divisors = |n: usize| (1..=n).filter(move |&d| n.is_multiple_of(d));
+        // z per group: the largest divisor of z that fits and leaves min_groups groups
+        let lz = divisors(z)
+            .filter(|&d| d <= cap && tiles * (z / d) >= self.min_groups)
+            .max()
+            .unwrap_or(1);
+        let groups_z = z / lz;
+        // tiles per group: as many as keep min_groups groups
+        let want_x = self.min_groups.div_ceil(groups_z).max(1);
+        let lx = (tiles / want_x).clamp(1, (cap / lz).max(1));
+        let gx = tiles.div_ceil(lx) * lx;
+        ([gx, 1, z], [lx, 1, lz])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -648,6 +715,9 @@ impl Planner<'_> {
         let per_group = mg * cg * geo.kh * geo.kw;
         let x_slot = self.slot_of(&node.inputs[0]);
         let key = |what: &str| format!("{}#{what}", node.name);
+        // A layer with one input channel block (a stem) and a kernel wider than 1 reads a
+        // kernel-width fold of its input (`qfold`): a KH x 1 convolution over KW blocks.
+        let folded = group == 1 && cg <= 4 && geo.kw > 1 && og.w > 1;
         if !consts.contains_key(&key("mult")) {
             consts.insert(
                 key("mult"),
@@ -667,16 +737,33 @@ impl Planner<'_> {
                 );
             }
             for gi in 0..group {
-                let p = crate::pack::pack_conv(
-                    &w[gi * per_group..(gi + 1) * per_group],
-                    &bias[gi * mg..(gi + 1) * mg],
-                    mg,
-                    cg,
-                    geo.kh,
-                    geo.kw,
-                    zp_x,
-                    QCONV_TM,
-                );
+                let wg = &w[gi * per_group..(gi + 1) * per_group];
+                let p = if folded {
+                    // channel kx * 4 + c of a KH x 1 kernel is channel c at column kx
+                    let (kh, kw) = (geo.kh, geo.kw);
+                    let mut wf = vec![0i8; mg * kw * 4 * kh];
+                    for mo in 0..mg {
+                        for c in 0..cg {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = wg[((mo * cg + c) * kh + ky) * kw + kx];
+                                }
+                            }
+                        }
+                    }
+                    crate::pack::pack_conv(&wf, &bias[gi * mg..(gi + 1) * mg], mg, kw * 4, kh, 1, zp_x, QCONV_TM)
+                } else {
+                    crate::pack::pack_conv(
+                        wg,
+                        &bias[gi * mg..(gi + 1) * mg],
+                        mg,
+                        cg,
+                        geo.kh,
+                        geo.kw,
+                        zp_x,
+                        QCONV_TM,
+                    )
+                };
                 consts.insert(
                     key(&format!("w{gi}")),
                     words_le(&p.words, |v: i32| v.to_le_bytes().to_vec()),
@@ -694,10 +781,102 @@ impl Planner<'_> {
             Some((r, _, zp)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), *zp, 1),
             None => (Arg::Dummy, Arg::Dummy, 0, 0),
         };
+        if og.h * og.w + 16 > QCONV_MAX_PIXELS {
+            return Err(OpenClError::Unsupported(format!(
+                "{}: output plane of {}x{} pixels is over the int8 convolution's limit of {QCONV_MAX_PIXELS} pixels",
+                node.name, og.h, og.w
+            )));
+        }
         let pad_word = u32::from(zp_x as u8) * 0x0101_0101;
+        // Stride-2 layers whose output width is half the input's (rounded up) read a phase
+        // split of their input: four stride-1 planes, so the 16 pixels of a work-item are
+        // consecutive words (a vector load) instead of a gather.
+        let (h2, w2) = (xg.h.div_ceil(2), xg.w.div_ceil(2));
+        let phased = !folded && geo.strides == [2, 2] && geo.dilations == [1, 1] && og.w == w2;
+        // what the convolution reads: buffer, channel blocks, size, kernel width, horizontal
+        // stride, dilation and padding, and the buffer's words
+        let mut g = InGeo {
+            slot: x_slot,
+            cb: xg.cb(),
+            h: xg.h,
+            w: xg.w,
+            kw: geo.kw,
+            sx: geo.strides[1],
+            dx: geo.dilations[1],
+            pl: geo.pads[1],
+        };
+        let mut temp = None;
+        if folded {
+            let fs = self.alloc(xg.n * geo.kw * xg.h * og.w * 4);
+            self.launch(
+                &node.name,
+                KernelKind::QFold,
+                vec![
+                    Arg::Slot(x_slot),
+                    Arg::Slot(fs),
+                    int(xg.h),
+                    int(xg.w),
+                    int(og.w),
+                    int(geo.kw),
+                    int(geo.strides[1]),
+                    int(geo.dilations[1]),
+                    int(geo.pads[1]),
+                    Arg::U32(pad_word),
+                ],
+                [xg.h, geo.kw, xg.n],
+                0,
+                vec![xg.n, 4 * geo.kw, xg.h, og.w],
+            );
+            g = InGeo {
+                slot: fs,
+                cb: geo.kw,
+                h: xg.h,
+                w: og.w,
+                kw: 1,
+                sx: 1,
+                dx: 1,
+                pl: 0,
+            };
+            temp = Some(fs);
+        }
+        if phased {
+            let mut phases = 0u32;
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    let py = (ky as i64 - geo.pads[0] as i64).rem_euclid(2);
+                    let px = (kx as i64 - geo.pads[1] as i64).rem_euclid(2);
+                    phases |= 1 << (py * 2 + px);
+                }
+            }
+            let ps = self.alloc(xg.n * 4 * xg.cb() * h2 * w2 * 4);
+            self.launch(
+                &node.name,
+                KernelKind::QPhase,
+                vec![
+                    Arg::Slot(x_slot),
+                    Arg::Slot(ps),
+                    int(xg.cb()),
+                    int(xg.h),
+                    int(xg.w),
+                    int(h2),
+                    int(w2),
+                    Arg::U32(pad_word),
+                    Arg::I32(phases as i32),
+                ],
+                [h2, 4 * xg.cb(), xg.n],
+                0,
+                vec![xg.n, 4 * xg.c, h2, w2],
+            );
+            g.slot = ps;
+            g.h = h2;
+            g.w = w2;
+            temp = Some(ps);
+        }
+        let in_words = self.slot_sizes[g.slot] / 4;
+        let cbg = if folded { geo.kw } else { cg.div_ceil(4) };
         for gi in 0..group {
             let args = vec![
-                Arg::Slot(x_slot),
+                Arg::Slot(g.slot),
                 Arg::Const(key(&format!("w{gi}"))),
                 Arg::Const(key(&format!("b{gi}"))),
                 Arg::Const(key("mult")),
@@ -705,41 +884,47 @@ impl Planner<'_> {
                 res_arg.clone(),
                 rmult_arg.clone(),
                 Arg::Slot(slot),
-                int(xg.cb()),
-                int(xg.h),
-                int(xg.w),
+                int(g.cb),
+                int(g.h),
+                int(g.w),
                 int(gi * cg / 4),
-                int(cg.div_ceil(4)),
+                int(cbg),
                 int(mg),
                 int(gi * mg),
                 int(m),
                 int(og.h),
                 int(og.w),
                 int(geo.kh),
-                int(geo.kw),
+                int(g.kw),
                 int(geo.strides[0]),
-                int(geo.strides[1]),
+                int(g.sx),
                 int(geo.dilations[0]),
-                int(geo.dilations[1]),
+                int(g.dx),
                 int(geo.pads[0]),
-                int(geo.pads[1]),
+                int(g.pl),
                 Arg::U32(pad_word),
                 Arg::I32(out.zero_point),
                 Arg::I32(out.clamp[0]),
                 Arg::I32(out.clamp[1]),
                 Arg::I32(res_zp),
                 Arg::I32(has_res),
-                int(xg.n * xg.cb() * xg.h * xg.w),
+                int(in_words),
+                Arg::I32(i32::from(phased)),
             ];
             let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
-            self.launch(
-                &node.name,
-                KernelKind::QConv,
+            let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
+            self.steps.push(Step::Launch {
+                node: node.name.clone(),
+                kernel: KernelKind::QConv,
                 args,
-                [(og.h * og.w).div_ceil(16), 1, og.n * mg.div_ceil(QCONV_TM)],
+                global,
+                local: Some(local),
                 macs,
-                vec![og.n, og.c, og.h, og.w],
-            );
+                shape: vec![og.n, og.c, og.h, og.w],
+            });
+        }
+        if let Some(t) = temp {
+            self.free.push(t);
         }
         Ok(())
     }
@@ -782,6 +967,18 @@ impl Planner<'_> {
         );
         Ok(())
     }
+}
+
+/// The input a `qconv` launch reads, after any fold or phase split.
+struct InGeo {
+    slot: usize,
+    cb: usize,
+    h: usize,
+    w: usize,
+    kw: usize,
+    sx: usize,
+    dx: usize,
+    pl: usize,
 }
 
 /// Float packages: which nodes run as float kernels.

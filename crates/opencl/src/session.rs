@@ -57,6 +57,7 @@ struct Prepared {
 
 /// A package on an OpenCL device. Runs take `&mut self`: one run at a time.
 pub struct Session {
+    max_group: usize,
     device: DeviceInfo,
     context: Context,
     queue: CommandQueue,
@@ -128,8 +129,16 @@ impl Session {
                 .map_err(|e| OpenClError::api(format!("clCreateKernel({})", k.name()), e))?;
             kernels.insert(k, kernel);
         }
+        // the largest work-group a qconv launch may use on this device
+        let max_group = kernels
+            .get(&KernelKind::QConv)
+            .and_then(|k| k.get_work_group_size(device.id).ok())
+            .unwrap_or(device.max_work_group)
+            .min(device.max_work_group)
+            .max(1);
         let dummy = buffer(&context, CL_MEM_READ_WRITE, 16)?;
         let mut s = Session {
+            max_group,
             device,
             context,
             queue,
@@ -185,7 +194,11 @@ impl Session {
         if self.plans.contains_key(&batch) {
             return Ok(());
         }
-        let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float)?;
+        let target = crate::plan::Target {
+            compute_units: self.device.compute_units.max(1) as usize,
+            max_work_group: self.max_group,
+        };
+        let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float, target)?;
         for (name, bytes) in std::mem::take(&mut self.pending_consts) {
             let mut b = buffer(&self.context, CL_MEM_READ_ONLY, bytes.len())?;
             // SAFETY: blocking write of a host slice that outlives the call.
@@ -306,7 +319,11 @@ impl Session {
                     .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
                 }
                 Step::Launch {
-                    kernel, args, global, ..
+                    kernel,
+                    args,
+                    global,
+                    local,
+                    ..
                 } => {
                     let k = self
                         .kernels
@@ -328,6 +345,9 @@ impl Session {
                         }
                     }
                     exec.set_global_work_sizes(global);
+                    if let Some(local) = local {
+                        exec.set_local_work_sizes(local);
+                    }
                     // SAFETY: all arguments are set; global sizes are positive.
                     let event = unsafe { exec.enqueue_nd_range(&self.queue) }
                         .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;

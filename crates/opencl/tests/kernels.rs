@@ -58,6 +58,19 @@ fn check(graph: Graph, inputs: HashMap<String, Tensor>) {
     }
 }
 
+/// The kernels a run of `graph` launches on the device (from a profiled run).
+fn kernels_run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<&'static str> {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let opts = SessionOptions {
+        device: device(),
+        profile: true,
+        ..Default::default()
+    };
+    let mut s = Session::new(&package(graph.clone()), &opts).unwrap();
+    s.run(inputs).unwrap();
+    s.last_profile().iter().map(|l| l.kernel).collect()
+}
+
 fn f32_input(rng: &mut Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
     Tensor::from_f32(shape, rng.normals(n, 1.0)).unwrap()
@@ -385,4 +398,41 @@ fn wrong_inputs_are_refused() {
     // still serving
     let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[1, 3, 32, 32]))]);
     assert!(s.run(&feeds).is_ok());
+}
+
+/// The input layouts the planner picks for speed: a kernel-width fold for layers with at
+/// most 4 input channels (a stem like ResNet's 7x7/2 on RGB) and a phase split for stride-2
+/// layers, over odd sizes, asymmetric and odd padding, residuals and batches; each case
+/// asserts the layout kernel ran and the result is bit-exact.
+#[test]
+fn folded_and_phase_split_inputs_match_reference() {
+    let case = |n, c, h, w, m, k, pads, a, seed| ConvCase {
+        n,
+        c,
+        h,
+        w,
+        m,
+        k,
+        stride: 2,
+        dilation: 1,
+        pads,
+        group: 1,
+        a,
+        b: seed % 2 == 0,
+        seed,
+    };
+    let cases = [
+        (case(2, 3, 23, 21, 20, 7, [3, 3, 3, 3], false, 1), "qfold"),
+        (case(1, 4, 9, 30, 17, 3, [1, 0, 1, 2], true, 2), "qfold"),
+        (case(2, 12, 15, 13, 24, 3, [1, 1, 1, 1], true, 3), "qphase"),
+        (case(1, 8, 14, 17, 33, 1, [0, 0, 0, 0], true, 4), "qphase"),
+        (case(3, 20, 7, 7, 16, 3, [1, 1, 0, 1], false, 5), "qphase"),
+        (case(1, 16, 34, 35, 40, 3, [2, 1, 0, 2], false, 6), "qphase"),
+    ];
+    for (c, layout) in cases {
+        let (g, feeds) = conv_graph(&c);
+        let ran = kernels_run(&g, &feeds);
+        assert!(ran.contains(&layout), "{c:?}: expected {layout}, ran {ran:?}");
+        check(g, feeds);
+    }
 }

@@ -14,16 +14,30 @@
 // Arithmetic: acc = bias'[m] + sum(x * w) where bias' = bias - zp_x * sum(w) and cells in
 // the padding read zp_x (pad_word), which equals weft's reference
 // bias + sum((x - zp_x) * w). Then clamp(zp_out + rshift_round(acc * mult[m]
-// (+ (r - zp_r) * rmult[m]), shift[m])).
+// (+ (r - zp_r) * rmult[m]), shift[m])), computed as
+// clamp((acc * mult[m] (+ r * rmult[m]) + add[m]) >> shift[m]) with the planner's
+// add[m] = zp_out * 2^shift + 2^(shift-1) (- zp_r * rmult[m]): the same value, since adding a
+// multiple of 2^shift before an arithmetic shift adds its quotient after, with fewer 64-bit
+// operations (the planner only folds shifts and multipliers that keep the sum in 63 bits).
 
-// Requantize 16 lanes of one output channel.
-static inline int16 weft_requant16(int16 acc, int bias, int mult, int shift, int16 r, long rmult,
-                                   int res_zp, int has_res, int zp, int lo, int hi)
+// Requantize 16 lanes of one output channel. The 64-bit arithmetic runs on the even and
+// odd lanes as two long8 (a reinterpretation: lane 2i is the low half of 64-bit lane i), so
+// each product is one 32 x 32 -> 64 multiply of sign-extended halves and the result packs
+// back with one shift and or, instead of widening and narrowing 16 lanes.
+static inline int16 weft_requant16(int16 a, long mult, long add, int shift, int16 r, long rmult,
+                                   int has_res, long lo, long hi)
 {
-    long16 v = convert_long16(acc + bias) * (long)mult;
-    if (has_res) v += convert_long16(r - res_zp) * rmult;
-    v = (v + (1L << (shift - 1))) >> shift;
-    return convert_int16(clamp(v + (long)zp, (long)lo, (long)hi));
+    const long8 al = as_long8(a);
+    long8 ve = ((al << 32) >> 32) * mult + add;
+    long8 vo = (al >> 32) * mult + add;
+    if (has_res) {
+        const long8 rl = as_long8(r);     // 0..255 in every lane
+        ve += (rl & 0xffffffffL) * rmult;
+        vo += (rl >> 32) * rmult;
+    }
+    ve = clamp(ve >> (long)shift, lo, hi);
+    vo = clamp(vo >> (long)shift, lo, hi);
+    return as_int16(ve | (vo << 32));     // both in lo..hi, so non-negative and below 2^32
 }
 
 __kernel void qconv(
@@ -32,6 +46,7 @@ __kernel void qconv(
     __global const int* restrict bias,
     __global const int* restrict mult,
     __global const int* restrict shift,
+    __global const long* restrict radd,
     __global const uint* restrict res,
     __global const long* restrict rmult,
     __global uint* restrict out,
@@ -40,7 +55,7 @@ __kernel void qconv(
     int M, int m0, int MT,         // channels in this group, first output channel, all output channels
     int OH, int OW,
     int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
-    uint pad_word, int out_zp, int lo, int hi, int res_zp, int has_res, int in_words, int phased)
+    uint pad_word, int lo, int hi, int has_res, int in_words, int phased)
 {
     const int tile = get_global_id(0);
     const int z = get_global_id(2);
@@ -104,8 +119,8 @@ __kernel void qconv(
                     tmp[i] = p0 + i < OHW ? (int)rb[(mbase + i) * 4 + (m & 3)] : 0;
                 r = vload16(0, tmp);
             }
-            const int16 v = weft_requant16(acc[q * 4 + b], bias[m], mult[m], shift[m], r,
-                                           has_res ? rmult[m] : 0L, res_zp, has_res, out_zp, lo, hi);
+            const int16 v = weft_requant16(acc[q * 4 + b] + bias[m], (long)mult[m], radd[m], shift[m], r,
+                                           has_res ? rmult[m] : 0L, has_res, (long)lo, (long)hi);
             if (fast) {
                 word |= as_uint16(v) << (uint)(8 * b);
             } else if (ml < M) {

@@ -441,6 +441,9 @@ impl Planner<'_> {
                     || (q.conv.group > 1
                         && (self.shape(&input(0)).get(1).copied().unwrap_or(1) / q.conv.group) % 4 == 0) =>
             {
+                if !self.requant_fits(&node) {
+                    return self.host(idx);
+                }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
                 let w = c(&input(1))
                     .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
@@ -503,6 +506,9 @@ impl Planner<'_> {
                 if matches!(self.loc.get(&input(0)), Some(Loc::U8 { .. }))
                     || geom_of(&self.shape(&input(0))).is_some() =>
             {
+                if !self.requant_fits(&node) {
+                    return self.host(idx);
+                }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
                 let w = c(&input(1))
                     .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
@@ -669,6 +675,20 @@ impl Planner<'_> {
         });
     }
 
+    /// Whether `qconv`'s folded requantization is exact for this node: shifts 1..=52 and
+    /// residual multipliers of at most 2^52 keep every sum inside 63 bits (else the node runs
+    /// on the host).
+    fn requant_fits(&self, node: &weft_core::Node) -> bool {
+        let g = self.graph;
+        let constant = |i: usize| node.input(i).and_then(|n| g.initializers.get(n));
+        let shifts_ok = constant(4).is_some_and(|t| t.to_i64_vec().iter().all(|s| (1..=52).contains(s)));
+        let rmult_ok = match node.input(6).filter(|n| !n.is_empty()) {
+            None => true,
+            Some(_) => constant(6).is_some_and(|t| t.to_i64_vec().iter().all(|v| v.unsigned_abs() <= 1 << 52)),
+        };
+        shifts_ok && rmult_ok
+    }
+
     /// Global and local sizes for `qconv` over `tiles` pixel tiles and `z` channel-block
     /// (times image) indices: all of z in one work-group where that leaves enough groups
     /// (the work-items of a group then share one input tile), else z split; tiles padded
@@ -727,15 +747,24 @@ impl Planner<'_> {
                 key("shift"),
                 words_le(&crate::pack::i32_values(get(4)?), |v: i32| v.to_le_bytes().to_vec()),
             );
-            if let Some((_, rmult, _)) = &residual {
+            let shifts = crate::pack::i32_values(get(4)?);
+            let mut rmults = vec![0i64; shifts.len()];
+            let mut res_zp = 0i64;
+            if let Some((_, rmult, zp)) = &residual {
                 let t = g.initializers.get(rmult).ok_or_else(|| {
                     OpenClError::Unsupported(format!("{}: residual multiplier is not constant", node.name))
                 })?;
-                consts.insert(
-                    key("rmult"),
-                    words_le(&t.to_i64_vec(), |v: i64| v.to_le_bytes().to_vec()),
-                );
+                rmults = t.to_i64_vec();
+                res_zp = i64::from(*zp);
+                consts.insert(key("rmult"), words_le(&rmults, |v: i64| v.to_le_bytes().to_vec()));
             }
+            // zp_out * 2^shift + 2^(shift-1) - zp_r * rmult (see kernels/qconv.cl)
+            let add: Vec<i64> = shifts
+                .iter()
+                .zip(rmults.iter().chain(std::iter::repeat(&0)))
+                .map(|(&s, &rm)| (i64::from(out.zero_point) << s) + (1i64 << (s - 1)) - res_zp * rm)
+                .collect();
+            consts.insert(key("radd"), words_le(&add, |v: i64| v.to_le_bytes().to_vec()));
             for gi in 0..group {
                 let wg = &w[gi * per_group..(gi + 1) * per_group];
                 let p = if folded {
@@ -777,9 +806,9 @@ impl Planner<'_> {
                 );
             }
         }
-        let (res_arg, rmult_arg, res_zp, has_res) = match &residual {
-            Some((r, _, zp)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), *zp, 1),
-            None => (Arg::Dummy, Arg::Dummy, 0, 0),
+        let (res_arg, rmult_arg, has_res) = match &residual {
+            Some((r, _, _)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), 1),
+            None => (Arg::Dummy, Arg::Dummy, 0),
         };
         if og.h * og.w + 16 > QCONV_MAX_PIXELS {
             return Err(OpenClError::Unsupported(format!(
@@ -881,6 +910,7 @@ impl Planner<'_> {
                 Arg::Const(key(&format!("b{gi}"))),
                 Arg::Const(key("mult")),
                 Arg::Const(key("shift")),
+                Arg::Const(key("radd")),
                 res_arg.clone(),
                 rmult_arg.clone(),
                 Arg::Slot(slot),
@@ -903,10 +933,8 @@ impl Planner<'_> {
                 int(geo.pads[0]),
                 int(g.pl),
                 Arg::U32(pad_word),
-                Arg::I32(out.zero_point),
                 Arg::I32(out.clamp[0]),
                 Arg::I32(out.clamp[1]),
-                Arg::I32(res_zp),
                 Arg::I32(has_res),
                 int(in_words),
                 Arg::I32(i32::from(phased)),

@@ -436,3 +436,32 @@ fn folded_and_phase_split_inputs_match_reference() {
         check(g, feeds);
     }
 }
+
+/// Requantization shifts past the device kernel's exact range (53..=62) run the node on the
+/// host instead: still bit-exact, and no `qconv` launch for it.
+#[test]
+fn large_requantization_shifts_fall_back_to_the_host() {
+    let c = ConvCase {
+        n: 1,
+        c: 8,
+        h: 6,
+        w: 5,
+        m: 12,
+        k: 3,
+        stride: 1,
+        dilation: 1,
+        pads: [1, 1, 1, 1],
+        group: 1,
+        a: true,
+        b: false,
+        seed: 9,
+    };
+    let (mut g, feeds) = conv_graph(&c);
+    g.initializers.insert("conv.shift".into(), i32_tensor(vec![56; c.m]));
+    // multipliers just over 2^30 with a shift of 56: a scale of about 2^-26
+    g.initializers
+        .insert("conv.mult".into(), i32_tensor(vec![(1 << 30) + 12345; c.m]));
+    let ran = kernels_run(&g, &feeds);
+    assert!(!ran.contains(&"qconv"), "ran {ran:?}");
+    check(g, feeds);
+}

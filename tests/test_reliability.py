@@ -29,14 +29,14 @@ INFER = "/inference.GRPCInferenceService/ModelInfer"
 class LoggedServer:
     """`weft serve` (the embedded model) with its log in a file, so a busy log never blocks it."""
 
-    def __init__(self, binary, tmp, *args):
+    def __init__(self, binary, tmp, *args, env=None):
         self.grpc_port, self.http_port = free_port(), free_port()
         self.url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = tmp / f"serve-{self.grpc_port}.log"
         self.log = open(self.log_path, "w")
         cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(self.grpc_port),
                "--http-port", str(self.http_port), "--api-key", KEY, *map(str, args)]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log_path.read_text()
@@ -48,13 +48,14 @@ class LoggedServer:
     def rss_kib(self):
         return load.rss_kib(self.proc.pid)
 
-    def stop(self):
+    def stop(self, panics_injected=False):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=60)
         self.log.close()
         text = self.log_path.read_text()
-        assert "panicked" not in text, text[-2000:]
+        if not panics_injected:
+            assert "panicked" not in text, text[-2000:]
         return code, text
 
 
@@ -243,3 +244,71 @@ def test_tls_with_a_generated_ca_and_a_client_that_refuses_another(weft, tmp_pat
     finally:
         code, _ = s.stop()
     assert code == 0
+
+
+def infer_status(url, timeout=30):
+    """One zero image through tritonclient: the status name ("OK", "UNAVAILABLE", ...)."""
+    c = tc.InferenceServerClient(url)
+    x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    try:
+        c.infer("fashion", [x], headers=H, client_timeout=timeout)
+        return "OK"
+    except InferenceServerException as e:
+        return str(e.status()).removeprefix("StatusCode.")
+
+
+def metric(port, name):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_device_faults_fail_only_their_batches_and_the_model_recovers(weft, tmp_path):
+    """Injected device faults (the WEFT_INJECT_FAULTS test hook): the failed batch's request
+    gets UNAVAILABLE (a device error) or INTERNAL (a panic in the device call), the device is
+    reopened, readiness comes back and every other request, before and after, succeeds."""
+    s = LoggedServer(weft, tmp_path, "--max-batch", "1", env={"WEFT_INJECT_FAULTS": "fail@3,panic@6"})
+    try:
+        statuses = [infer_status(s.url) for _ in range(10)]
+        assert statuses == ["OK", "OK", "UNAVAILABLE", "OK", "OK", "INTERNAL", "OK", "OK", "OK", "OK"], statuses
+        assert load_ready(s.http_port)
+        assert metric(s.http_port, 'weft_device_failures_total{model="fashion"}') == 2
+        r = load.run(s.url, "fashion", 200, 8, s.proc.pid, H, [1, 1, 28, 28])
+        assert r["statuses"] == {"OK": 200}, r
+    finally:
+        code, log = s.stop(panics_injected=True)
+    assert code == 0
+    assert "device reopened, serving again" in log
+
+
+def test_a_device_that_keeps_failing_stops_the_server_for_a_restart(weft, tmp_path):
+    """Every batch from the second on fails: after the failures allowed in a row, readiness
+    is off and the server exits with status 1 (an orchestrator restarts it)."""
+    s = LoggedServer(weft, tmp_path, "--max-batch", "1", env={"WEFT_INJECT_FAULTS": "fail@2-1000"})
+    statuses = [infer_status(s.url) for _ in range(6)]
+    assert statuses[0] == "OK" and all(x == "UNAVAILABLE" for x in statuses[1:]), statuses
+    code = s.proc.wait(timeout=60)
+    code, log = s.stop()
+    assert code == 1, log[-2000:]
+    assert "failed batches in a row" in log
+    assert not load_ready(s.http_port)
+
+
+def test_a_hung_device_answers_unavailable_and_exits_for_a_restart(weft, tmp_path):
+    """A batch that never finishes (hang@2, longer than --device-timeout 1): its request gets
+    UNAVAILABLE within seconds, not at the client's deadline, and the server exits with 1."""
+    s = LoggedServer(weft, tmp_path, "--device-timeout", "1", env={"WEFT_INJECT_FAULTS": "hang@2:600000"})
+    assert infer_status(s.url) == "OK"
+    t0 = time.time()
+    assert infer_status(s.url, timeout=60) == "UNAVAILABLE"
+    waited = time.time() - t0
+    code = s.proc.wait(timeout=60)
+    code, log = s.stop()
+    print(f"hung device: request answered UNAVAILABLE after {waited:.1f} s; server exited {code}")
+    assert waited < 30
+    assert code == 1, log[-2000:]
+    assert "not responding" in log

@@ -72,6 +72,18 @@ pub struct ServeArgs {
     /// No per-request log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Seconds one batch may run on the device; past it the device counts as hung: waiting
+    /// requests get UNAVAILABLE, readiness turns off and the server exits with status 1 for
+    /// the orchestrator to restart it.
+    #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
+    pub device_timeout: f64,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Package> {
@@ -145,6 +157,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         collect: args.collect_dir.clone().zip(args.collect_rate),
         max_image_pixels: args.max_image_pixels,
         log_requests: !args.quiet,
+        device_timeout: Duration::from_secs_f64(args.device_timeout),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

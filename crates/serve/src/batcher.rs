@@ -76,10 +76,30 @@ pub struct BatchPolicy {
     pub queue_depth: usize,
 }
 
+/// Opens a fresh engine for a model (after a device failure), warmed up.
+pub type Rebuild = Box<dyn FnMut() -> Result<Engine, String> + Send>;
+
+/// How a worker copes with device failures.
+pub struct Health {
+    /// Opens a replacement engine after a failed batch.
+    pub rebuild: Rebuild,
+    /// Injected faults (the `WEFT_INJECT_FAULTS` test hook).
+    pub faults: crate::fault::FaultPlan,
+    /// Failed batches in a row, each followed by a rebuilt engine, before the worker gives
+    /// up and reports the device as failed.
+    pub max_failures: u32,
+    /// Set (with the reason) when the device is beyond recovery: the server stops.
+    pub fatal: tokio::sync::watch::Sender<Option<String>>,
+}
+
 /// The handle requests use to reach a model's worker.
 pub struct Worker {
     tx: SyncSender<Job>,
     pub ready: Arc<AtomicBool>,
+    /// When the batch now on the device started (milliseconds since `epoch`, plus one; 0
+    /// when idle), for the server's device watchdog.
+    pub busy_since: Arc<std::sync::atomic::AtomicU64>,
+    pub epoch: Instant,
     pub description: String,
     /// Batches executed.
     pub executions: Arc<std::sync::atomic::AtomicU64>,
@@ -95,6 +115,7 @@ impl Worker {
         mut engine: Engine,
         policy: BatchPolicy,
         metrics: Arc<Metrics>,
+        mut health: Health,
     ) -> Worker {
         let (tx, rx) = sync_channel::<Job>(policy.queue_depth.max(1));
         let ready = Arc::new(AtomicBool::new(true));
@@ -105,18 +126,23 @@ impl Worker {
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let waiting = pending.clone();
         let input_name = package.graph.inputs.first().map(|i| i.name.clone()).unwrap_or_default();
+        let busy_since = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let epoch = Instant::now();
+        let busy = busy_since.clone();
         let spawn = std::thread::Builder::new().name(format!("weft-{name}")).spawn(move || {
-            run_worker(
-                &name,
-                &input_name,
-                &mut engine,
-                &rx,
-                policy,
-                &metrics,
-                &flag,
-                &exec_count,
-                &waiting,
-            );
+            let mut w = WorkerState {
+                name: &name,
+                input_name: &input_name,
+                metrics: &metrics,
+                ready: &flag,
+                executions: &exec_count,
+                busy: &busy,
+                epoch,
+                health: &mut health,
+                batches: 0,
+                failures: 0,
+            };
+            run_worker(&mut w, &mut engine, &rx, policy, &waiting);
         });
         if spawn.is_err() {
             ready.store(false, Ordering::SeqCst);
@@ -124,9 +150,19 @@ impl Worker {
         Worker {
             tx,
             ready,
+            busy_since,
+            epoch,
             description,
             executions,
             pending,
+        }
+    }
+
+    /// How long the batch now on the device has been running, if one is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        match self.busy_since.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(t - 1))),
         }
     }
 
@@ -142,16 +178,27 @@ impl Worker {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A worker thread's view of its model.
+struct WorkerState<'a> {
+    name: &'a str,
+    input_name: &'a str,
+    metrics: &'a Metrics,
+    ready: &'a AtomicBool,
+    executions: &'a std::sync::atomic::AtomicU64,
+    busy: &'a std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    health: &'a mut Health,
+    /// Batches run so far (the fault hook's count).
+    batches: u64,
+    /// Failed batches in a row.
+    failures: u32,
+}
+
 fn run_worker(
-    name: &str,
-    input_name: &str,
+    w: &mut WorkerState<'_>,
     engine: &mut Engine,
     rx: &Receiver<Job>,
     policy: BatchPolicy,
-    metrics: &Metrics,
-    ready: &AtomicBool,
-    executions: &std::sync::atomic::AtomicU64,
     pending: &std::sync::atomic::AtomicUsize,
 ) {
     while let Ok(first) = rx.recv() {
@@ -197,22 +244,66 @@ fn run_worker(
                 later.push(j);
             }
         }
-        run_batch(name, input_name, engine, now_jobs, metrics, ready, executions);
+        let mut healthy = run_batch(w, engine, now_jobs);
         for j in later {
-            run_batch(name, input_name, engine, vec![j], metrics, ready, executions);
+            if healthy {
+                healthy = run_batch(w, engine, vec![j]);
+            } else {
+                let _ = j
+                    .reply
+                    .send(Err(ServeError::Unavailable("the device failed; retry later".into())));
+            }
+        }
+        if !healthy {
+            // answer what is queued: nothing more will run
+            while let Ok(j) = rx.try_recv() {
+                let _ = j
+                    .reply
+                    .send(Err(ServeError::Unavailable("the device failed; retry later".into())));
+            }
+            return;
         }
     }
 }
 
-fn run_batch(
-    name: &str,
-    input_name: &str,
-    engine: &mut Engine,
-    jobs: Vec<Job>,
-    metrics: &Metrics,
-    ready: &AtomicBool,
-    executions: &std::sync::atomic::AtomicU64,
-) {
+/// After a failed batch: the model is not ready until a fresh engine is open (up to three
+/// tries). Returns false when the device is beyond recovery (too many failed batches in a
+/// row, or no engine opens), after reporting it as fatal.
+fn recover(w: &mut WorkerState<'_>, engine: &mut Engine, reason: &str) -> bool {
+    w.ready.store(false, Ordering::SeqCst);
+    w.failures += 1;
+    w.metrics.device_failure(w.name);
+    eprintln!("model {}: device failure ({} in a row): {reason}", w.name, w.failures);
+    let give_up = |w: &mut WorkerState<'_>, why: String| {
+        eprintln!("model {}: {why}; the server stops so that it can be restarted", w.name);
+        w.health.fatal.send_replace(Some(format!("model {}: {why}", w.name)));
+        false
+    };
+    if w.failures > w.health.max_failures {
+        return give_up(w, format!("{} failed batches in a row", w.failures));
+    }
+    let mut last = String::new();
+    for attempt in 1..=3u32 {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut w.health.rebuild)) {
+            Ok(Ok(fresh)) => {
+                *engine = fresh;
+                w.ready.store(true, Ordering::SeqCst);
+                eprintln!("model {}: device reopened, serving again", w.name);
+                return true;
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "reopening the device panicked".into(),
+        }
+        eprintln!("model {}: reopening the device (try {attempt} of 3): {last}", w.name);
+        std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+    }
+    give_up(w, format!("the device did not reopen: {last}"))
+}
+
+/// Runs one batch and answers its jobs. Returns false when the device failed beyond
+/// recovery.
+fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bool {
+    let (name, input_name, metrics, ready, executions) = (w.name, w.input_name, w.metrics, w.ready, w.executions);
     let start = Instant::now();
     let (live, expired): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
@@ -221,7 +312,7 @@ fn run_batch(
         let _ = j.reply.send(Err(ServeError::DeadlineExceeded));
     }
     if live.is_empty() {
-        return;
+        return true;
     }
     let counts: Vec<usize> = live
         .iter()
@@ -233,15 +324,40 @@ fn run_batch(
             for j in live {
                 let _ = j.reply.send(Err(ServeError::Internal(e.clone())));
             }
-            return;
+            return true;
         }
     };
     let rows = input.shape().first().copied().unwrap_or(1);
     let feeds = HashMap::from([(input_name.to_string(), input)]);
-    let result = engine.run(&feeds);
+    w.batches += 1;
+    let fault = w.health.faults.at(w.batches).cloned();
+    w.busy.store(w.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
+    // A panic in the device call (a driver bug) fails this batch, not the server.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match fault {
+            Some(crate::fault::Fault::Fail) => return Err("injected device fault".to_string()),
+            Some(crate::fault::Fault::Panic) => panic!("injected device panic"),
+            Some(crate::fault::Fault::Hang(d)) => std::thread::sleep(d),
+            None => {}
+        }
+        engine.run(&feeds)
+    }));
+    w.busy.store(0, Ordering::SeqCst);
     let compute = start.elapsed();
+    let result = match result {
+        Ok(r) => r.map_err(|e| (e, false)),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err((format!("the device call panicked: {what}"), true))
+        }
+    };
     match result {
         Ok(outputs) => {
+            w.failures = 0;
             ready.store(true, Ordering::SeqCst);
             executions.fetch_add(1, Ordering::Relaxed);
             metrics.batch(name, rows, compute);
@@ -265,13 +381,21 @@ fn run_batch(
                 );
             }
         }
-        Err(e) => {
+        Err((e, panicked)) => {
             eprintln!("model {name}: device failure on a batch of {rows}: {e}");
             for j in live {
-                let _ = j.reply.send(Err(ServeError::Internal(format!("device failure: {e}"))));
+                // a device error is worth a retry (UNAVAILABLE); a panic is a bug (INTERNAL)
+                let err = if panicked {
+                    ServeError::Internal(format!("device failure: {e}"))
+                } else {
+                    ServeError::Unavailable("the device failed on this batch; retry".into())
+                };
+                let _ = j.reply.send(Err(err));
             }
+            return recover(w, engine, &e);
         }
     }
+    true
 }
 
 /// Concatenates f32 tensors along the first axis.

@@ -22,6 +22,9 @@ pub enum ServeError {
     Internal(String),
     #[error("serving setup: {0}")]
     Setup(String),
+    /// The device failed beyond recovery; the server stopped.
+    #[error("device failed: {0}")]
+    DeviceFailed(String),
 }
 
 impl ServeError {
@@ -32,7 +35,7 @@ impl ServeError {
             ServeError::Unauthenticated => Code::Unauthenticated,
             ServeError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServeError::DeadlineExceeded => Code::DeadlineExceeded,
-            ServeError::Unavailable(_) => Code::Unavailable,
+            ServeError::Unavailable(_) | ServeError::DeviceFailed(_) => Code::Unavailable,
             ServeError::Internal(_) | ServeError::Setup(_) => Code::Internal,
         }
     }

@@ -12,6 +12,7 @@ mod batcher;
 mod collect;
 mod convert;
 mod error;
+pub mod fault;
 mod http;
 mod kserve;
 mod metrics;

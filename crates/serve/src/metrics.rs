@@ -55,6 +55,7 @@ struct Inner {
     compute: BTreeMap<String, Histogram>,
     total: BTreeMap<String, Histogram>,
     batch: BTreeMap<String, Histogram>,
+    device_failures: BTreeMap<String, u64>,
 }
 
 /// The server's metrics.
@@ -101,6 +102,11 @@ impl Metrics {
             .entry(model.to_string())
             .or_default()
             .observe(LATENCY_BUCKETS, d.as_secs_f64());
+    }
+
+    /// A batch the device failed.
+    pub fn device_failure(&self, model: &str) {
+        *self.lock().device_failures.entry(model.to_string()).or_default() += 1;
     }
 
     pub fn batch(&self, model: &str, size: usize, compute: Duration) {
@@ -161,6 +167,14 @@ impl Metrics {
             for (model, h) in map {
                 h.render(&mut out, name, &format!("model=\"{model}\""), buckets);
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP weft_device_failures_total Batches the device failed (each answered with errors and followed by reopening the device)."
+        );
+        let _ = writeln!(out, "# TYPE weft_device_failures_total counter");
+        for (model, n) in &m.device_failures {
+            let _ = writeln!(out, "weft_device_failures_total{{model=\"{model}\"}} {n}");
         }
         let _ = writeln!(out, "# HELP weft_in_flight_requests Requests being handled.");
         let _ = writeln!(out, "# TYPE weft_in_flight_requests gauge");

@@ -42,6 +42,9 @@ pub struct ServeConfig {
     pub max_image_pixels: u64,
     /// Log one JSON line per request.
     pub log_requests: bool,
+    /// A batch running longer than this means the device hangs: the server reports it,
+    /// answers what is waiting with UNAVAILABLE and stops (for the orchestrator to restart).
+    pub device_timeout: Duration,
 }
 
 /// One served model.
@@ -71,6 +74,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub collector: Option<Collector>,
     pub ready: AtomicBool,
+    /// Set with the reason when a device failed beyond recovery.
+    pub fatal: tokio::sync::watch::Receiver<Option<String>>,
     pub policy: BatchPolicy,
     pub log_requests: bool,
     /// Largest request accepted (`--max-message-bytes`); larger ones get RESOURCE_EXHAUSTED.
@@ -205,8 +210,10 @@ impl AppState {
         deadline: Option<Instant>,
         request_id: &str,
     ) -> Result<JobResult, ServeError> {
-        if !self.ready.load(Ordering::SeqCst) || !model.worker.ready.load(Ordering::SeqCst) {
-            return Err(ServeError::Unavailable("the model is not ready".into()));
+        // A model reopening its device after a failure reports not ready (probes route
+        // traffic elsewhere) but still queues what arrives: it runs once the device is back.
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(ServeError::Unavailable("the server is not ready".into()));
         }
         if deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(ServeError::DeadlineExceeded);
@@ -228,9 +235,13 @@ impl AppState {
             enqueued: Instant::now(),
             reply,
         })?;
-        let result = rx
-            .await
-            .map_err(|_| ServeError::Unavailable("the model stopped".into()))??;
+        let mut fatal = self.fatal.clone();
+        let result = tokio::select! {
+            r = rx => r.map_err(|_| ServeError::Unavailable("the model stopped".into()))??,
+            _ = fatal.wait_for(Option::is_some) => {
+                return Err(ServeError::Unavailable("the device failed; the server is restarting".into()));
+            }
+        };
         if let (Some(c), Some(input)) = (&self.collector, keep) {
             c.maybe_collect(&model.name, request_id, &input, &result.outputs);
         }
@@ -293,6 +304,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
+    let faults = crate::fault::FaultPlan::from_env().map_err(ServeError::Setup)?;
+    if !faults.is_empty() {
+        eprintln!(
+            "weft serve: injecting device faults ({}): a test run",
+            crate::fault::ENV
+        );
+    }
+    let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
     let policy = BatchPolicy {
         max_batch: config.max_batch.max(1),
         max_delay: config.max_queue_delay,
@@ -317,6 +336,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         collector: config.collect.clone().map(|(d, r)| Collector::new(d, r)),
         ready: AtomicBool::new(false),
+        fatal: fatal_rx.clone(),
         policy,
         log_requests: false,
         max_message_bytes: config.max_message_bytes,
@@ -332,18 +352,27 @@ pub async fn serve(
     for (name, package) in &config.models {
         let spec = InputSpec::new(package, config.max_image_pixels, policy.max_batch)?;
         let (package2, device, portable) = (package.clone(), config.device.clone(), config.portable_kernels);
-        let engine = tokio::task::spawn_blocking(move || {
+        // Opens the engine and runs batch 1 and the largest batch once, so that no request
+        // pays for planning or for the device's first-launch kernel compilation. Also how a
+        // worker reopens its device after a failure.
+        let open = move || -> Result<Engine, ServeError> {
             let mut e = engine_for(&package2, &device, portable)?;
-            // Run batch 1 and the largest batch once so that no request pays for planning
-            // or for the device's first-launch kernel compilation.
             for batch in [1, policy.max_batch] {
                 e.warm_up(&package2, batch).map_err(ServeError::Setup)?;
             }
-            Ok::<_, ServeError>(e)
-        })
-        .await
-        .map_err(|e| ServeError::Setup(e.to_string()))??;
-        let worker = Worker::start(name.clone(), package.clone(), engine, policy, metrics.clone());
+            Ok(e)
+        };
+        let first = open.clone();
+        let engine = tokio::task::spawn_blocking(first)
+            .await
+            .map_err(|e| ServeError::Setup(e.to_string()))??;
+        let health = crate::batcher::Health {
+            rebuild: Box::new(move || open().map_err(|e| e.to_string())),
+            faults: faults.clone(),
+            max_failures: 3,
+            fatal: fatal_tx.clone(),
+        };
+        let worker = Worker::start(name.clone(), package.clone(), engine, policy, metrics.clone(), health);
         eprintln!(
             "weft serve: model '{name}' ({}) on {}",
             package.precision, worker.description
@@ -362,6 +391,7 @@ pub async fn serve(
         metrics,
         collector: config.collect.clone().map(|(d, r)| Collector::new(d, r)),
         ready: AtomicBool::new(true),
+        fatal: fatal_rx.clone(),
         policy,
         log_requests: config.log_requests,
         max_message_bytes: config.max_message_bytes,
@@ -417,11 +447,37 @@ pub async fn serve(
         }
         conn
     });
+    // The device watchdog: a batch past the device timeout means the device hangs.
+    let watched = state.clone();
+    let timeout = config.device_timeout;
+    let watchdog_fatal = fatal_tx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            for m in &watched.models {
+                if m.worker.busy_for().is_some_and(|d| d > timeout) {
+                    m.worker.ready.store(false, Ordering::SeqCst);
+                    let why = format!(
+                        "model {}: a batch has run for more than {:.1} s (--device-timeout); the device is not responding",
+                        m.name,
+                        timeout.as_secs_f64()
+                    );
+                    eprintln!("weft serve: {why}; the server stops so that it can be restarted");
+                    watchdog_fatal.send_replace(Some(why));
+                    return;
+                }
+            }
+        }
+    });
     let ready_flag = state.clone();
+    let mut fatal = fatal_rx.clone();
     let stop = async move {
-        shutdown.await;
+        tokio::select! {
+            _ = shutdown => eprintln!("weft serve: shutting down, finishing in-flight requests"),
+            _ = fatal.wait_for(Option::is_some) => eprintln!("weft serve: device failed, shutting down"),
+        }
         ready_flag.ready.store(false, Ordering::SeqCst);
-        eprintln!("weft serve: shutting down, finishing in-flight requests");
     };
     builder
         .add_service(health_service)
@@ -432,5 +488,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, stop)
         .await
         .map_err(|e| ServeError::Setup(e.to_string()))?;
-    Ok(())
+    let failed = fatal_rx.borrow().clone();
+    match failed {
+        Some(why) => Err(ServeError::DeviceFailed(why)),
+        None => Ok(()),
+    }
 }

@@ -164,18 +164,39 @@ __kernel void qphase(__global const uint* restrict x, __global uint* restrict ou
 // network's first layer): out[n][kx][y][ox] = in[n][0][y][ox * SX + kx * DX - PL] (NC4HW4
 // words), pad_word outside the input. The layer then runs as a KH x 1 convolution at
 // horizontal stride 1 over KW channel blocks, so each kernel row is KW blocks of consecutive
-// words instead of KW separate positions of one block. One work-item per output row.
+// words instead of KW separate positions of one block. One work-item per 16 output words of
+// a row (one or two vector loads at strides 1 and 2).
 __kernel void qfold(__global const uint* restrict x, __global uint* restrict out,
-                    int H, int W, int OW, int KW, int SX, int DX, int PL, uint pad_word)
+                    int H, int W, int OW, int KW, int SX, int DX, int PL, uint pad_word, int in_words)
 {
-    const int y = get_global_id(0);
-    const int kx = get_global_id(1);
-    const int n = get_global_id(2);
-    __global const uint* r = x + ((size_t)n * H + y) * W;
-    __global uint* o = out + (((size_t)n * KW + kx) * H + y) * OW;
-    const int x0 = kx * DX - PL;
-    for (int ox = 0; ox < OW; ox++) {
-        const int ix = ox * SX + x0;
-        o[ox] = (ix >= 0 && ix < W) ? r[ix] : pad_word;
+    const int ox0 = get_global_id(0) * 16;
+    const int y = get_global_id(1);
+    const int z = get_global_id(2);      // n * KW + kx
+    const int n = z / KW;
+    const int kx = z - n * KW;
+    const long row = ((long)n * H + y) * W;
+    __global uint* o = out + ((size_t)z * H + y) * OW + ox0;
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 col = (ox0 + lane) * SX + kx * DX - PL;
+    const long first = row + col.s0;
+    uint16 v;
+    if (SX <= 2 && first >= 0 && first + 16 * SX <= (long)in_words) {
+        __global const uint* p = x + first;
+        v = SX == 1 ? vload16(0, p) : (uint16)(vload16(0, p).even, vload16(1, p).even);
+    } else {
+        uint t[16];
+        for (int i = 0; i < 16; i++) {
+            const int c = (ox0 + i) * SX + kx * DX - PL;
+            t[i] = (c >= 0 && c < W) ? x[row + c] : pad_word;
+        }
+        v = vload16(0, t);
+    }
+    v = select((uint16)(pad_word), v, (col >= 0) & (col < W));
+    if (ox0 + 16 <= OW) {
+        vstore16(v, 0, o);
+    } else {
+        uint t[16];
+        vstore16(v, 0, t);
+        for (int i = 0; i < OW - ox0; i++) o[i] = t[i];
     }
 }

@@ -43,6 +43,60 @@ __kernel void qpool(__global const uchar* restrict x, __global uchar* restrict o
     vstore4(result, ((size_t)z * OH + oy) * OW + ox, out);
 }
 
+// Max pooling, 16 output pixels of a row per work-item: for each window cell, the 16 input
+// words (every SX-th: one or two vector loads, or a gather past stride 2) go through one
+// byte-wise max; cells outside the input count as 0, which never wins over a real u8 (the
+// same result as skipping them). A tail shorter than 16 stores only its pixels.
+__kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict out,
+                       int H, int W, int OH, int OW, int KH, int KW, int SY, int SX, int DY, int DX,
+                       int PT, int PL, int in_words)
+{
+    const int ox0 = get_global_id(0) * 16;
+    const int oy = get_global_id(1);
+    const int z = get_global_id(2);     // n * CB + cb
+    const long plane = (long)z * H * W;
+    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 col0 = (ox0 + lane) * SX - PL;
+    // byte-wise max of 16 words, as four uchar16 (OpenCL vectors stop at 16 elements)
+    uchar16 b0 = (uchar16)(0), b1 = (uchar16)(0), b2 = (uchar16)(0), b3 = (uchar16)(0);
+    for (int ky = 0; ky < KH; ky++) {
+        const int iy = oy * SY - PT + ky * DY;
+        if (iy < 0 || iy >= H) continue;
+        const long row = plane + (long)iy * W;
+        for (int kx = 0; kx < KW; kx++) {
+            const int16 col = col0 + kx * DX;
+            const int16 valid = (col >= 0) & (col < W);
+            const long first = row + col.s0;
+            uint16 v;
+            if (SX <= 2 && first >= 0 && first + 16 * SX <= (long)in_words) {
+                __global const uint* p = x + first;
+                v = SX == 1 ? vload16(0, p) : (uint16)(vload16(0, p).even, vload16(1, p).even);
+            } else {
+                uint t[16];
+                for (int i = 0; i < 16; i++) {
+                    const int c = (ox0 + i) * SX - PL + kx * DX;
+                    t[i] = (c >= 0 && c < W) ? x[row + c] : 0u;
+                }
+                v = vload16(0, t);
+            }
+            v = select((uint16)(0), v, valid);
+            b0 = max(b0, as_uchar16(v.s0123));
+            b1 = max(b1, as_uchar16(v.s4567));
+            b2 = max(b2, as_uchar16(v.s89ab));
+            b3 = max(b3, as_uchar16(v.scdef));
+        }
+    }
+    __global uint* o = out + ((size_t)z * OH + oy) * OW + ox0;
+    const uint16 words = (uint16)(as_uint4(b0), as_uint4(b1), as_uint4(b2), as_uint4(b3));
+    if (ox0 + 16 <= OW) {
+        vstore16(words, 0, o);
+    } else {
+        uint t[16];
+        vstore16(words, 0, t);
+        for (int i = 0; i < OW - ox0; i++) o[i] = t[i];
+    }
+}
+
 // Mean over H and W, requantized: clamp(zp_out + rshift_round(sum(x - zp_x) * mult, shift)).
 // Output NC4HW4 with H = W = 1. One work-item per channel block (4 channels).
 __kernel void qmean(__global const uchar* restrict x, __global uchar* restrict out,

@@ -59,6 +59,8 @@ pub enum KernelKind {
     QPhase,
     /// Kernel-width fold of a convolution's input with at most 4 channels.
     QFold,
+    /// Max pooling, 16 pixels per work-item.
+    QMaxPool,
     /// Float kernels; `true` is the f16-storage variant.
     FConv(bool),
     FAdd(bool),
@@ -78,6 +80,7 @@ impl KernelKind {
             KernelKind::QMean => "qmean",
             KernelKind::QPhase => "qphase",
             KernelKind::QFold => "qfold",
+            KernelKind::QMaxPool => "qmaxpool",
             KernelKind::FConv(false) => "fconv_f32",
             KernelKind::FConv(true) => "fconv_f16",
             KernelKind::FAdd(false) => "fadd_f32",
@@ -103,6 +106,7 @@ impl KernelKind {
                 KernelKind::QMean,
                 KernelKind::QPhase,
                 KernelKind::QFold,
+                KernelKind::QMaxPool,
             ],
             Some(h) => vec![
                 KernelKind::FConv(h),
@@ -431,7 +435,7 @@ impl Planner<'_> {
                     &node.name,
                     KernelKind::Quantize,
                     args,
-                    [geom.w, geom.h, geom.n * geom.cb() * 4],
+                    [geom.w.div_ceil(16), geom.h, geom.n * geom.cb()],
                     0,
                     out_shape,
                 );
@@ -851,8 +855,9 @@ impl Planner<'_> {
                     int(geo.dilations[1]),
                     int(geo.pads[1]),
                     Arg::U32(pad_word),
+                    int(self.slot_sizes[x_slot] / 4),
                 ],
-                [xg.h, geo.kw, xg.n],
+                [og.w.div_ceil(16), xg.h, xg.n * geo.kw],
                 0,
                 vec![xg.n, 4 * geo.kw, xg.h, og.w],
             );
@@ -974,6 +979,37 @@ impl Planner<'_> {
             w: wx.out,
         };
         let slot = self.alloc(og.bytes());
+        let out = node.outputs[0].clone();
+        if avg_zp.is_none() {
+            let x_slot = self.slot_of(&x);
+            let args = vec![
+                Arg::Slot(x_slot),
+                Arg::Slot(slot),
+                int(xg.h),
+                int(xg.w),
+                int(og.h),
+                int(og.w),
+                int(pool.kernel_shape[0]),
+                int(pool.kernel_shape[1]),
+                int(pool.strides[0]),
+                int(pool.strides[1]),
+                int(pool.dilations[0]),
+                int(pool.dilations[1]),
+                int(wy.pad_begin),
+                int(wx.pad_begin),
+                int(self.slot_sizes[x_slot] / 4),
+            ];
+            self.bind(&out, Loc::U8 { slot, geom: og });
+            self.launch(
+                &node.name,
+                KernelKind::QMaxPool,
+                args,
+                [og.w.div_ceil(16), og.h, og.n * og.cb()],
+                0,
+                vec![og.n, og.c, og.h, og.w],
+            );
+            return Ok(());
+        }
         let mut args = vec![
             Arg::Slot(self.slot_of(&x)),
             Arg::Slot(slot),
@@ -983,7 +1019,6 @@ impl Planner<'_> {
         ];
         args.extend(pool_window_args(pool, &wy, &wx, avg_zp.is_some()));
         args.push(Arg::I32(avg_zp.unwrap_or(0)));
-        let out = node.outputs[0].clone();
         self.bind(&out, Loc::U8 { slot, geom: og });
         self.launch(
             &node.name,

@@ -465,3 +465,34 @@ fn large_requantization_shifts_fall_back_to_the_host() {
     assert!(!ran.contains(&"qconv"), "ran {ran:?}");
     check(g, feeds);
 }
+
+/// The input edge on special values: NaN (to the zero point), infinities and huge values
+/// (saturated), halfway cases (to even), over a width with whole 16-pixel runs and a tail.
+#[test]
+fn quantize_special_values_match_reference() {
+    let mut b = Builder::new(11);
+    let shape = [2, 5, 3, 37];
+    let x = b.input("x", &shape, 100);
+    b.output(&x, 100);
+    let n: usize = shape.iter().product();
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        0.01,
+        -0.01,
+        0.03,
+        2.55,
+        -2.57,
+    ];
+    let mut v = b.rng.normals(n, 3.0);
+    for (i, x) in v.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            *x = specials[(i / 3) % specials.len()];
+        }
+    }
+    let feeds = HashMap::from([("x".to_string(), Tensor::from_f32(&shape, v).unwrap())]);
+    check(b.g, feeds);
+}

@@ -125,3 +125,23 @@ static inline uchar weft_requant(long v, int shift, int zp, int lo, int hi) {
 
 // Index of byte (n, c, y, x) in an NC4HW4 u8 tensor with CB channel blocks.
 #define NC4HW4(n, c, y, x, CB, H, W) (((((n) * (CB) + ((c) >> 2)) * (H) + (y)) * (W) + (x)) * 4 + ((c) & 3))
+
+// The 16 words x[row + col[i]] of one row, where col[i] = col.s0 + i * SX: one vector load
+// (SX 1) or two and their even lanes (SX 2) when they lie inside the buffer's in_words,
+// else gathered; columns outside 0..W-1 read `fill`.
+static inline uint16 row_words16(__global const uint* x, long row, int16 col, int W, int SX, int in_words,
+                                 uint fill)
+{
+    const long first = row + col.s0;
+    uint16 v;
+    if (SX <= 2 && first >= 0 && first + 16 * SX <= (long)in_words) {
+        __global const uint* p = x + first;
+        v = SX == 1 ? vload16(0, p) : (uint16)(vload16(0, p).even, vload16(1, p).even);
+    } else {
+        uint t[16], c[16];
+        vstore16(as_uint16(col), 0, c);
+        for (int i = 0; i < 16; i++) t[i] = ((int)c[i] >= 0 && (int)c[i] < W) ? x[row + (int)c[i]] : fill;
+        v = vload16(0, t);
+    }
+    return select((uint16)(fill), v, (col >= 0) & (col < W));
+}

@@ -177,21 +177,7 @@ __kernel void qfold(__global const uint* restrict x, __global uint* restrict out
     const long row = ((long)n * H + y) * W;
     __global uint* o = out + ((size_t)z * H + y) * OW + ox0;
     const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const int16 col = (ox0 + lane) * SX + kx * DX - PL;
-    const long first = row + col.s0;
-    uint16 v;
-    if (SX <= 2 && first >= 0 && first + 16 * SX <= (long)in_words) {
-        __global const uint* p = x + first;
-        v = SX == 1 ? vload16(0, p) : (uint16)(vload16(0, p).even, vload16(1, p).even);
-    } else {
-        uint t[16];
-        for (int i = 0; i < 16; i++) {
-            const int c = (ox0 + i) * SX + kx * DX - PL;
-            t[i] = (c >= 0 && c < W) ? x[row + c] : pad_word;
-        }
-        v = vload16(0, t);
-    }
-    v = select((uint16)(pad_word), v, (col >= 0) & (col < W));
+    const uint16 v = row_words16(x, row, (ox0 + lane) * SX + kx * DX - PL, W, SX, in_words, pad_word);
     if (ox0 + 16 <= OW) {
         vstore16(v, 0, o);
     } else {

@@ -46,10 +46,11 @@ __kernel void qpool(__global const uchar* restrict x, __global uchar* restrict o
 // Max pooling, 16 output pixels of a row per work-item: for each window cell, the 16 input
 // words (every SX-th: one or two vector loads, or a gather past stride 2) go through one
 // byte-wise max; cells outside the input count as 0, which never wins over a real u8 (the
-// same result as skipping them). A tail shorter than 16 stores only its pixels.
+// same result as skipping them). A tail shorter than 16 stores only its pixels. Arguments as
+// qpool's (PB, PR, is_avg and include_pad unused), then the input buffer's words.
 __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict out,
-                       int H, int W, int OH, int OW, int KH, int KW, int SY, int SX, int DY, int DX,
-                       int PT, int PL, int in_words)
+                       int CB, int H, int W, int OH, int OW, int KH, int KW, int SY, int SX, int DY, int DX,
+                       int PT, int PL, int PB, int PR, int is_avg, int include_pad, int in_words)
 {
     const int ox0 = get_global_id(0) * 16;
     const int oy = get_global_id(1);
@@ -64,22 +65,7 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
         if (iy < 0 || iy >= H) continue;
         const long row = plane + (long)iy * W;
         for (int kx = 0; kx < KW; kx++) {
-            const int16 col = col0 + kx * DX;
-            const int16 valid = (col >= 0) & (col < W);
-            const long first = row + col.s0;
-            uint16 v;
-            if (SX <= 2 && first >= 0 && first + 16 * SX <= (long)in_words) {
-                __global const uint* p = x + first;
-                v = SX == 1 ? vload16(0, p) : (uint16)(vload16(0, p).even, vload16(1, p).even);
-            } else {
-                uint t[16];
-                for (int i = 0; i < 16; i++) {
-                    const int c = (ox0 + i) * SX - PL + kx * DX;
-                    t[i] = (c >= 0 && c < W) ? x[row + c] : 0u;
-                }
-                v = vload16(0, t);
-            }
-            v = select((uint16)(0), v, valid);
+            const uint16 v = row_words16(x, row, col0 + kx * DX, W, SX, in_words, 0u);
             b0 = max(b0, as_uchar16(v.s0123));
             b1 = max(b1, as_uchar16(v.s4567));
             b2 = max(b2, as_uchar16(v.s89ab));

@@ -982,23 +982,9 @@ impl Planner<'_> {
         let out = node.outputs[0].clone();
         if avg_zp.is_none() {
             let x_slot = self.slot_of(&x);
-            let args = vec![
-                Arg::Slot(x_slot),
-                Arg::Slot(slot),
-                int(xg.h),
-                int(xg.w),
-                int(og.h),
-                int(og.w),
-                int(pool.kernel_shape[0]),
-                int(pool.kernel_shape[1]),
-                int(pool.strides[0]),
-                int(pool.strides[1]),
-                int(pool.dilations[0]),
-                int(pool.dilations[1]),
-                int(wy.pad_begin),
-                int(wx.pad_begin),
-                int(self.slot_sizes[x_slot] / 4),
-            ];
+            let mut args = vec![Arg::Slot(x_slot), Arg::Slot(slot), int(xg.cb()), int(xg.h), int(xg.w)];
+            args.extend(pool_window_args(pool, &wy, &wx, false));
+            args.push(int(self.slot_sizes[x_slot] / 4));
             self.bind(&out, Loc::U8 { slot, geom: og });
             self.launch(
                 &node.name,

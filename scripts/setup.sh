@@ -32,6 +32,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# cargo-deny checks the dependencies' licences and sources (deny.toml).
+if ! cargo deny --version 2>/dev/null | grep -q "0.20.2"; then
+  cargo install --locked -q cargo-deny --version 0.20.2
+fi
+
 install_venv() { # DIR REQUIREMENTS
   local dir=$1 req=$2
   [ -x "$dir/bin/python" ] || python3 -m venv "$dir"

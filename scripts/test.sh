@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# dependency licences, duplicate bans and sources (advisories need GitHub: see deny.toml)
+cargo deny --log-level error check licenses bans sources
 cargo build --release -q -p weft-cli
 cargo test --workspace -q
 export PERF_ANALYZER="$PWD/.venv-perf/bin/perf_analyzer"

@@ -28,6 +28,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 MACS_R50 = 4_089_184_256  # per 224x224 image (weft inspect)
 
 
+# RESULTS.md past this line is not rewritten by this script.
+MARKER = "<!-- compare.py writes the part above this line -->"
+
+
 def sh(*args, **kw):
     return subprocess.run([str(a) for a in args], check=True, capture_output=True, text=True, **kw)
 
@@ -170,7 +174,11 @@ Ratios (weft / onnxruntime, same run):
 - int8 batch-8 throughput: **{thr:.2f}x** (above 1 means weft is faster)
 - f32 batch-1 latency: {f32:.2f}x
 """
-    pathlib.Path(a.out).write_text(text)
+    # keep what follows the marker (sections written by hand or by bench/startup.sh)
+    out = pathlib.Path(a.out)
+    if out.exists() and MARKER in out.read_text():
+        text += "\n" + MARKER + out.read_text().split(MARKER, 1)[1]
+    out.write_text(text)
     print(text)
 
 

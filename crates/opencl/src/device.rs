@@ -48,6 +48,10 @@ pub struct DeviceInfo {
     pub is_cpu: bool,
     pub compute_units: u32,
     pub max_work_group: usize,
+    /// The device divides floats correctly rounded when asked
+    /// (`-cl-fp32-correctly-rounded-divide-sqrt`), as the input quantize needs to match the
+    /// reference exactly.
+    pub exact_divide: bool,
     pub global_mem: u64,
     pub max_alloc: u64,
     pub(crate) id: opencl3::types::cl_device_id,
@@ -131,6 +135,10 @@ fn discover() -> Result<Vec<DeviceInfo>, OpenClError> {
                 is_cpu: d.dev_type().map(|t| t & CL_DEVICE_TYPE_CPU != 0).unwrap_or(false),
                 compute_units: d.max_compute_units().unwrap_or(0),
                 max_work_group: d.max_work_group_size().unwrap_or(1),
+                exact_divide: d
+                    .single_fp_config()
+                    .map(|c| c & opencl3::device::CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT != 0)
+                    .unwrap_or(false),
                 global_mem: d.global_mem_size().unwrap_or(0),
                 max_alloc: d.max_mem_alloc_size().unwrap_or(0),
                 id,

@@ -40,6 +40,9 @@ pub struct ProgramOptions {
     pub tm: usize,
     /// Output pixels per work-item.
     pub tp: usize,
+    /// Ask for correctly rounded float division (the input quantize divides by its scale,
+    /// as the reference does; OpenCL otherwise allows 2.5 ulp).
+    pub exact_divide: bool,
 }
 
 impl ProgramOptions {
@@ -48,6 +51,7 @@ impl ProgramOptions {
             hook: device.dot_hook(portable),
             tm: crate::plan::QCONV_TM,
             tp: 8,
+            exact_divide: device.exact_divide,
         }
     }
 
@@ -55,6 +59,9 @@ impl ProgramOptions {
         let mut o = format!("-cl-std=CL1.2 -D TM={} -D TP={}", self.tm, self.tp);
         if let Some(d) = self.hook.define() {
             o.push_str(&format!(" -D {d}"));
+        }
+        if self.exact_divide {
+            o.push_str(" -cl-fp32-correctly-rounded-divide-sqrt");
         }
         o
     }

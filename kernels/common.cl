@@ -126,6 +126,21 @@ static inline uchar weft_requant(long v, int shift, int zp, int lo, int hi) {
 // Index of byte (n, c, y, x) in an NC4HW4 u8 tensor with CB channel blocks.
 #define NC4HW4(n, c, y, x, CB, H, W) (((((n) * (CB) + ((c) >> 2)) * (H) + (y)) * (W) + (x)) * 4 + ((c) & 3))
 
+// Lane indices of a 16-lane vector.
+#define LANES16 ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
+
+// Stores the first n (at most 16) words of v at o: one vector store when n is 16.
+static inline void store_words16(__global uint* o, uint16 v, int n)
+{
+    if (n >= 16) {
+        vstore16(v, 0, o);
+    } else {
+        uint t[16];
+        vstore16(v, 0, t);
+        for (int i = 0; i < n; i++) o[i] = t[i];
+    }
+}
+
 // The 16 words x[row + col[i]] of one row, where col[i] = col.s0 + i * SX: one vector load
 // (SX 1) or two and their even lanes (SX 2) when they lie inside the buffer's in_words,
 // else gathered; columns outside 0..W-1 read `fill`.

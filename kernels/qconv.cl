@@ -67,7 +67,7 @@ __kernel void qconv(
     const int OCB = (MT + 3) / 4;
     const int p0 = tile * 16;
     if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
-    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 lane = LANES16;
     const int16 p = p0 + lane;
     // p / OW without 16 integer divisions: the fraction of (p + 0.5) / OW is at least 0.5 / OW
     // away from an integer and OpenCL's float division errs by at most 2.5 ulp, which is less
@@ -176,13 +176,7 @@ __kernel void qfold(__global const uint* restrict x, __global uint* restrict out
     const int kx = z - n * KW;
     const long row = ((long)n * H + y) * W;
     __global uint* o = out + ((size_t)z * H + y) * OW + ox0;
-    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 lane = LANES16;
     const uint16 v = row_words16(x, row, (ox0 + lane) * SX + kx * DX - PL, W, SX, in_words, pad_word);
-    if (ox0 + 16 <= OW) {
-        vstore16(v, 0, o);
-    } else {
-        uint t[16];
-        vstore16(v, 0, t);
-        for (int i = 0; i < OW - ox0; i++) o[i] = t[i];
-    }
+    store_words16(o, v, OW - ox0);
 }

@@ -56,7 +56,7 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
     const int oy = get_global_id(1);
     const int z = get_global_id(2);     // n * CB + cb
     const long plane = (long)z * H * W;
-    const int16 lane = (int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const int16 lane = LANES16;
     const int16 col0 = (ox0 + lane) * SX - PL;
     // byte-wise max of 16 words, as four uchar16 (OpenCL vectors stop at 16 elements)
     uchar16 b0 = (uchar16)(0), b1 = (uchar16)(0), b2 = (uchar16)(0), b3 = (uchar16)(0);
@@ -74,13 +74,7 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
     }
     __global uint* o = out + ((size_t)z * OH + oy) * OW + ox0;
     const uint16 words = (uint16)(as_uint4(b0), as_uint4(b1), as_uint4(b2), as_uint4(b3));
-    if (ox0 + 16 <= OW) {
-        vstore16(words, 0, o);
-    } else {
-        uint t[16];
-        vstore16(words, 0, t);
-        for (int i = 0; i < OW - ox0; i++) o[i] = t[i];
-    }
+    store_words16(o, words, OW - ox0);
 }
 
 // Mean over H and W, requantized: clamp(zp_out + rshift_round(sum(x - zp_x) * mult, shift)).

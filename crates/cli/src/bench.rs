@@ -52,6 +52,15 @@ pub fn infer_at(graph: &Graph, batch: usize) -> anyhow::Result<weft_core::shape:
     Ok(weft_core::shape::infer(graph, &shapes)?)
 }
 
+/// The inferred shape of a node's first output (empty when unknown).
+pub fn output_shape(node: &weft_core::Node, inferred: &weft_core::shape::Shapes) -> Vec<usize> {
+    node.outputs
+        .first()
+        .and_then(|o| inferred.shape(o))
+        .unwrap_or(&[])
+        .to_vec()
+}
+
 /// Multiply-accumulates of one node, from inferred shapes.
 pub fn node_macs(node: &weft_core::Node, inferred: &weft_core::shape::Shapes) -> u64 {
     let ins: Vec<Vec<usize>> = node
@@ -59,13 +68,7 @@ pub fn node_macs(node: &weft_core::Node, inferred: &weft_core::shape::Shapes) ->
         .iter()
         .map(|i| inferred.shape(i).map(<[usize]>::to_vec).unwrap_or_default())
         .collect();
-    let out = node
-        .outputs
-        .first()
-        .and_then(|o| inferred.shape(o))
-        .unwrap_or(&[])
-        .to_vec();
-    node.op.macs(&ins, &out)
+    node.op.macs(&ins, &output_shape(node, inferred))
 }
 
 /// Multiply-accumulates of one run of `graph` at `batch`.

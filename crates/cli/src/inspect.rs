@@ -52,12 +52,7 @@ pub fn inspect(path: &Path, batch: usize, layers: bool) -> anyhow::Result<()> {
         );
     }
     for node in &graph.nodes {
-        let out = node
-            .outputs
-            .first()
-            .and_then(|o| inferred.shape(o))
-            .unwrap_or(&[])
-            .to_vec();
+        let out = crate::bench::output_shape(node, &inferred);
         let macs = crate::bench::node_macs(node, &inferred);
         let params: usize = node
             .inputs

@@ -54,6 +54,34 @@ pub fn pack_conv(
     PackedConv { words, bias }
 }
 
+/// Packs a convolution with at most 4 input channels for a kernel-width-folded input
+/// (`qfold`): the `KH x KW` kernel over `cg` channels becomes a `KH x 1` kernel over
+/// `KW * 4` channels, channel `kx * 4 + c` being channel `c` at column `kx` (zero for
+/// `c >= cg`). The weight sum, hence the folded bias, is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn pack_conv_folded(
+    w: &[i8],
+    bias: &[i32],
+    m: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+    zp_x: i32,
+    tm: usize,
+) -> PackedConv {
+    let mut wf = vec![0i8; m * kw * 4 * kh];
+    for mo in 0..m {
+        for c in 0..cg.min(4) {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = w[((mo * cg + c) * kh + ky) * kw + kx];
+                }
+            }
+        }
+    }
+    pack_conv(&wf, bias, m, kw * 4, kh, 1, zp_x, tm)
+}
+
 /// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.
 pub fn to_nc4hw4(data: &[u8], n: usize, c: usize, h: usize, w: usize, fill: u8) -> Vec<u8> {
     let cb = c.div_ceil(4);

@@ -210,15 +210,6 @@ pub struct Target {
     pub max_work_group: usize,
 }
 
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            compute_units: 1,
-            max_work_group: 256,
-        }
-    }
-}
-
 fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
     v.iter().flat_map(|&x| f(x)).collect()
 }
@@ -479,6 +470,10 @@ impl Planner<'_> {
                     h: wy.out,
                     w: wx.out,
                 };
+                if og.h * og.w + 16 > QCONV_MAX_PIXELS {
+                    // qconv finds a lane's row with a float division, exact below the limit
+                    return self.host(idx);
+                }
                 let res = if q.residual_zero_point.is_some() {
                     Some(self.u8_on_device(&input(5), 0)?)
                 } else {
@@ -771,31 +766,11 @@ impl Planner<'_> {
             consts.insert(key("radd"), words_le(&add, |v: i64| v.to_le_bytes().to_vec()));
             for gi in 0..group {
                 let wg = &w[gi * per_group..(gi + 1) * per_group];
+                let bg = &bias[gi * mg..(gi + 1) * mg];
                 let p = if folded {
-                    // channel kx * 4 + c of a KH x 1 kernel is channel c at column kx
-                    let (kh, kw) = (geo.kh, geo.kw);
-                    let mut wf = vec![0i8; mg * kw * 4 * kh];
-                    for mo in 0..mg {
-                        for c in 0..cg {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = wg[((mo * cg + c) * kh + ky) * kw + kx];
-                                }
-                            }
-                        }
-                    }
-                    crate::pack::pack_conv(&wf, &bias[gi * mg..(gi + 1) * mg], mg, kw * 4, kh, 1, zp_x, QCONV_TM)
+                    crate::pack::pack_conv_folded(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, QCONV_TM)
                 } else {
-                    crate::pack::pack_conv(
-                        wg,
-                        &bias[gi * mg..(gi + 1) * mg],
-                        mg,
-                        cg,
-                        geo.kh,
-                        geo.kw,
-                        zp_x,
-                        QCONV_TM,
-                    )
+                    crate::pack::pack_conv(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, QCONV_TM)
                 };
                 consts.insert(
                     key(&format!("w{gi}")),
@@ -814,12 +789,6 @@ impl Planner<'_> {
             Some((r, _, _)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), 1),
             None => (Arg::Dummy, Arg::Dummy, 0),
         };
-        if og.h * og.w + 16 > QCONV_MAX_PIXELS {
-            return Err(OpenClError::Unsupported(format!(
-                "{}: output plane of {}x{} pixels is over the int8 convolution's limit of {QCONV_MAX_PIXELS} pixels",
-                node.name, og.h, og.w
-            )));
-        }
         let pad_word = u32::from(zp_x as u8) * 0x0101_0101;
         // Stride-2 layers whose output width is half the input's (rounded up) read a phase
         // split of their input: four stride-1 planes, so the 16 pixels of a work-item are
@@ -908,6 +877,8 @@ impl Planner<'_> {
         }
         let in_words = self.slot_sizes[g.slot] / 4;
         let cbg = if folded { geo.kw } else { cg.div_ceil(4) };
+        let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
+        let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
         for gi in 0..group {
             let args = vec![
                 Arg::Slot(g.slot),
@@ -944,8 +915,6 @@ impl Planner<'_> {
                 int(in_words),
                 Arg::I32(i32::from(phased)),
             ];
-            let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
-            let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
             self.steps.push(Step::Launch {
                 node: node.name.clone(),
                 kernel: KernelKind::QConv,

@@ -98,8 +98,8 @@ pub struct Worker {
     pub ready: Arc<AtomicBool>,
     /// When the batch now on the device started (milliseconds since `epoch`, plus one; 0
     /// when idle), for the server's device watchdog.
-    pub busy_since: Arc<std::sync::atomic::AtomicU64>,
-    pub epoch: Instant,
+    busy_since: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Instant,
     pub description: String,
     /// Batches executed.
     pub executions: Arc<std::sync::atomic::AtomicU64>,
@@ -249,21 +249,24 @@ fn run_worker(
             if healthy {
                 healthy = run_batch(w, engine, vec![j]);
             } else {
-                let _ = j
-                    .reply
-                    .send(Err(ServeError::Unavailable("the device failed; retry later".into())));
+                refuse(j);
             }
         }
         if !healthy {
             // answer what is queued: nothing more will run
             while let Ok(j) = rx.try_recv() {
-                let _ = j
-                    .reply
-                    .send(Err(ServeError::Unavailable("the device failed; retry later".into())));
+                refuse(j);
             }
             return;
         }
     }
+}
+
+/// Answers a job the failed device will not run.
+fn refuse(j: Job) {
+    let _ = j
+        .reply
+        .send(Err(ServeError::Unavailable("the device failed; retry later".into())));
 }
 
 /// After a failed batch: the model is not ready until a fresh engine is open (up to three

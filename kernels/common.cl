@@ -18,9 +18,11 @@
 #error "TM must be 4, 8, 12 or 16"
 #endif
 
-// dot4acc16(acc, x, w): for each of 16 lanes, acc[j] += sum over b of
-// u8(x[j] byte b) * s8(w byte b). x[j] holds 4 activations of one pixel (the 4 channels of a
-// channel block), w the 4 matching weights of one output channel.
+// dot4acc16(acc, x, w): for each of 16 lanes j, acc[j] += sum over b of
+// u8(x[j] byte b) * s8(w[j] byte b): 4 u8 activations (one channel block of one pixel)
+// against 4 s8 weights (of one output channel). `qconv` puts 16 pixels in the lanes and
+// broadcasts one output channel's weight word; `qconvc` puts 16 output channels in the lanes
+// and broadcasts one pixel's activation word.
 //
 // conv_accumulate(acc, x, ...): the convolution's whole reduction for one work-item's 16
 // output pixels: over kernel positions (ky, kx) and channel blocks, 16 activation words (one
@@ -31,16 +33,15 @@
 #if defined(WEFT_DOT_VNNI)
 #define WEFT_DOT_TARGET __attribute__((target("avx512vnni")))
 WEFT_DOT_TARGET
-static inline int16 dot4acc16(int16 acc, int16 x, int w) {
-    return __builtin_ia32_vpdpbusd512(acc, x, (int16)(w));
+static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
+    return __builtin_ia32_vpdpbusd512(acc, x, w);
 }
 #elif defined(WEFT_DOT_KHR)
 #define WEFT_DOT_TARGET
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
-static inline int16 dot4acc16(int16 acc, int16 x, int w) {
-    const uint uw = as_uint(w);
+static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
     int16 r;
-#define KHR_LANE(i) r.s##i = acc.s##i + dot_4x8packed_us_int(as_uint(x.s##i), uw);
+#define KHR_LANE(i) r.s##i = acc.s##i + dot_4x8packed_us_int(as_uint(x.s##i), as_uint(w.s##i));
     KHR_LANE(0) KHR_LANE(1) KHR_LANE(2) KHR_LANE(3) KHR_LANE(4) KHR_LANE(5) KHR_LANE(6) KHR_LANE(7)
     KHR_LANE(8) KHR_LANE(9) KHR_LANE(a) KHR_LANE(b) KHR_LANE(c) KHR_LANE(d) KHR_LANE(e) KHR_LANE(f)
 #undef KHR_LANE
@@ -48,16 +49,16 @@ static inline int16 dot4acc16(int16 acc, int16 x, int w) {
 }
 #else
 #define WEFT_DOT_TARGET
-static inline int16 dot4acc16(int16 acc, int16 x, int w) {
+static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
     const uint16 ux = as_uint16(x);
     const int16 x0 = as_int16(ux & 0xffu);
     const int16 x1 = as_int16((ux >> 8) & 0xffu);
     const int16 x2 = as_int16((ux >> 16) & 0xffu);
     const int16 x3 = as_int16(ux >> 24);
-    const int w0 = (w << 24) >> 24;
-    const int w1 = (w << 16) >> 24;
-    const int w2 = (w << 8) >> 24;
-    const int w3 = w >> 24;
+    const int16 w0 = (w << 24) >> 24;
+    const int16 w1 = (w << 16) >> 24;
+    const int16 w2 = (w << 8) >> 24;
+    const int16 w3 = w >> 24;
     return acc + x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
 }
 #endif
@@ -104,7 +105,7 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
                 }
                 if (masked) xv = select(pad, xv, valid);
                 #pragma unroll
-                for (int j = 0; j < TM; j++) a[j] = dot4acc16(a[j], xv, w[j]);
+                for (int j = 0; j < TM; j++) a[j] = dot4acc16(a[j], xv, (int16)(w[j]));
                 w += TM;
                 p += HW;
             }
@@ -112,6 +113,80 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
     }
     #pragma unroll
     for (int j = 0; j < TM; j++) acc[j] = a[j];
+}
+
+// conv_accumulate_c: the reduction of `qconvc` (channel form): QC_R output pixels x 64
+// output channels (QC_V = 4 vectors of 16 channels). Per kernel position and channel block,
+// the 64 weight words of the block are 4 vector loads and each pixel's activation word is
+// broadcast to 16 lanes: QC_R x 4 dot products for QC_R + 4 loads. Pixels are the QC_R
+// consecutive pixels of the flattened output plane starting at (oy0, ox0); those past `np`
+// (the plane's end) and cells in the padding read `pad`.
+#define QC_R 6
+#define QC_V 4
+WEFT_DOT_TARGET
+static void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
+                              int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OW, int np,
+                              int pad, __global const int* w)
+{
+    int16 a[QC_R * QC_V];
+    #pragma unroll
+    for (int j = 0; j < QC_R * QC_V; j++) a[j] = (int16)(0);
+    int by[QC_R], bx[QC_R];
+    {
+        int oy = oy0, ox = ox0;
+        #pragma unroll
+        for (int r = 0; r < QC_R; r++) {
+            // rows far outside the input for pixels past the plane: always padding
+            by[r] = r < np ? oy * SY - PT : -(1 << 20);
+            bx[r] = ox * SX - PL;
+            ox++;
+            if (ox == OW) { ox = 0; oy++; }
+        }
+    }
+    for (int ky = 0; ky < KH; ky++) {
+        for (int kx = 0; kx < KW; kx++) {
+            int off[QC_R];
+            int ok[QC_R];
+            int all_ok = 1;
+            #pragma unroll
+            for (int r = 0; r < QC_R; r++) {
+                const int iy = by[r] + ky * DY, ix = bx[r] + kx * DX;
+                ok[r] = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                off[r] = ok[r] ? iy * W + ix : 0;
+                all_ok &= ok[r];
+            }
+            __global const int* p = x;
+            // one channel block: 4 weight vectors, each pixel's word broadcast (XR(r))
+#define QC_BLOCKS(XR)                                                                          \
+            for (int cb = 0; cb < CBG; cb++) {                                                 \
+                const int16 w0 = vload16(0, w), w1 = vload16(1, w), w2 = vload16(2, w);        \
+                const int16 w3 = vload16(3, w);                                                \
+                _Pragma("unroll")                                                              \
+                for (int r = 0; r < QC_R; r++) {                                               \
+                    const int16 xr = (int16)(XR(r));                                           \
+                    a[r * 4 + 0] = dot4acc16(a[r * 4 + 0], xr, w0);                            \
+                    a[r * 4 + 1] = dot4acc16(a[r * 4 + 1], xr, w1);                            \
+                    a[r * 4 + 2] = dot4acc16(a[r * 4 + 2], xr, w2);                            \
+                    a[r * 4 + 3] = dot4acc16(a[r * 4 + 3], xr, w3);                            \
+                }                                                                              \
+                w += 64;                                                                       \
+                p += HW;                                                                       \
+            }
+#define QC_INSIDE(r) p[off[r]]
+#define QC_EDGE(r) (ok[r] ? p[off[r]] : pad)
+            // the common case (every pixel inside the input) without the selects
+            if (all_ok) {
+                QC_BLOCKS(QC_INSIDE)
+            } else {
+                QC_BLOCKS(QC_EDGE)
+            }
+#undef QC_INSIDE
+#undef QC_EDGE
+#undef QC_BLOCKS
+        }
+    }
+    #pragma unroll
+    for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
 }
 
 // Requantization (weft_core::quant): clamp(zp + ((v + 2^(s-1)) >> s)).

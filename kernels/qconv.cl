@@ -20,36 +20,45 @@
 // multiple of 2^shift before an arithmetic shift adds its quotient after, with fewer 64-bit
 // operations (the planner only folds shifts and multipliers that keep the sum in 63 bits).
 
-// Requantize 16 lanes of one output channel. The 64-bit arithmetic runs on the even and
-// odd lanes as two long8 (a reinterpretation: lane 2i is the low half of 64-bit lane i), so
-// each product is one 32 x 32 -> 64 multiply of sign-extended halves and the result packs
-// back with one shift and or, instead of widening and narrowing 16 lanes.
+// Requantize 16 lanes, each with its own multiplier, addend and shift (given as their even
+// and odd lanes). The 64-bit arithmetic runs on the even and odd lanes as two long8 (a
+// reinterpretation: lane 2i is the low half of 64-bit lane i), so each product is one
+// 32 x 32 -> 64 multiply of sign-extended halves and the result packs back with one shift
+// and or, instead of widening and narrowing 16 lanes.
+static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, long8 ado, long8 she, long8 sho,
+                                    int16 r, long8 rme, long8 rmo, int has_res, long lo, long hi)
+{
+    const long8 al = as_long8(a);
+    long8 ve = ((al << 32) >> 32) * mue + ade;
+    long8 vo = (al >> 32) * muo + ado;
+    if (has_res) {
+        const long8 rl = as_long8(r);     // 0..255 in every lane
+        ve += (rl & 0xffffffffL) * rme;
+        vo += (rl >> 32) * rmo;
+    }
+    ve = clamp(ve >> she, lo, hi);
+    vo = clamp(vo >> sho, lo, hi);
+    return as_int16(ve | (vo << 32));
+}
+
+// The buffers both convolution forms take: input, packed weights, per-channel bias,
+// multiplier, shift and addend, residual and its multipliers, output.
+#define QCONV_BUFFERS                                                                           \
+    __global const uint* restrict x, __global const int* restrict w, __global const int* restrict bias, \
+    __global const int* restrict mult, __global const int* restrict shift,                      \
+    __global const long* restrict radd, __global const uint* restrict res,                      \
+    __global const long* restrict rmult, __global uint* restrict out
+
+// The same for 16 lanes of one output channel (16 pixels of `qconv`).
 static inline int16 weft_requant16(int16 a, long mult, long add, int shift, int16 r, long rmult,
                                    int has_res, long lo, long hi)
 {
-    const long8 al = as_long8(a);
-    long8 ve = ((al << 32) >> 32) * mult + add;
-    long8 vo = (al >> 32) * mult + add;
-    if (has_res) {
-        const long8 rl = as_long8(r);     // 0..255 in every lane
-        ve += (rl & 0xffffffffL) * rmult;
-        vo += (rl >> 32) * rmult;
-    }
-    ve = clamp(ve >> (long)shift, lo, hi);
-    vo = clamp(vo >> (long)shift, lo, hi);
-    return as_int16(ve | (vo << 32));     // both in lo..hi, so non-negative and below 2^32
+    return weft_requant16c(a, (long8)(mult), (long8)(mult), (long8)(add), (long8)(add), (long8)(shift),
+                           (long8)(shift), r, (long8)(rmult), (long8)(rmult), has_res, lo, hi);
 }
 
 __kernel void qconv(
-    __global const uint* restrict x,
-    __global const int* restrict w,
-    __global const int* restrict bias,
-    __global const int* restrict mult,
-    __global const int* restrict shift,
-    __global const long* restrict radd,
-    __global const uint* restrict res,
-    __global const long* restrict rmult,
-    __global uint* restrict out,
+    QCONV_BUFFERS,
     int CB, int H, int W,          // input channel blocks (whole tensor) and size
     int cb0, int CBG,              // first block and block count of this group
     int M, int m0, int MT,         // channels in this group, first output channel, all output channels
@@ -131,6 +140,77 @@ __kernel void qconv(
             }
         }
         if (fast) vstore16(word, 0, out + base);
+    }
+}
+
+// Integer convolution, channel form (one group): a work-item computes QC_R consecutive
+// output pixels of the flattened OH*OW plane x 64 output channels (4 vectors of 16
+// channels), weights packed with TM = 64 ([ceil(M/64)][KH*KW][CB][64] words). The reduction
+// broadcasts each pixel's activation word against vectors of 16 channels' weights, so any
+// stride, dilation and padding is a per-pixel address; the epilogue's per-channel
+// multipliers, addends and shifts are vectors loaded once per work-item. Same arithmetic
+// as `qconv`; `bias`, `mult`, `shift`, `radd` and `rmult` are padded to a multiple of 64
+// channels by the planner (padding channels are computed and land in the tensor's padding
+// bytes, or are not stored).
+__kernel void qconvc(
+    QCONV_BUFFERS,
+    int CB, int H, int W, int M, int OH, int OW,
+    int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
+    uint pad_word, int lo, int hi, int has_res)
+{
+    const int tile = get_global_id(0);
+    const int z = get_global_id(2);
+    const int MB = (M + 63) / 64;
+    const int n = z / MB;
+    const int mb = z - n * MB;
+    const int HW = H * W;
+    const int OHW = OH * OW;
+    const int OCB = (M + 3) / 4;
+    const int p0 = tile * QC_R;
+    if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
+    const int oy0 = p0 / OW;
+    int16 acc[QC_R * QC_V];
+    conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
+                      PT, PL, oy0, p0 - oy0 * OW, OW, OHW - p0, as_int(pad_word),
+                      w + (size_t)mb * KH * KW * CB * 64);
+    #pragma unroll
+    for (int v = 0; v < QC_V; v++) {
+        const int mc = mb * 64 + v * 16;     // first channel of this vector
+        if (mc >= M) break;
+        const int16 bv = vload16(0, bias + mc);
+        const int16 mu = vload16(0, mult + mc);
+        const int16 sh = vload16(0, shift + mc);
+        const long16 ad = vload16(0, radd + mc);
+        const long16 rm = has_res ? vload16(0, rmult + mc) : (long16)(0);
+        const long8 mue = convert_long8(mu.even), muo = convert_long8(mu.odd);
+        const long8 she = convert_long8(sh.even), sho = convert_long8(sh.odd);
+        const int words = min(4, OCB - mc / 4);     // channel blocks of this vector in the tensor
+        for (int r = 0; r < QC_R; r++) {
+            if (p0 + r >= OHW) break;
+            const size_t o = ((size_t)n * OCB + mc / 4) * OHW + p0 + r;
+            uint4 rw = (uint4)(0);
+            if (has_res && words == 4) {
+                rw = (uint4)(res[o], res[o + OHW], res[o + 2 * (size_t)OHW], res[o + 3 * (size_t)OHW]);
+            } else if (has_res) {
+                uint t[4] = {0, 0, 0, 0};
+                for (int q = 0; q < words; q++) t[q] = res[o + (size_t)q * OHW];
+                rw = vload4(0, t);
+            }
+            const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ad.even, ad.odd, she, sho,
+                                              convert_int16(as_uchar16(rw)), rm.even, rm.odd, has_res,
+                                              (long)lo, (long)hi);
+            const uint4 word = as_uint4(convert_uchar16(val));
+            if (words == 4) {
+                out[o] = word.s0;
+                out[o + OHW] = word.s1;
+                out[o + 2 * (size_t)OHW] = word.s2;
+                out[o + 3 * (size_t)OHW] = word.s3;
+            } else {
+                uint t[4];
+                vstore4(word, 0, t);
+                for (int q = 0; q < words; q++) out[o + (size_t)q * OHW] = t[q];
+            }
+        }
     }
 }
 

@@ -14,6 +14,10 @@ fn device() -> SessionOptions {
     }
 }
 
+/// The convolution forms compared per shape: the channel form (`qconvc`, the default for
+/// ungrouped layers) and the lane form (`qconv`).
+const FORMS: [(&str, bool); 2] = [("channels", false), ("lanes", true)];
+
 fn kernels(c: &mut Criterion) {
     let mut group = c.benchmark_group("qconv");
     group.sample_size(10);
@@ -31,16 +35,19 @@ fn kernels(c: &mut Criterion) {
         let Ok(pkg) = conv_package(ci, m, k, s, h, h) else {
             continue;
         };
-        let Ok(mut session) = Session::new(&pkg, &device()) else {
-            return;
-        };
-        let oh = (h + 2 * (k / 2) - k) / s + 1;
-        group.throughput(Throughput::Elements((2 * m * oh * oh * ci * k * k) as u64));
-        let feeds = HashMap::from([("input".to_string(), input(&[1, ci, h, h], 3))]);
-        let _ = session.run(&feeds);
-        group.bench_function(format!("{k}x{k} {ci}->{m} {h}x{h} s{s} (ops)"), |b| {
-            b.iter(|| session.run(&feeds).map(|o| o.len()).unwrap_or(0))
-        });
+        for (form, lane_conv) in FORMS {
+            let opts = SessionOptions { lane_conv, ..device() };
+            let Ok(mut session) = Session::new(&pkg, &opts) else {
+                return;
+            };
+            let oh = (h + 2 * (k / 2) - k) / s + 1;
+            group.throughput(Throughput::Elements((2 * m * oh * oh * ci * k * k) as u64));
+            let feeds = HashMap::from([("input".to_string(), input(&[1, ci, h, h], 3))]);
+            let _ = session.run(&feeds);
+            group.bench_function(format!("{k}x{k} {ci}->{m} {h}x{h} s{s} {form} (ops)"), |b| {
+                b.iter(|| session.run(&feeds).map(|o| o.len()).unwrap_or(0))
+            });
+        }
     }
     group.finish();
 

@@ -49,7 +49,10 @@ pub enum Loc {
 /// Which kernel a launch runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelKind {
+    /// Integer convolution, lane form: 16 pixels in the lanes, `TM` channels per work-item.
     QConv,
+    /// Integer convolution, channel form: 16 channels in the lanes (one group only).
+    QConvC,
     QAdd,
     Quantize,
     Dequantize,
@@ -73,6 +76,7 @@ impl KernelKind {
     pub fn name(self) -> &'static str {
         match self {
             KernelKind::QConv => "qconv",
+            KernelKind::QConvC => "qconvc",
             KernelKind::QAdd => "qadd",
             KernelKind::Quantize => "quantize",
             KernelKind::Dequantize => "dequantize",
@@ -99,6 +103,7 @@ impl KernelKind {
         match float {
             None => vec![
                 KernelKind::QConv,
+                KernelKind::QConvC,
                 KernelKind::QAdd,
                 KernelKind::Quantize,
                 KernelKind::Dequantize,
@@ -168,6 +173,11 @@ pub struct Plan {
 /// Output channels per `qconv` work-item (the `TM` macro the program is built with).
 pub const QCONV_TM: usize = 16;
 
+/// Output channels and pixels per `qconvc` work-item (its weights are packed with this `TM`;
+/// `QC_R` in `common.cl`).
+pub const QCONVC_TM: usize = 64;
+pub const QCONVC_PIXELS: usize = 6;
+
 /// Output pixels per image (plus one tile) `qconv` handles: it finds a lane's row with a
 /// float division, exact below this.
 pub const QCONV_MAX_PIXELS: usize = 1 << 20;
@@ -201,6 +211,8 @@ struct Planner<'g> {
     min_groups: usize,
     /// The device's largest work-group.
     max_group: usize,
+    /// Run every convolution in the lane form (`qconv`).
+    lane_conv: bool,
 }
 
 /// What the planner needs to know about the device.
@@ -208,6 +220,8 @@ struct Planner<'g> {
 pub struct Target {
     pub compute_units: usize,
     pub max_work_group: usize,
+    /// Run every convolution in the lane form (`qconv`), not only grouped ones.
+    pub lane_conv: bool,
 }
 
 fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
@@ -255,6 +269,7 @@ pub fn plan(
         half: float == Some(true),
         min_groups: 8 * target.compute_units.max(1),
         max_group: target.max_work_group.max(1),
+        lane_conv: target.lane_conv,
     };
     for (idx, node) in graph.nodes.iter().enumerate() {
         p.node(idx, consts)?;
@@ -737,16 +752,18 @@ impl Planner<'_> {
         // A layer with one input channel block (a stem) and a kernel wider than 1 reads a
         // kernel-width fold of its input (`qfold`): a KH x 1 convolution over KW blocks.
         let folded = group == 1 && cg <= 4 && geo.kw > 1 && og.w > 1;
+        // the channel form (`qconvc`) for one group, the lane form (`qconv`) otherwise
+        let channel = group == 1 && !self.lane_conv;
+        let tm = if channel { QCONVC_TM } else { QCONV_TM };
+        // per-channel constants padded to whole channel-form work-items (vector loads)
+        let padded = m.div_ceil(QCONVC_TM) * QCONVC_TM;
         if !consts.contains_key(&key("mult")) {
-            consts.insert(
-                key("mult"),
-                words_le(&crate::pack::i32_values(get(3)?), |v: i32| v.to_le_bytes().to_vec()),
-            );
-            consts.insert(
-                key("shift"),
-                words_le(&crate::pack::i32_values(get(4)?), |v: i32| v.to_le_bytes().to_vec()),
-            );
-            let shifts = crate::pack::i32_values(get(4)?);
+            let mut mults = crate::pack::i32_values(get(3)?);
+            mults.resize(padded, 0);
+            consts.insert(key("mult"), words_le(&mults, |v: i32| v.to_le_bytes().to_vec()));
+            let mut shifts = crate::pack::i32_values(get(4)?);
+            shifts.resize(padded, 1);
+            consts.insert(key("shift"), words_le(&shifts, |v: i32| v.to_le_bytes().to_vec()));
             let mut rmults = vec![0i64; shifts.len()];
             let mut res_zp = 0i64;
             if let Some((_, rmult, zp)) = &residual {
@@ -754,6 +771,7 @@ impl Planner<'_> {
                     OpenClError::Unsupported(format!("{}: residual multiplier is not constant", node.name))
                 })?;
                 rmults = t.to_i64_vec();
+                rmults.resize(padded, 0);
                 res_zp = i64::from(*zp);
                 consts.insert(key("rmult"), words_le(&rmults, |v: i64| v.to_le_bytes().to_vec()));
             }
@@ -768,16 +786,16 @@ impl Planner<'_> {
                 let wg = &w[gi * per_group..(gi + 1) * per_group];
                 let bg = &bias[gi * mg..(gi + 1) * mg];
                 let p = if folded {
-                    crate::pack::pack_conv_folded(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, QCONV_TM)
+                    crate::pack::pack_conv_folded(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, tm)
                 } else {
-                    crate::pack::pack_conv(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, QCONV_TM)
+                    crate::pack::pack_conv(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, tm)
                 };
                 consts.insert(
                     key(&format!("w{gi}")),
                     words_le(&p.words, |v: i32| v.to_le_bytes().to_vec()),
                 );
                 // biases are indexed by absolute output channel: store the whole vector once per group
-                let mut full = vec![0i32; m];
+                let mut full = vec![0i32; padded];
                 full[gi * mg..(gi + 1) * mg].copy_from_slice(&p.bias);
                 consts.insert(
                     key(&format!("b{gi}")),
@@ -794,7 +812,7 @@ impl Planner<'_> {
         // split of their input: four stride-1 planes, so the 16 pixels of a work-item are
         // consecutive words (a vector load) instead of a gather.
         let (h2, w2) = (xg.h.div_ceil(2), xg.w.div_ceil(2));
-        let phased = !folded && geo.strides == [2, 2] && geo.dilations == [1, 1] && og.w == w2;
+        let phased = !channel && !folded && geo.strides == [2, 2] && geo.dilations == [1, 1] && og.w == w2;
         // what the convolution reads: buffer, channel blocks, size, kernel width, horizontal
         // stride, dilation and padding, and the buffer's words
         let mut g = InGeo {
@@ -878,9 +896,26 @@ impl Planner<'_> {
         let in_words = self.slot_sizes[g.slot] / 4;
         let cbg = if folded { geo.kw } else { cg.div_ceil(4) };
         let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
-        let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
-        for gi in 0..group {
-            let args = vec![
+        // both forms: buffers of group `gi`, then per-form sizes, the window, the clamp and
+        // the residual flag, then per-form extras
+        let window = [
+            int(og.h),
+            int(og.w),
+            int(geo.kh),
+            int(g.kw),
+            int(geo.strides[0]),
+            int(g.sx),
+            int(geo.dilations[0]),
+            int(g.dx),
+            int(geo.pads[0]),
+            int(g.pl),
+            Arg::U32(pad_word),
+            Arg::I32(out.clamp[0]),
+            Arg::I32(out.clamp[1]),
+            Arg::I32(has_res),
+        ];
+        let buffers = |gi: usize| {
+            vec![
                 Arg::Slot(g.slot),
                 Arg::Const(key(&format!("w{gi}"))),
                 Arg::Const(key(&format!("b{gi}"))),
@@ -893,28 +928,39 @@ impl Planner<'_> {
                 int(g.cb),
                 int(g.h),
                 int(g.w),
-                int(gi * cg / 4),
-                int(cbg),
-                int(mg),
-                int(gi * mg),
-                int(m),
-                int(og.h),
-                int(og.w),
-                int(geo.kh),
-                int(g.kw),
-                int(geo.strides[0]),
-                int(g.sx),
-                int(geo.dilations[0]),
-                int(g.dx),
-                int(geo.pads[0]),
-                int(g.pl),
-                Arg::U32(pad_word),
-                Arg::I32(out.clamp[0]),
-                Arg::I32(out.clamp[1]),
-                Arg::I32(has_res),
-                int(in_words),
-                Arg::I32(i32::from(phased)),
-            ];
+            ]
+        };
+        if channel {
+            // a group's work-items share one channel block's weights (64 x K bytes, the
+            // larger operand) and walk its tiles
+            let tiles = (og.h * og.w).div_ceil(QCONVC_PIXELS);
+            let z = og.n * m.div_ceil(QCONVC_TM);
+            let cap = self.max_group.min(256);
+            let want_x = self.min_groups.div_ceil(z).max(1);
+            let lx = (tiles / want_x).clamp(1, cap);
+            let mut args = buffers(0);
+            args.push(int(m));
+            args.extend(window);
+            self.steps.push(Step::Launch {
+                node: node.name.clone(),
+                kernel: KernelKind::QConvC,
+                args,
+                global: [tiles.div_ceil(lx) * lx, 1, z],
+                local: Some([lx, 1, 1]),
+                macs,
+                shape: vec![og.n, og.c, og.h, og.w],
+            });
+            if let Some(t) = temp {
+                self.free.push(t);
+            }
+            return Ok(());
+        }
+        let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
+        for gi in 0..group {
+            let mut args = buffers(gi);
+            args.extend([int(gi * cg / 4), int(cbg), int(mg), int(gi * mg), int(m)]);
+            args.extend(window.clone());
+            args.extend([int(in_words), Arg::I32(i32::from(phased))]);
             self.steps.push(Step::Launch {
                 node: node.name.clone(),
                 kernel: KernelKind::QConv,

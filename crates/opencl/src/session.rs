@@ -36,6 +36,10 @@ pub struct SessionOptions {
     /// Testing aid: give every activation buffer this many guard bytes past its end, filled
     /// with a pattern that each run checks, so a kernel writing out of bounds is an error.
     pub guard_bytes: usize,
+    /// Run every convolution in the lane form (`qconv`: 16 pixels per vector) instead of
+    /// the channel form (`qconvc`: 16 channels per vector) that ungrouped ones use by
+    /// default; also set by `WEFT_LANE_CONV=1`. For comparisons and tests.
+    pub lane_conv: bool,
 }
 
 const GUARD_BYTE: u8 = 0xA5;
@@ -74,6 +78,7 @@ pub struct Session {
     profile: bool,
     last_profile: Vec<LayerProfile>,
     guard_bytes: usize,
+    lane_conv: bool,
     /// `None` for int8 packages, `Some(half)` for float ones.
     float: Option<bool>,
 }
@@ -155,6 +160,7 @@ impl Session {
             profile: opts.profile,
             last_profile: Vec::new(),
             guard_bytes: opts.guard_bytes,
+            lane_conv: opts.lane_conv || std::env::var_os("WEFT_LANE_CONV").is_some_and(|v| v != "0"),
             float,
         };
         // Plan batch 1 now so weights are packed and uploaded before the first request.
@@ -197,6 +203,7 @@ impl Session {
         let target = crate::plan::Target {
             compute_units: self.device.compute_units.max(1) as usize,
             max_work_group: self.max_group,
+            lane_conv: self.lane_conv,
         };
         let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float, target)?;
         for (name, bytes) in std::mem::take(&mut self.pending_consts) {

@@ -37,33 +37,36 @@ fn package(graph: Graph) -> Package {
     }
 }
 
-/// Runs `graph` on the reference and on the device (portable hook and default hook) and
-/// asserts identical outputs.
+/// Runs `graph` on the reference and on the device (portable hook and default hook, both
+/// convolution forms) and asserts identical outputs.
 fn check(graph: Graph, inputs: HashMap<String, Tensor>) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut g = graph.clone();
     g.sort().unwrap();
     let want = weft_reference::Executor::new(g).unwrap().run(&inputs).unwrap();
     let pkg = package(graph);
-    for portable in [true, false] {
+    for (portable, lane_conv) in [(true, false), (false, false), (false, true)] {
         let opts = SessionOptions {
             device: device(),
             portable,
             guard_bytes: GUARD,
+            lane_conv,
             ..Default::default()
         };
         let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));
         let got = s.run(&inputs).unwrap();
-        assert_eq!(got, want, "portable={portable}");
+        assert_eq!(got, want, "portable={portable} lane_conv={lane_conv}");
     }
 }
 
-/// The kernels a run of `graph` launches on the device (from a profiled run).
-fn kernels_run(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Vec<&'static str> {
+/// The kernels a run of `graph` launches on the device (from a profiled run), with every
+/// convolution in the lane form or (where ungrouped) the channel form.
+fn kernels_run(graph: &Graph, inputs: &HashMap<String, Tensor>, lane_conv: bool) -> Vec<&'static str> {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let opts = SessionOptions {
         device: device(),
         profile: true,
+        lane_conv,
         ..Default::default()
     };
     let mut s = Session::new(&package(graph.clone()), &opts).unwrap();
@@ -400,27 +403,45 @@ fn wrong_inputs_are_refused() {
     assert!(s.run(&feeds).is_ok());
 }
 
-/// The input layouts the planner picks for speed: a kernel-width fold for layers with at
-/// most 4 input channels (a stem like ResNet's 7x7/2 on RGB) and a phase split for stride-2
-/// layers, over odd sizes, asymmetric and odd padding, residuals and batches; each case
-/// asserts the layout kernel ran and the result is bit-exact.
-#[test]
-fn folded_and_phase_split_inputs_match_reference() {
-    let case = |n, c, h, w, m, k, pads, a, seed| ConvCase {
+/// An ungrouped, undilated convolution case (`a`: a residual; a ReLU clamp for even seeds).
+#[allow(clippy::too_many_arguments)]
+fn one_group(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+    a: bool,
+    seed: u64,
+) -> ConvCase {
+    ConvCase {
         n,
         c,
         h,
         w,
         m,
         k,
-        stride: 2,
+        stride,
         dilation: 1,
         pads,
         group: 1,
         a,
-        b: seed % 2 == 0,
+        b: seed.is_multiple_of(2),
         seed,
-    };
+    }
+}
+
+/// The input layouts the planner picks for speed: a kernel-width fold for layers with at
+/// most 4 input channels (a stem like ResNet's 7x7/2 on RGB; both convolution forms) and a
+/// phase split for stride-2 layers (the lane form; the channel form reads strided pixels
+/// directly), over odd sizes, asymmetric and odd padding, residuals and batches; each case
+/// asserts the layout kernel ran and the result is bit-exact.
+#[test]
+fn folded_and_phase_split_inputs_match_reference() {
+    let case = |n, c, h, w, m, k, pads, a, seed| one_group(n, c, h, w, m, k, 2, pads, a, seed);
     let cases = [
         (case(2, 3, 23, 21, 20, 7, [3, 3, 3, 3], false, 1), "qfold"),
         (case(1, 4, 9, 30, 17, 3, [1, 0, 1, 2], true, 2), "qfold"),
@@ -431,8 +452,18 @@ fn folded_and_phase_split_inputs_match_reference() {
     ];
     for (c, layout) in cases {
         let (g, feeds) = conv_graph(&c);
-        let ran = kernels_run(&g, &feeds);
-        assert!(ran.contains(&layout), "{c:?}: expected {layout}, ran {ran:?}");
+        let lanes = kernels_run(&g, &feeds, true);
+        assert!(
+            lanes.contains(&layout) && lanes.contains(&"qconv"),
+            "{c:?}: expected {layout}, ran {lanes:?}"
+        );
+        let channels = kernels_run(&g, &feeds, false);
+        assert!(channels.contains(&"qconvc"), "{c:?}: ran {channels:?}");
+        assert_eq!(
+            channels.contains(&"qfold"),
+            layout == "qfold",
+            "{c:?}: ran {channels:?}"
+        );
         check(g, feeds);
     }
 }
@@ -461,8 +492,10 @@ fn large_requantization_shifts_fall_back_to_the_host() {
     // multipliers just over 2^30 with a shift of 56: a scale of about 2^-26
     g.initializers
         .insert("conv.mult".into(), i32_tensor(vec![(1 << 30) + 12345; c.m]));
-    let ran = kernels_run(&g, &feeds);
-    assert!(!ran.contains(&"qconv"), "ran {ran:?}");
+    for lane_conv in [true, false] {
+        let ran = kernels_run(&g, &feeds, lane_conv);
+        assert!(!ran.contains(&"qconv") && !ran.contains(&"qconvc"), "ran {ran:?}");
+    }
     check(g, feeds);
 }
 
@@ -495,4 +528,22 @@ fn quantize_special_values_match_reference() {
     }
     let feeds = HashMap::from([("x".to_string(), Tensor::from_f32(&shape, v).unwrap())]);
     check(b.g, feeds);
+}
+
+/// Layers wider than one channel-form work-item (64 output channels): several channel
+/// blocks, a last block past the output channels (not a multiple of 4 either), long
+/// reductions, planes that are not whole 6-pixel tiles, strides 1 and 2, residuals, batches.
+#[test]
+fn wide_layers_match_reference_in_both_forms() {
+    let case = one_group;
+    let cases = [
+        case(2, 70, 9, 8, 150, 3, 1, [1, 1, 1, 1], true, 21),
+        case(1, 132, 7, 7, 130, 1, 1, [0, 0, 0, 0], true, 22),
+        case(1, 64, 13, 11, 66, 3, 2, [1, 0, 1, 1], false, 23),
+        case(3, 36, 5, 6, 200, 1, 2, [0, 0, 0, 0], false, 24),
+    ];
+    for c in cases {
+        let (g, feeds) = conv_graph(&c);
+        check(g, feeds);
+    }
 }

@@ -76,7 +76,7 @@ def ort_session(path, threads):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def ort_times(sess, batch, iterations, warmup=2):
+def ort_times(sess, batch, iterations, warmup):
     x = np.random.default_rng(7).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     name = sess.get_inputs()[0].name
     for _ in range(warmup):
@@ -89,8 +89,8 @@ def ort_times(sess, batch, iterations, warmup=2):
     return out
 
 
-def weft_times(weft, pkg, device, batch, iterations):
-    r = sh(weft, "bench", pkg, "--device", device, "--batch", batch, "--iterations", iterations, "--warmup", 2, "--json")
+def weft_times(weft, pkg, device, batch, iterations, warmup):
+    r = sh(weft, "bench", pkg, "--device", device, "--batch", batch, "--iterations", iterations, "--warmup", warmup, "--json")
     return json.loads(r.stdout.strip().splitlines()[-1])["times_ms"]
 
 
@@ -112,6 +112,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "target" / "compare"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=10, help="untimed runs before each configuration's timed runs, every round")
     ap.add_argument("--calib", type=int, default=8, help="calibration images (seeded normal noise)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--device", default="pocl")
@@ -129,9 +130,9 @@ def main():
     for r in range(a.rounds):
         for name, batch in configs:
             if name.startswith("weft"):
-                t = weft_times(a.weft, pkgs[name.split()[1]], a.device, batch, a.iterations)
+                t = weft_times(a.weft, pkgs[name.split()[1]], a.device, batch, a.iterations, a.warmup)
             else:
-                t = ort_times(sessions[name], batch, a.iterations)
+                t = ort_times(sessions[name], batch, a.iterations, a.warmup)
             times[(name, batch)].extend(t)
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} b{b} {statistics.median(times[(n, b)]):.1f} ms" for n, b in configs), flush=True)
 
@@ -147,12 +148,14 @@ def main():
     lat = med(("weft int8", 1)) / med(("ort int8", 1))
     thr = (8 / med(("weft int8", 8))) / (8 / med(("ort int8", 8)))
     f32 = med(("weft f32", 1)) / med(("ort fp32", 1))
-    cmd = f"{pathlib.Path(sys.executable).name} bench/compare.py --rounds {a.rounds} --iterations {a.iterations}"
+    cmd = f"{pathlib.Path(sys.executable).name} bench/compare.py --rounds {a.rounds} --iterations {a.iterations} --warmup {a.warmup}"
     text = f"""# weft against onnxruntime: ResNet-50, side by side
 
 Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.
 Command: `{cmd}` (release build of weft; {a.rounds} rounds alternating the configurations,
-{a.iterations} timed runs each after 2 warm-up runs, so {a.rounds * a.iterations} runs per row).
+{a.iterations} timed runs each after {a.warmup} untimed warm-up runs, so {a.rounds * a.iterations} runs per row;
+weft runs in a fresh `weft bench` process each round, onnxruntime in one Python session: the
+warm-up runs bring both to a steady state, weights in cache, as a server would be).
 
 Model: weft's zoo ResNet-50 v1.5 (`weft zoo resnet50 --seed 0`), {MACS_R50 / 1e9:.3f} G
 multiply-accumulates per 224x224 image. weft int8: `weft compile --calib` (MinMax over {a.calib}

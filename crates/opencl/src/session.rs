@@ -98,6 +98,22 @@ impl std::fmt::Debug for Session {
 // arguments take `&mut self`, so no two threads set arguments at once.
 unsafe impl Send for Session {}
 
+/// The bytes of a float value as an upload writes them: f32 or IEEE half, little-endian.
+/// A contiguous f32 tensor on a little-endian host is its own bytes (no copy).
+fn float_bytes(t: &Tensor, half: bool) -> std::borrow::Cow<'_, [u8]> {
+    #[cfg(target_endian = "little")]
+    if let (false, Tensor::F32(a)) = (half, t)
+        && let Some(v) = a.as_slice()
+    {
+        // SAFETY: an f32 slice viewed as its bytes: same allocation, 4 x the length, u8 has
+        // no alignment or validity requirements; the borrow keeps the tensor alive.
+        return std::borrow::Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+        });
+    }
+    std::borrow::Cow::Owned(t.cast(if half { DType::F16 } else { DType::F32 }).to_le_bytes())
+}
+
 fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, OpenClError> {
     // SAFETY: a plain device allocation with no host pointer.
     unsafe { Buffer::<u8>::create(context, flags, bytes.max(16), ptr::null_mut()) }
@@ -290,7 +306,8 @@ impl Session {
         prepared: &mut Prepared,
         inputs: &HashMap<String, Tensor>,
     ) -> Result<Vec<(String, Tensor)>, OpenClError> {
-        let mut host: HashMap<String, Tensor> = inputs.clone();
+        // values produced on the host during the run (inputs are read in place)
+        let mut host: HashMap<String, Tensor> = HashMap::new();
         let mut events: Vec<(usize, Event)> = Vec::new();
         let Prepared { plan, slots } = prepared;
         for (si, step) in plan.steps.iter().enumerate() {
@@ -298,8 +315,9 @@ impl Session {
                 Step::UploadFloat { value, slot, half } => {
                     let t = host
                         .get(value)
+                        .or_else(|| inputs.get(value))
                         .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
-                    let bytes = t.cast(if *half { DType::F16 } else { DType::F32 }).to_le_bytes();
+                    let bytes = float_bytes(t, *half);
                     // SAFETY: blocking write from a live host slice; the slot buffer is large
                     // enough by construction of the plan.
                     unsafe {
@@ -316,6 +334,7 @@ impl Session {
                 } => {
                     let t = host
                         .get(value)
+                        .or_else(|| inputs.get(value))
                         .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
                     let bytes = to_nc4hw4(&t.cast(DType::U8).to_le_bytes(), geom.n, geom.c, geom.h, geom.w, *fill);
                     // SAFETY: as above.
@@ -375,7 +394,9 @@ impl Session {
                             if i.is_empty() {
                                 None
                             } else {
-                                host.get(i).or_else(|| self.graph.initializers.get(i))
+                                host.get(i)
+                                    .or_else(|| inputs.get(i))
+                                    .or_else(|| self.graph.initializers.get(i))
                             }
                         })
                         .collect();
@@ -438,6 +459,7 @@ impl Session {
             .iter()
             .map(|o| {
                 host.remove(&o.name)
+                    .or_else(|| inputs.get(&o.name).cloned())
                     .map(|t| (o.name.clone(), t))
                     .ok_or_else(|| OpenClError::Unsupported(format!("output '{}' was not produced", o.name)))
             })

@@ -173,7 +173,8 @@ static void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG
                 p += HW;                                                                       \
             }
 #define QC_INSIDE(r) p[off[r]]
-#define QC_EDGE(r) (ok[r] ? p[off[r]] : pad)
+// a cell outside the input reads word 0 of the plane (off 0) and is replaced: no branch
+#define QC_EDGE(r) select(pad, p[off[r]], ok[r])
             // the common case (every pixel inside the input) without the selects
             if (all_ok) {
                 QC_BLOCKS(QC_INSIDE)

@@ -161,21 +161,29 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(args.iterations);
     let mut layers: Vec<weft_opencl::LayerProfile> = Vec::new();
     let mut layer_times: Vec<Vec<f64>> = Vec::new();
+    let mut layer_waits: Vec<Vec<f64>> = Vec::new();
     for _ in 0..args.iterations {
         let t = Instant::now();
         let profile = run(&feeds)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         if layers.is_empty() {
             layer_times = vec![Vec::new(); profile.len()];
+            layer_waits = vec![Vec::new(); profile.len()];
             layers = profile.clone();
         }
-        for (v, l) in layer_times.iter_mut().zip(&profile) {
+        for ((v, w), l) in layer_times.iter_mut().zip(layer_waits.iter_mut()).zip(&profile) {
             v.push(l.micros);
+            w.push(l.wait_micros);
         }
     }
     if args.profile {
-        for (l, v) in layers.iter_mut().zip(layer_times.iter_mut()) {
+        for ((l, v), w) in layers
+            .iter_mut()
+            .zip(layer_times.iter_mut())
+            .zip(layer_waits.iter_mut())
+        {
             l.micros = median(v);
+            l.wait_micros = median(w);
         }
         crate::run::print_profile(&layers);
     }

@@ -139,10 +139,11 @@ fn finish(
 
 pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
     println!(
-        "{:<36} {:<10} {:>22} {:>14} {:>10} {:>8}",
-        "layer", "kernel", "shape", "MACs", "us", "GOP/s"
+        "{:<36} {:<10} {:>22} {:>14} {:>10} {:>8} {:>8}",
+        "layer", "kernel", "shape", "MACs", "us", "GOP/s", "wait us"
     );
     let mut total = (0f64, 0u64);
+    let mut waits = 0f64;
     for l in layers {
         let gops = if l.micros > 0.0 {
             2.0 * l.macs as f64 / (l.micros * 1e3)
@@ -150,14 +151,16 @@ pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
             0.0
         };
         println!(
-            "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1}",
+            "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1} {:>8.1}",
             l.node,
             l.kernel,
             format!("{:?}", l.shape),
             l.macs,
             l.micros,
-            gops
+            gops,
+            l.wait_micros
         );
+        waits += l.wait_micros;
         total.0 += l.micros;
         total.1 += l.macs;
     }
@@ -167,8 +170,11 @@ pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
         0.0
     };
     println!(
-        "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1}",
-        "total", "", "", total.1, total.0, gops
+        "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1} {:>8.1}",
+        "total", "", "", total.1, total.0, gops, waits
+    );
+    println!(
+        "(us: kernel time; wait us: the device idle before the kernel: since the previous one ended, or since the first was enqueued)"
     );
 }
 

@@ -9,7 +9,8 @@ use opencl3::command_queue::{CL_QUEUE_PROFILING_ENABLE, CommandQueue};
 use opencl3::context::Context;
 use opencl3::device::Device;
 use opencl3::event::Event;
-use opencl3::kernel::{ExecuteKernel, Kernel};
+use opencl3::kernel::Kernel;
+use opencl3::memory::ClMem;
 use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
 use opencl3::types::CL_BLOCKING;
@@ -52,11 +53,17 @@ pub struct LayerProfile {
     pub shape: Vec<usize>,
     pub macs: u64,
     pub micros: f64,
+    /// Device idle time before this kernel started: since the previous kernel's end, or
+    /// for the run's first kernel since it was enqueued (launch cost, host work between).
+    pub wait_micros: f64,
 }
 
 struct Prepared {
     plan: Plan,
     slots: Vec<Buffer<u8>>,
+    /// One kernel object per launch step (by step index), its arguments set once here: a
+    /// run only enqueues them.
+    launches: Vec<Option<Kernel>>,
 }
 
 /// A package on an OpenCL device. Runs take `&mut self`: one run at a time.
@@ -66,7 +73,6 @@ pub struct Session {
     context: Context,
     queue: CommandQueue,
     program: Program,
-    kernels: HashMap<KernelKind, Kernel>,
     options: ProgramOptions,
     source: ProgramSource,
     build_time: Duration,
@@ -144,19 +150,16 @@ impl Session {
         let start = Instant::now();
         let (program, source) = build(&context, &device, &options, opts.program_binary.as_deref())?;
         let build_time = start.elapsed();
-        let mut kernels = HashMap::new();
+        // every kernel the package needs must be in the program (a prebuilt binary may lack
+        // some); the largest work-group a convolution launch may use on this device
+        let mut max_group = device.max_work_group.max(1);
         for k in KernelKind::for_precision(float) {
             let kernel = Kernel::create(&program, k.name())
                 .map_err(|e| OpenClError::api(format!("clCreateKernel({})", k.name()), e))?;
-            kernels.insert(k, kernel);
+            if matches!(k, KernelKind::QConv | KernelKind::QConvC) {
+                max_group = max_group.min(kernel.get_work_group_size(device.id).unwrap_or(max_group).max(1));
+            }
         }
-        // the largest work-group a qconv launch may use on this device
-        let max_group = kernels
-            .get(&KernelKind::QConv)
-            .and_then(|k| k.get_work_group_size(device.id).ok())
-            .unwrap_or(device.max_work_group)
-            .min(device.max_work_group)
-            .max(1);
         let dummy = buffer(&context, CL_MEM_READ_WRITE, 16)?;
         let mut s = Session {
             max_group,
@@ -164,7 +167,6 @@ impl Session {
             context,
             queue,
             program,
-            kernels,
             options,
             source,
             build_time,
@@ -245,8 +247,40 @@ impl Session {
                 .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
             }
         }
-        self.plans.insert(batch, Prepared { plan, slots });
+        let launches = plan
+            .steps
+            .iter()
+            .map(|step| match step {
+                Step::Launch { kernel, args, .. } => self.bound_kernel(*kernel, args, &slots).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.plans.insert(batch, Prepared { plan, slots, launches });
         Ok(())
+    }
+
+    /// A new kernel object for one launch with every argument set.
+    fn bound_kernel(&self, kind: KernelKind, args: &[Arg], slots: &[Buffer<u8>]) -> Result<Kernel, OpenClError> {
+        let k = Kernel::create(&self.program, kind.name())
+            .map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))?;
+        for (i, a) in args.iter().enumerate() {
+            let i = i as u32;
+            // SAFETY: argument types match the kernel signatures in kernels/*.cl (buffer
+            // handles for pointers, i32/u32/f32 for scalars); the buffers outlive the kernel
+            // object (both live in the session, the slots in the same `Prepared`).
+            unsafe {
+                match a {
+                    Arg::Slot(s) => k.set_arg(i, &slots[*s].get()),
+                    Arg::Const(name) => k.set_arg(i, &self.consts.get(name).unwrap_or(&self.dummy).get()),
+                    Arg::Dummy => k.set_arg(i, &self.dummy.get()),
+                    Arg::I32(v) => k.set_arg(i, v),
+                    Arg::U32(v) => k.set_arg(i, v),
+                    Arg::F32(v) => k.set_arg(i, v),
+                }
+            }
+            .map_err(|e| OpenClError::api(format!("clSetKernelArg({}, {i})", kind.name()), e))?;
+        }
+        Ok(k)
     }
 
     /// Runs the package on named inputs; returns the graph outputs in order.
@@ -309,7 +343,7 @@ impl Session {
         // values produced on the host during the run (inputs are read in place)
         let mut host: HashMap<String, Tensor> = HashMap::new();
         let mut events: Vec<(usize, Event)> = Vec::new();
-        let Prepared { plan, slots } = prepared;
+        let Prepared { plan, slots, launches } = prepared;
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 Step::UploadFloat { value, slot, half } => {
@@ -345,38 +379,21 @@ impl Session {
                     .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
                 }
                 Step::Launch {
-                    kernel,
-                    args,
-                    global,
-                    local,
-                    ..
+                    kernel, global, local, ..
                 } => {
-                    let k = self
-                        .kernels
-                        .get(kernel)
+                    let k = launches
+                        .get(si)
+                        .and_then(Option::as_ref)
                         .ok_or_else(|| OpenClError::Unsupported(format!("kernel {} missing", kernel.name())))?;
-                    let mut exec = ExecuteKernel::new(k);
-                    for a in args {
-                        // SAFETY: argument types match the kernel signatures in kernels/*.cl
-                        // (buffers for pointers, i32/u32/f32 for scalars).
-                        unsafe {
-                            match a {
-                                Arg::Slot(s) => exec.set_arg(&slots[*s]),
-                                Arg::Const(name) => exec.set_arg(self.consts.get(name).unwrap_or(&self.dummy)),
-                                Arg::Dummy => exec.set_arg(&self.dummy),
-                                Arg::I32(v) => exec.set_arg(v),
-                                Arg::U32(v) => exec.set_arg(v),
-                                Arg::F32(v) => exec.set_arg(v),
-                            };
-                        }
+                    let local_ptr = local.as_ref().map_or(ptr::null(), |l| l.as_ptr());
+                    // SAFETY: the kernel object's arguments were all set when the plan was
+                    // prepared; the sizes are three positive counts (and a local size that
+                    // divides them, from the planner) that live across the call.
+                    let event = unsafe {
+                        self.queue
+                            .enqueue_nd_range_kernel(k.get(), 3, ptr::null(), global.as_ptr(), local_ptr, &[])
                     }
-                    exec.set_global_work_sizes(global);
-                    if let Some(local) = local {
-                        exec.set_local_work_sizes(local);
-                    }
-                    // SAFETY: all arguments are set; global sizes are positive.
-                    let event = unsafe { exec.enqueue_nd_range(&self.queue) }
-                        .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
+                    .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
                     if self.profile {
                         events.push((si, event));
                     }
@@ -430,6 +447,7 @@ impl Session {
             }
         }
         if self.profile {
+            let mut prev_end: Option<u64> = None;
             self.last_profile = events
                 .iter()
                 .filter_map(|(si, e)| {
@@ -444,12 +462,18 @@ impl Session {
                         return None;
                     };
                     let (start, end) = (e.profiling_command_start().ok()?, e.profiling_command_end().ok()?);
+                    let since = match prev_end {
+                        Some(t) => t,
+                        None => e.profiling_command_queued().ok()?,
+                    };
+                    prev_end = Some(end);
                     Some(LayerProfile {
                         node: node.clone(),
                         kernel: kernel.name(),
                         shape: shape.clone(),
                         macs: *macs,
                         micros: end.saturating_sub(start) as f64 / 1e3,
+                        wait_micros: start.saturating_sub(since) as f64 / 1e3,
                     })
                 })
                 .collect();

@@ -124,7 +124,7 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
 #define QC_R 6
 #define QC_V 4
 WEFT_DOT_TARGET
-static void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
+static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
                               int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OW, int np,
                               int pad, __global const int* w)
 {

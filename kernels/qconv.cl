@@ -152,27 +152,24 @@ __kernel void qconv(
 // as `qconv`; `bias`, `mult`, `shift`, `radd` and `rmult` are padded to a multiple of 64
 // channels by the planner (padding channels are computed and land in the tensor's padding
 // bytes, or are not stored).
-__kernel void qconvc(
-    QCONV_BUFFERS,
-    int CB, int H, int W, int M, int OH, int OW,
-    int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
-    uint pad_word, int lo, int hi, int has_res)
+// One channel-form work-item after its indices: the reduction and the epilogue in one
+// function, so that with the VNNI hook (a function with extra target features is not
+// inlined into the kernel) the accumulators stay in registers. The epilogue stores each
+// pixel's 16 channels as 4 words, one per channel block; the common case (every pixel of
+// the tile in the plane, 4 whole blocks) is straight-line code.
+WEFT_DOT_TARGET
+static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int M, int OW, int OHW,
+                        int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL, int pad, int p0,
+                        long lo, long hi, int has_res)
 {
-    const int tile = get_global_id(0);
-    const int z = get_global_id(2);
-    const int MB = (M + 63) / 64;
-    const int n = z / MB;
-    const int mb = z - n * MB;
     const int HW = H * W;
-    const int OHW = OH * OW;
     const int OCB = (M + 3) / 4;
-    const int p0 = tile * QC_R;
-    if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
     const int oy0 = p0 / OW;
+    const int np = min(QC_R, OHW - p0);    // pixels of this tile in the plane
     int16 acc[QC_R * QC_V];
     conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
-                      PT, PL, oy0, p0 - oy0 * OW, OW, OHW - p0, as_int(pad_word),
-                      w + (size_t)mb * KH * KW * CB * 64);
+                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 64);
+    const size_t plane = OHW;
     #pragma unroll
     for (int v = 0; v < QC_V; v++) {
         const int mc = mb * 64 + v * 16;     // first channel of this vector
@@ -184,34 +181,54 @@ __kernel void qconvc(
         const long16 rm = has_res ? vload16(0, rmult + mc) : (long16)(0);
         const long8 mue = convert_long8(mu.even), muo = convert_long8(mu.odd);
         const long8 she = convert_long8(sh.even), sho = convert_long8(sh.odd);
+        const long8 ade = ad.even, ado = ad.odd, rme = rm.even, rmo = rm.odd;
         const int words = min(4, OCB - mc / 4);     // channel blocks of this vector in the tensor
-        for (int r = 0; r < QC_R; r++) {
-            if (p0 + r >= OHW) break;
-            const size_t o = ((size_t)n * OCB + mc / 4) * OHW + p0 + r;
-            uint4 rw = (uint4)(0);
-            if (has_res && words == 4) {
-                rw = (uint4)(res[o], res[o + OHW], res[o + 2 * (size_t)OHW], res[o + 3 * (size_t)OHW]);
-            } else if (has_res) {
-                uint t[4] = {0, 0, 0, 0};
-                for (int q = 0; q < words; q++) t[q] = res[o + (size_t)q * OHW];
-                rw = vload4(0, t);
+        const size_t base = ((size_t)n * OCB + mc / 4) * plane + p0;
+        __global uint* o = out + base;
+        __global const uint* rp = res + (has_res ? base : 0);
+        if (words == 4 && np == QC_R) {
+            #pragma unroll
+            for (int r = 0; r < QC_R; r++) {
+                const uint4 rw = has_res ? (uint4)(rp[r], rp[plane + r], rp[2 * plane + r], rp[3 * plane + r])
+                                         : (uint4)(0);
+                const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ade, ado, she, sho,
+                                                  convert_int16(as_uchar16(rw)), rme, rmo, has_res, lo, hi);
+                const uint4 word = as_uint4(convert_uchar16(val));
+                o[r] = word.s0;
+                o[plane + r] = word.s1;
+                o[2 * plane + r] = word.s2;
+                o[3 * plane + r] = word.s3;
             }
-            const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ad.even, ad.odd, she, sho,
-                                              convert_int16(as_uchar16(rw)), rm.even, rm.odd, has_res,
-                                              (long)lo, (long)hi);
-            const uint4 word = as_uint4(convert_uchar16(val));
-            if (words == 4) {
-                out[o] = word.s0;
-                out[o + OHW] = word.s1;
-                out[o + 2 * (size_t)OHW] = word.s2;
-                out[o + 3 * (size_t)OHW] = word.s3;
-            } else {
-                uint t[4];
-                vstore4(word, 0, t);
-                for (int q = 0; q < words; q++) out[o + (size_t)q * OHW] = t[q];
+        } else {
+            for (int r = 0; r < np; r++) {
+                uint rin[4] = {0, 0, 0, 0}, ow[4];
+                for (int q = 0; q < words && has_res; q++) rin[q] = rp[q * plane + r];
+                const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ade, ado, she, sho,
+                                                  convert_int16(as_uchar16(vload4(0, rin))), rme, rmo, has_res,
+                                                  lo, hi);
+                vstore4(as_uint4(convert_uchar16(val)), 0, ow);
+                for (int q = 0; q < words; q++) o[q * plane + r] = ow[q];
             }
         }
     }
+}
+
+__kernel void qconvc(
+    QCONV_BUFFERS,
+    int CB, int H, int W, int M, int OH, int OW,
+    int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
+    uint pad_word, int lo, int hi, int has_res)
+{
+    const int tile = get_global_id(0);
+    const int z = get_global_id(2);
+    const int MB = (M + 63) / 64;
+    const int n = z / MB;
+    const int mb = z - n * MB;
+    const int OHW = OH * OW;
+    const int p0 = tile * QC_R;
+    if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
+    qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, n, mb, CB, H, W, M, OW, OHW, KH, KW, SY, SX, DY,
+                DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res);
 }
 
 // Phase split for stride-2 convolutions: out[n][py * 2 + px][cb][y][x] = in[n][cb][2y + py][2x + px]

@@ -17,6 +17,13 @@
 #if TM % 4 != 0 || TM > 16 || TM < 4
 #error "TM must be 4, 8, 12 or 16"
 #endif
+// The channel form's tile (`qconvc`): QC_R pixels x QC_V vectors of 16 output channels.
+#ifndef QC_R
+#define QC_R 6
+#endif
+#ifndef QC_V
+#define QC_V 4
+#endif
 
 // dot4acc16(acc, x, w): for each of 16 lanes j, acc[j] += sum over b of
 // u8(x[j] byte b) * s8(w[j] byte b): 4 u8 activations (one channel block of one pixel)
@@ -115,14 +122,12 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
     for (int j = 0; j < TM; j++) acc[j] = a[j];
 }
 
-// conv_accumulate_c: the reduction of `qconvc` (channel form): QC_R output pixels x 64
-// output channels (QC_V = 4 vectors of 16 channels). Per kernel position and channel block,
-// the 64 weight words of the block are 4 vector loads and each pixel's activation word is
-// broadcast to 16 lanes: QC_R x 4 dot products for QC_R + 4 loads. Pixels are the QC_R
-// consecutive pixels of the flattened output plane starting at (oy0, ox0); those past `np`
-// (the plane's end) and cells in the padding read `pad`.
-#define QC_R 6
-#define QC_V 4
+// conv_accumulate_c: the reduction of `qconvc` (channel form): QC_R output pixels x
+// 16 * QC_V output channels (QC_V vectors of 16 channels). Per kernel position and channel
+// block, the block's 16 * QC_V weight words are QC_V vector loads and each pixel's
+// activation word is broadcast to 16 lanes: QC_R x QC_V dot products for QC_R + QC_V loads.
+// Pixels are the QC_R consecutive pixels of the flattened output plane starting at
+// (oy0, ox0); those past `np` (the plane's end) and cells in the padding read `pad`.
 WEFT_DOT_TARGET
 static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
                               int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OW, int np,
@@ -156,20 +161,20 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
                 all_ok &= ok[r];
             }
             __global const int* p = x;
-            // one channel block: 4 weight vectors, each pixel's word broadcast (XR(r))
+            // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
 #define QC_BLOCKS(XR)                                                                          \
             for (int cb = 0; cb < CBG; cb++) {                                                 \
-                const int16 w0 = vload16(0, w), w1 = vload16(1, w), w2 = vload16(2, w);        \
-                const int16 w3 = vload16(3, w);                                                \
+                int16 wv[QC_V];                                                                \
+                _Pragma("unroll")                                                              \
+                for (int v = 0; v < QC_V; v++) wv[v] = vload16(v, w);                          \
                 _Pragma("unroll")                                                              \
                 for (int r = 0; r < QC_R; r++) {                                               \
                     const int16 xr = (int16)(XR(r));                                           \
-                    a[r * 4 + 0] = dot4acc16(a[r * 4 + 0], xr, w0);                            \
-                    a[r * 4 + 1] = dot4acc16(a[r * 4 + 1], xr, w1);                            \
-                    a[r * 4 + 2] = dot4acc16(a[r * 4 + 2], xr, w2);                            \
-                    a[r * 4 + 3] = dot4acc16(a[r * 4 + 3], xr, w3);                            \
+                    _Pragma("unroll")                                                          \
+                    for (int v = 0; v < QC_V; v++)                                             \
+                        a[r * QC_V + v] = dot4acc16(a[r * QC_V + v], xr, wv[v]);               \
                 }                                                                              \
-                w += 64;                                                                       \
+                w += 16 * QC_V;                                                                \
                 p += HW;                                                                       \
             }
 #define QC_INSIDE(r) p[off[r]]

@@ -168,11 +168,11 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
     const int np = min(QC_R, OHW - p0);    // pixels of this tile in the plane
     int16 acc[QC_R * QC_V];
     conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
-                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 64);
+                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V);
     const size_t plane = OHW;
     #pragma unroll
     for (int v = 0; v < QC_V; v++) {
-        const int mc = mb * 64 + v * 16;     // first channel of this vector
+        const int mc = mb * 16 * QC_V + v * 16;     // first channel of this vector
         if (mc >= M) break;
         const int16 bv = vload16(0, bias + mc);
         const int16 mu = vload16(0, mult + mc);
@@ -191,7 +191,7 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
             for (int r = 0; r < QC_R; r++) {
                 const uint4 rw = has_res ? (uint4)(rp[r], rp[plane + r], rp[2 * plane + r], rp[3 * plane + r])
                                          : (uint4)(0);
-                const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ade, ado, she, sho,
+                const int16 val = weft_requant16c(acc[r * QC_V + v] + bv, mue, muo, ade, ado, she, sho,
                                                   convert_int16(as_uchar16(rw)), rme, rmo, has_res, lo, hi);
                 const uint4 word = as_uint4(convert_uchar16(val));
                 o[r] = word.s0;
@@ -203,7 +203,7 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
             for (int r = 0; r < np; r++) {
                 uint rin[4] = {0, 0, 0, 0}, ow[4];
                 for (int q = 0; q < words && has_res; q++) rin[q] = rp[q * plane + r];
-                const int16 val = weft_requant16c(acc[r * 4 + v] + bv, mue, muo, ade, ado, she, sho,
+                const int16 val = weft_requant16c(acc[r * QC_V + v] + bv, mue, muo, ade, ado, she, sho,
                                                   convert_int16(as_uchar16(vload4(0, rin))), rme, rmo, has_res,
                                                   lo, hi);
                 vstore4(as_uint4(convert_uchar16(val)), 0, ow);
@@ -221,7 +221,7 @@ __kernel void qconvc(
 {
     const int tile = get_global_id(0);
     const int z = get_global_id(2);
-    const int MB = (M + 63) / 64;
+    const int MB = (M + 16 * QC_V - 1) / (16 * QC_V);
     const int n = z / MB;
     const int mb = z - n * MB;
     const int OHW = OH * OW;

@@ -173,10 +173,14 @@ pub struct Plan {
 /// Output channels per `qconv` work-item (the `TM` macro the program is built with).
 pub const QCONV_TM: usize = 16;
 
-/// Output channels and pixels per `qconvc` work-item (its weights are packed with this `TM`;
-/// `QC_R` in `common.cl`).
-pub const QCONVC_TM: usize = 64;
+/// Output pixels per `qconvc` work-item (the `QC_R` macro the program is built with).
 pub const QCONVC_PIXELS: usize = 6;
+/// Vectors of 16 output channels per `qconvc` work-item (the `QC_V` macro). 6 x 4 (24
+/// accumulators, 4 weight vectors and a broadcast in 32 vector registers) measured fastest
+/// on ResNet-50 against 5 x 4, 7 x 3, 8 x 3 and 12 x 2.
+pub const QCONVC_VECTORS: usize = 4;
+/// Output channels per `qconvc` work-item: its weights are packed with this `TM`.
+pub const QCONVC_TM: usize = 16 * QCONVC_VECTORS;
 
 /// Output pixels per image (plus one tile) `qconv` handles: it finds a lane's row with a
 /// float division, exact below this.

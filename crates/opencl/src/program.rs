@@ -56,7 +56,13 @@ impl ProgramOptions {
     }
 
     pub fn build_options(&self) -> String {
-        let mut o = format!("-cl-std=CL1.2 -D TM={} -D TP={}", self.tm, self.tp);
+        let mut o = format!(
+            "-cl-std=CL1.2 -D TM={} -D TP={} -D QC_R={} -D QC_V={}",
+            self.tm,
+            self.tp,
+            crate::plan::QCONVC_PIXELS,
+            crate::plan::QCONVC_VECTORS
+        );
         if let Some(d) = self.hook.define() {
             o.push_str(&format!(" -D {d}"));
         }

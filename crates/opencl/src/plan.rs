@@ -651,6 +651,11 @@ impl Planner<'_> {
                     return self.host(idx);
                 }
             }
+            // a graph output that no later node reads is dequantized on the host after a u8
+            // download (a quarter of the bytes, and no launch)
+            Op::Dequantize { .. } if self.outputs.contains(&out) && !self.last_use.contains_key(&out) => {
+                return self.host(idx);
+            }
             Op::Dequantize { scale, zero_point } if matches!(self.loc.get(&input(0)), Some(Loc::U8 { .. })) => {
                 let Some(Loc::U8 { slot: in_slot, geom }) = self.loc.get(&input(0)).cloned() else {
                     return self.host(idx);

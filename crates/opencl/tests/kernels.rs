@@ -547,3 +547,27 @@ fn wide_layers_match_reference_in_both_forms() {
         check(g, feeds);
     }
 }
+
+/// The device dequantize (a dequantized value that a later, host-side float node reads; a
+/// graph output that nothing reads is dequantized on the host instead), in both placements.
+#[test]
+fn dequantize_on_device_and_host_match_reference() {
+    let mut b = Builder::new(31);
+    let x = b.input("x", &[2, 5, 3, 37], 90);
+    b.g.nodes.push(Node::new(
+        "deq",
+        Op::Dequantize {
+            scale: 0.03,
+            zero_point: 90,
+        },
+        &[&x],
+        &["xf"],
+    ));
+    b.g.nodes.push(Node::new("relu", Op::Relu, &["xf"], &["y"]));
+    b.g.outputs.push(ValueInfo::new("y", DType::F32, vec![]));
+    b.output(&x, 90);
+    let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[2, 5, 3, 37]))]);
+    let ran = kernels_run(&b.g, &feeds, false);
+    assert_eq!(ran.iter().filter(|k| **k == "dequantize").count(), 1, "ran {ran:?}");
+    check(b.g, feeds);
+}

@@ -946,7 +946,10 @@ impl Planner<'_> {
             let z = og.n * m.div_ceil(QCONVC_TM);
             let cap = self.max_group.min(256);
             let want_x = self.min_groups.div_ceil(z).max(1);
+            // a power of two: few distinct group sizes, so few compiled variants (PoCL
+            // compiles a kernel per local size)
             let lx = (tiles / want_x).clamp(1, cap);
+            let lx = if lx.is_power_of_two() { lx } else { lx.next_power_of_two() / 2 };
             let mut args = buffers(0);
             args.push(int(m));
             args.extend(window);

@@ -136,6 +136,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
     int16 a[QC_R * QC_V];
     #pragma unroll
     for (int j = 0; j < QC_R * QC_V; j++) a[j] = (int16)(0);
+    const int16 padv = (int16)(pad);
     int by[QC_R], bx[QC_R];
     {
         int oy = oy0, ox = ox0;
@@ -161,6 +162,9 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
                 all_ok &= ok[r];
             }
             __global const int* p = x;
+            int16 okv[QC_R];
+            #pragma unroll
+            for (int r = 0; r < QC_R; r++) okv[r] = (int16)(-ok[r]);
             // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
 #define QC_BLOCKS(XR)                                                                          \
             for (int cb = 0; cb < CBG; cb++) {                                                 \
@@ -169,7 +173,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
                 for (int v = 0; v < QC_V; v++) wv[v] = vload16(v, w);                          \
                 _Pragma("unroll")                                                              \
                 for (int r = 0; r < QC_R; r++) {                                               \
-                    const int16 xr = (int16)(XR(r));                                           \
+                    const int16 xr = XR(r);                                                    \
                     _Pragma("unroll")                                                          \
                     for (int v = 0; v < QC_V; v++)                                             \
                         a[r * QC_V + v] = dot4acc16(a[r * QC_V + v], xr, wv[v]);               \
@@ -177,9 +181,10 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
                 w += 16 * QC_V;                                                                \
                 p += HW;                                                                       \
             }
-#define QC_INSIDE(r) p[off[r]]
-// a cell outside the input reads word 0 of the plane (off 0) and is replaced: no branch
-#define QC_EDGE(r) select(pad, p[off[r]], ok[r])
+#define QC_INSIDE(r) ((int16)(p[off[r]]))
+// a cell outside the input reads word 0 of the plane (off 0), replaced by the padding in
+// the vector domain (a masked blend, the mask fixed for the position): no branch
+#define QC_EDGE(r) select(padv, (int16)(p[off[r]]), okv[r])
             // the common case (every pixel inside the input) without the selects
             if (all_ok) {
                 QC_BLOCKS(QC_INSIDE)

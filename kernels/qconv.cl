@@ -43,11 +43,13 @@ static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, lo
 
 // The buffers both convolution forms take: input, packed weights, per-channel bias,
 // multiplier, shift and addend, residual and its multipliers, output.
+// The output may be the residual's buffer (the planner updates a dead residual in place:
+// every work-item reads the residual words it then writes), so neither is `restrict`.
 #define QCONV_BUFFERS                                                                           \
     __global const uint* restrict x, __global const int* restrict w, __global const int* restrict bias, \
     __global const int* restrict mult, __global const int* restrict shift,                      \
-    __global const long* restrict radd, __global const uint* restrict res,                      \
-    __global const long* restrict rmult, __global uint* restrict out
+    __global const long* restrict radd, __global const uint* res,                               \
+    __global const long* restrict rmult, __global uint* out
 
 // The same for 16 lanes of one output channel (16 pixels of `qconv`).
 static inline int16 weft_requant16(int16 a, long mult, long add, int shift, int16 r, long rmult,

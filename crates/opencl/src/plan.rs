@@ -498,7 +498,25 @@ impl Planner<'_> {
                 } else {
                     None
                 };
-                let slot = self.alloc(og.bytes());
+                // The output overwrites the residual in place where this is the residual's
+                // last reader: each work-item reads the residual words it then writes, and
+                // the lines are in cache already (no write-allocate misses).
+                let in_place = match (res, self.loc.get(&input(5))) {
+                    (Some(rg), Some(Loc::U8 { slot, .. }))
+                        if rg == og
+                            && self.last_use.get(&input(5)) == Some(&idx)
+                            && !self.outputs.contains(&input(5))
+                            && self.slot_users[*slot] == 1
+                            && input(5) != input(0) =>
+                    {
+                        Some(*slot)
+                    }
+                    _ => None,
+                };
+                let slot = match in_place {
+                    Some(s) => s,
+                    None => self.alloc(og.bytes()),
+                };
                 let geo = ConvGeo {
                     kh,
                     kw,

@@ -89,6 +89,14 @@ def ort_times(sess, batch, iterations, warmup):
     return out
 
 
+def ort_times_fresh(model, threads, batch, iterations, warmup):
+    """onnxruntime timings from a fresh process (a new session), as weft's come from a fresh
+    `weft bench` process: each round draws both sides' memory placement anew."""
+    r = sh(sys.executable, __file__, "--ort-worker", model, "--threads", threads, "--batch", batch,
+           "--iterations", iterations, "--warmup", warmup)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def weft_times(weft, pkg, device, batch, iterations, warmup):
     r = sh(weft, "bench", pkg, "--device", device, "--batch", batch, "--iterations", iterations, "--warmup", warmup, "--json")
     return json.loads(r.stdout.strip().splitlines()[-1])["times_ms"]
@@ -116,12 +124,18 @@ def main():
     ap.add_argument("--calib", type=int, default=8, help="calibration images (seeded normal noise)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--device", default="pocl")
+    ap.add_argument("--ort-worker", help=argparse.SUPPRESS)  # internal: time one onnxruntime model
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.ort_worker:
+        print(json.dumps(ort_times(ort_session(a.ort_worker, a.threads), a.batch, a.iterations, a.warmup)))
+        return
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     threads = os.cpu_count()
     onnx_path, ort_q, pkgs = prepare(a.weft, work, a.calib)
-    sessions = {"ort fp32": ort_session(onnx_path, threads), "ort int8": ort_session(ort_q, threads)}
+    ort_models = {"ort fp32": onnx_path, "ort int8": ort_q}
     configs = [
         ("weft int8", 1), ("ort int8", 1), ("weft f32", 1), ("ort fp32", 1), ("weft f16", 1),
         ("weft int8", 8), ("ort int8", 8),
@@ -132,7 +146,7 @@ def main():
             if name.startswith("weft"):
                 t = weft_times(a.weft, pkgs[name.split()[1]], a.device, batch, a.iterations, a.warmup)
             else:
-                t = ort_times(sessions[name], batch, a.iterations, a.warmup)
+                t = ort_times_fresh(ort_models[name], threads, batch, a.iterations, a.warmup)
             times[(name, batch)].extend(t)
         print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} b{b} {statistics.median(times[(n, b)]):.1f} ms" for n, b in configs), flush=True)
 
@@ -154,8 +168,10 @@ def main():
 Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.
 Command: `{cmd}` (release build of weft; {a.rounds} rounds alternating the configurations,
 {a.iterations} timed runs each after {a.warmup} untimed warm-up runs, so {a.rounds * a.iterations} runs per row;
-weft runs in a fresh `weft bench` process each round, onnxruntime in one Python session: the
-warm-up runs bring both to a steady state, weights in cache, as a server would be).
+each configuration runs in a fresh process every round, `weft bench` for weft and a new
+onnxruntime session in a child Python for onnxruntime, so that both sides draw their memory
+placement anew each round; the warm-up runs bring both to a steady state, weights in cache,
+as a server would be).
 
 Model: weft's zoo ResNet-50 v1.5 (`weft zoo resnet50 --seed 0`), {MACS_R50 / 1e9:.3f} G
 multiply-accumulates per 224x224 image. weft int8: `weft compile --calib` (MinMax over {a.calib}

@@ -967,7 +967,11 @@ impl Planner<'_> {
             // a power of two: few distinct group sizes, so few compiled variants (PoCL
             // compiles a kernel per local size)
             let lx = (tiles / want_x).clamp(1, cap);
-            let lx = if lx.is_power_of_two() { lx } else { lx.next_power_of_two() / 2 };
+            let lx = if lx.is_power_of_two() {
+                lx
+            } else {
+                lx.next_power_of_two() / 2
+            };
             let mut args = buffers(0);
             args.push(int(m));
             args.extend(window);

@@ -223,8 +223,17 @@ impl Session {
             max_work_group: self.max_group,
             lane_conv: self.lane_conv,
         };
+        // constants are shared across batch sizes: the planner packs only those not uploaded
+        // yet (it skips names already present), and uploaded buffers are never replaced (the
+        // prepared plans' kernel objects refer to them)
+        for name in self.consts.keys() {
+            self.pending_consts.entry(name.clone()).or_default();
+        }
         let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float, target)?;
         for (name, bytes) in std::mem::take(&mut self.pending_consts) {
+            if self.consts.contains_key(&name) {
+                continue;
+            }
             let mut b = buffer(&self.context, CL_MEM_READ_ONLY, bytes.len())?;
             // SAFETY: blocking write of a host slice that outlives the call.
             unsafe { self.queue.enqueue_write_buffer(&mut b, CL_BLOCKING, 0, &bytes, &[]) }

@@ -571,3 +571,35 @@ fn dequantize_on_device_and_host_match_reference() {
     assert_eq!(ran.iter().filter(|k| **k == "dequantize").count(), 1, "ran {ran:?}");
     check(b.g, feeds);
 }
+
+/// One session running several batch sizes (as the server's batcher does): each size's plan
+/// shares the packed constants, and runs of an earlier size after a later one was prepared
+/// still match the reference (a re-upload of the constants once left earlier plans' kernels
+/// pointing at released buffers).
+#[test]
+fn batch_sizes_share_constants() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = one_group(1, 8, 9, 7, 70, 3, 1, [1, 1, 1, 1], true, 41);
+    let (mut g, _) = conv_graph(&c);
+    for i in &mut g.inputs {
+        i.shape[0] = None; // any batch
+    }
+    let mut sorted = g.clone();
+    sorted.sort().unwrap();
+    let reference = weft_reference::Executor::new(sorted).unwrap();
+    let opts = SessionOptions {
+        device: device(),
+        guard_bytes: GUARD,
+        ..Default::default()
+    };
+    let mut s = Session::new(&package(g), &opts).unwrap();
+    let mut rng = Rng::new(5);
+    for batch in [1, 3, 1, 2, 3] {
+        s.prepare(batch).unwrap();
+        let feeds = HashMap::from([
+            ("x".to_string(), f32_input(&mut rng, &[batch, c.c, c.h, c.w])),
+            ("r".to_string(), f32_input(&mut rng, &[batch, c.m, c.h, c.w])),
+        ]);
+        assert_eq!(s.run(&feeds).unwrap(), reference.run(&feeds).unwrap(), "batch {batch}");
+    }
+}

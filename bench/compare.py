@@ -120,7 +120,7 @@ def main():
     ap.add_argument("--work", default=str(ROOT / "target" / "compare"))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=10, help="untimed runs before each configuration's timed runs, every round")
+    ap.add_argument("--warmup", type=int, default=30, help="untimed runs before each configuration's timed runs, every round")
     ap.add_argument("--calib", type=int, default=8, help="calibration images (seeded normal noise)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--device", default="pocl")

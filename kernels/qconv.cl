@@ -146,15 +146,16 @@ __kernel void qconv(
 }
 
 // Integer convolution, channel form (one group): a work-item computes QC_R consecutive
-// output pixels of the flattened OH*OW plane x 64 output channels (4 vectors of 16
-// channels), weights packed with TM = 64 ([ceil(M/64)][KH*KW][CB][64] words). The reduction
-// broadcasts each pixel's activation word against vectors of 16 channels' weights, so any
-// stride, dilation and padding is a per-pixel address; the epilogue's per-channel
-// multipliers, addends and shifts are vectors loaded once per work-item. Same arithmetic
-// as `qconv`; `bias`, `mult`, `shift`, `radd` and `rmult` are padded to a multiple of 64
-// channels by the planner (padding channels are computed and land in the tensor's padding
-// bytes, or are not stored).
-// One channel-form work-item after its indices: the reduction and the epilogue in one
+// output pixels of the flattened OH*OW plane x 16 * QC_V output channels (QC_V vectors of
+// 16 channels; 6 x 64 by default), weights packed with TM = 16 * QC_V
+// ([ceil(M/TM)][KH*KW][CB][TM] words). The reduction broadcasts each pixel's activation word
+// against vectors of 16 channels' weights, so any stride, dilation and padding is a
+// per-pixel address; the epilogue's per-channel multipliers, addends and shifts are vectors
+// loaded once per work-item. Same arithmetic as `qconv`; `bias`, `mult`, `shift`, `radd`
+// and `rmult` are padded to whole work-items (16 * QC_V channels) by the planner (padding channels are
+// computed and land in the tensor's padding bytes, or are not stored).
+//
+// qconvc_tile: one channel-form work-item after its indices: the reduction and the epilogue in one
 // function, so that with the VNNI hook (a function with extra target features is not
 // inlined into the kernel) the accumulators stay in registers. The epilogue stores each
 // pixel's 16 channels as 4 words, one per channel block; the common case (every pixel of

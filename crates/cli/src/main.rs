@@ -136,6 +136,8 @@ fn quiet_broken_pipe() {
 }
 
 fn main() -> ExitCode {
+    // before any thread exists: PoCL reads it when the first device is opened
+    weft_opencl::pin_pocl_workers();
     quiet_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {

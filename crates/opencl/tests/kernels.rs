@@ -603,3 +603,13 @@ fn batch_sizes_share_constants() {
         assert_eq!(s.run(&feeds).unwrap(), reference.run(&feeds).unwrap(), "batch {batch}");
     }
 }
+
+/// The worker pinning asks PoCL for affinity only where the caller has not chosen, and
+/// never once the process has other threads (the test harness has several).
+#[test]
+fn pocl_worker_pinning_leaves_a_threaded_process_alone() {
+    std::thread::scope(|s| {
+        s.spawn(|| std::thread::sleep(std::time::Duration::from_millis(50)));
+        assert!(!weft_opencl::pin_pocl_workers());
+    });
+}

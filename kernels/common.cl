@@ -143,7 +143,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         #pragma unroll
         for (int r = 0; r < QC_R; r++) {
             // rows far outside the input for pixels past the plane: always padding
-            by[r] = r < np ? oy * SY - PT : -(1 << 20);
+            by[r] = r < np ? oy * SY - PT : -(1 << 30);
             bx[r] = ox * SX - PL;
             ox++;
             if (ox == OW) { ox = 0; oy++; }

@@ -12,74 +12,83 @@ pub struct PackedConv {
     pub bias: Vec<i32>,
 }
 
-/// Packs weights `w` (row-major `[M, CG, KH, KW]`, one group) with biases `bias` `[M]`,
-/// `tm` output channels per block.
-#[allow(clippy::too_many_arguments)]
-pub fn pack_conv(
-    w: &[i8],
-    bias: &[i32],
-    m: usize,
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    zp_x: i32,
-    tm: usize,
-) -> PackedConv {
-    let cb = cg.div_ceil(4);
-    let mb = m.div_ceil(tm);
-    let k4 = cb * kh * kw;
-    let mut words = vec![0i32; mb * k4 * tm];
-    for mo in 0..m {
-        let (blk, lane) = (mo / tm, mo % tm);
-        for c in 0..cg {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let v = w[((mo * cg + c) * kh + ky) * kw + kx] as u8 as u32;
-                    let k = (ky * kw + kx) * cb + c / 4;
-                    let idx = (blk * k4 + k) * tm + lane;
-                    words[idx] = (words[idx] as u32 | (v << (8 * (c % 4)))) as i32;
-                }
-            }
-        }
-    }
-    let bias = (0..m)
-        .map(|mo| {
-            let sum: i64 = w[mo * cg * kh * kw..(mo + 1) * cg * kh * kw]
-                .iter()
-                .map(|&v| i64::from(v))
-                .sum();
-            (i64::from(bias[mo]) - i64::from(zp_x) * sum) as i32
-        })
-        .collect();
-    PackedConv { words, bias }
+/// One group of a convolution's int8 weights, row-major `[M, CG, KH, KW]`, with its biases
+/// `[M]` and the input zero point.
+pub struct ConvGroup<'a> {
+    pub w: &'a [i8],
+    pub bias: &'a [i32],
+    pub m: usize,
+    pub cg: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub zp_x: i32,
 }
 
-/// Packs a convolution with at most 4 input channels for a kernel-width-folded input
-/// (`qfold`): the `KH x KW` kernel over `cg` channels becomes a `KH x 1` kernel over
-/// `KW * 4` channels, channel `kx * 4 + c` being channel `c` at column `kx` (zero for
-/// `c >= cg`). The weight sum, hence the folded bias, is unchanged.
-#[allow(clippy::too_many_arguments)]
-pub fn pack_conv_folded(
-    w: &[i8],
-    bias: &[i32],
-    m: usize,
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    zp_x: i32,
-    tm: usize,
-) -> PackedConv {
-    let mut wf = vec![0i8; m * kw * 4 * kh];
-    for mo in 0..m {
-        for c in 0..cg.min(4) {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = w[((mo * cg + c) * kh + ky) * kw + kx];
+impl ConvGroup<'_> {
+    /// Packed with `tm` output channels per block.
+    pub fn pack(&self, tm: usize) -> PackedConv {
+        let ConvGroup {
+            w,
+            bias,
+            m,
+            cg,
+            kh,
+            kw,
+            zp_x,
+        } = *self;
+        let cb = cg.div_ceil(4);
+        let mb = m.div_ceil(tm);
+        let k4 = cb * kh * kw;
+        let mut words = vec![0i32; mb * k4 * tm];
+        for mo in 0..m {
+            let (blk, lane) = (mo / tm, mo % tm);
+            for c in 0..cg {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let v = w[((mo * cg + c) * kh + ky) * kw + kx] as u8 as u32;
+                        let k = (ky * kw + kx) * cb + c / 4;
+                        let idx = (blk * k4 + k) * tm + lane;
+                        words[idx] = (words[idx] as u32 | (v << (8 * (c % 4)))) as i32;
+                    }
                 }
             }
         }
+        let bias = (0..m)
+            .map(|mo| {
+                let sum: i64 = w[mo * cg * kh * kw..(mo + 1) * cg * kh * kw]
+                    .iter()
+                    .map(|&v| i64::from(v))
+                    .sum();
+                (i64::from(bias[mo]) - i64::from(zp_x) * sum) as i32
+            })
+            .collect();
+        PackedConv { words, bias }
     }
-    pack_conv(&wf, bias, m, kw * 4, kh, 1, zp_x, tm)
+
+    /// Packed for a kernel-width-folded input (`qfold`; at most 4 input channels): the
+    /// `KH x KW` kernel over `cg` channels becomes a `KH x 1` kernel over `KW * 4` channels,
+    /// channel `kx * 4 + c` being channel `c` at column `kx` (zero for `c >= cg`). The weight
+    /// sum, hence the folded bias, is unchanged.
+    pub fn pack_folded(&self, tm: usize) -> PackedConv {
+        let ConvGroup { w, m, cg, kh, kw, .. } = *self;
+        let mut wf = vec![0i8; m * kw * 4 * kh];
+        for mo in 0..m {
+            for c in 0..cg.min(4) {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = w[((mo * cg + c) * kh + ky) * kw + kx];
+                    }
+                }
+            }
+        }
+        ConvGroup {
+            w: &wf,
+            cg: kw * 4,
+            kw: 1,
+            ..*self
+        }
+        .pack(tm)
+    }
 }
 
 /// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.
@@ -166,7 +175,16 @@ mod tests {
     fn packs_bytes_by_channel_block() {
         // M=1, CG=5, 1x1: channels 0..3 in word 0, channel 4 in word 1 (byte 0)
         let w: Vec<i8> = vec![1, -2, 3, -4, 5];
-        let p = pack_conv(&w, &[10], 1, 5, 1, 1, 2, 16);
+        let p = ConvGroup {
+            w: &w,
+            bias: &[10],
+            m: 1,
+            cg: 5,
+            kh: 1,
+            kw: 1,
+            zp_x: 2,
+        }
+        .pack(16);
         assert_eq!(p.words.len(), 2 * 16);
         assert_eq!(p.words[0] as u32, 0xFC03_FE01);
         assert_eq!(p.words[16], 5);

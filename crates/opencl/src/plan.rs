@@ -489,8 +489,8 @@ impl Planner<'_> {
                     h: wy.out,
                     w: wx.out,
                 };
-                if og.h * og.w + 16 > QCONV_MAX_PIXELS {
-                    // qconv finds a lane's row with a float division, exact below the limit
+                if !self.channel_form(g) && og.h * og.w + 16 > QCONV_MAX_PIXELS {
+                    // the lane form finds a lane's row with a float division, exact below the limit
                     return self.host(idx);
                 }
                 let res = if q.residual_zero_point.is_some() {
@@ -730,6 +730,28 @@ impl Planner<'_> {
         shifts_ok && rmult_ok
     }
 
+    /// Whether a convolution of `group` groups runs in the channel form (`qconvc`): one
+    /// group, unless the lane form (`qconv`) is forced.
+    fn channel_form(&self, group: usize) -> bool {
+        group == 1 && !self.lane_conv
+    }
+
+    /// Global and local sizes for `qconvc` over `tiles` pixel tiles and `z` channel-block
+    /// (times image) indices: a group's work-items share one channel block's weights (64 x K
+    /// bytes, the larger operand) and walk its tiles; as many tiles per group as keep
+    /// `min_groups` groups, rounded down to a power of two (few distinct group sizes, so few
+    /// compiled variants: PoCL compiles a kernel per local size).
+    fn channel_sizes(&self, tiles: usize, z: usize) -> ([usize; 3], [usize; 3]) {
+        let want_x = self.min_groups.div_ceil(z).max(1);
+        let lx = (tiles / want_x).clamp(1, self.max_group.min(256));
+        let lx = if lx.is_power_of_two() {
+            lx
+        } else {
+            lx.next_power_of_two() / 2
+        };
+        ([tiles.div_ceil(lx) * lx, 1, z], [lx, 1, 1])
+    }
+
     /// Global and local sizes for `qconv` over `tiles` pixel tiles and `z` channel-block
     /// (times image) indices: all of z in one work-group where that leaves enough groups
     /// (the work-items of a group then share one input tile), else z split; tiles padded
@@ -779,8 +801,7 @@ impl Planner<'_> {
         // A layer with one input channel block (a stem) and a kernel wider than 1 reads a
         // kernel-width fold of its input (`qfold`): a KH x 1 convolution over KW blocks.
         let folded = group == 1 && cg <= 4 && geo.kw > 1 && og.w > 1;
-        // the channel form (`qconvc`) for one group, the lane form (`qconv`) otherwise
-        let channel = group == 1 && !self.lane_conv;
+        let channel = self.channel_form(group);
         let tm = if channel { QCONVC_TM } else { QCONV_TM };
         // per-channel constants padded to whole channel-form work-items (vector loads)
         let padded = m.div_ceil(QCONVC_TM) * QCONVC_TM;
@@ -812,10 +833,19 @@ impl Planner<'_> {
             for gi in 0..group {
                 let wg = &w[gi * per_group..(gi + 1) * per_group];
                 let bg = &bias[gi * mg..(gi + 1) * mg];
+                let weights = crate::pack::ConvGroup {
+                    w: wg,
+                    bias: bg,
+                    m: mg,
+                    cg,
+                    kh: geo.kh,
+                    kw: geo.kw,
+                    zp_x,
+                };
                 let p = if folded {
-                    crate::pack::pack_conv_folded(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, tm)
+                    weights.pack_folded(tm)
                 } else {
-                    crate::pack::pack_conv(wg, bg, mg, cg, geo.kh, geo.kw, zp_x, tm)
+                    weights.pack(tm)
                 };
                 consts.insert(
                     key(&format!("w{gi}")),
@@ -958,20 +988,8 @@ impl Planner<'_> {
             ]
         };
         if channel {
-            // a group's work-items share one channel block's weights (64 x K bytes, the
-            // larger operand) and walk its tiles
             let tiles = (og.h * og.w).div_ceil(QCONVC_PIXELS);
-            let z = og.n * m.div_ceil(QCONVC_TM);
-            let cap = self.max_group.min(256);
-            let want_x = self.min_groups.div_ceil(z).max(1);
-            // a power of two: few distinct group sizes, so few compiled variants (PoCL
-            // compiles a kernel per local size)
-            let lx = (tiles / want_x).clamp(1, cap);
-            let lx = if lx.is_power_of_two() {
-                lx
-            } else {
-                lx.next_power_of_two() / 2
-            };
+            let (global, local) = self.channel_sizes(tiles, og.n * m.div_ceil(QCONVC_TM));
             let mut args = buffers(0);
             args.push(int(m));
             args.extend(window);
@@ -979,31 +997,28 @@ impl Planner<'_> {
                 node: node.name.clone(),
                 kernel: KernelKind::QConvC,
                 args,
-                global: [tiles.div_ceil(lx) * lx, 1, z],
-                local: Some([lx, 1, 1]),
-                macs,
-                shape: vec![og.n, og.c, og.h, og.w],
-            });
-            if let Some(t) = temp {
-                self.free.push(t);
-            }
-            return Ok(());
-        }
-        let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
-        for gi in 0..group {
-            let mut args = buffers(gi);
-            args.extend([int(gi * cg / 4), int(cbg), int(mg), int(gi * mg), int(m)]);
-            args.extend(window.clone());
-            args.extend([int(in_words), Arg::I32(i32::from(phased))]);
-            self.steps.push(Step::Launch {
-                node: node.name.clone(),
-                kernel: KernelKind::QConv,
-                args,
                 global,
                 local: Some(local),
                 macs,
                 shape: vec![og.n, og.c, og.h, og.w],
             });
+        } else {
+            let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
+            for gi in 0..group {
+                let mut args = buffers(gi);
+                args.extend([int(gi * cg / 4), int(cbg), int(mg), int(gi * mg), int(m)]);
+                args.extend(window.clone());
+                args.extend([int(in_words), Arg::I32(i32::from(phased))]);
+                self.steps.push(Step::Launch {
+                    node: node.name.clone(),
+                    kernel: KernelKind::QConv,
+                    args,
+                    global,
+                    local: Some(local),
+                    macs,
+                    shape: vec![og.n, og.c, og.h, og.w],
+                });
+            }
         }
         if let Some(t) = temp {
             self.free.push(t);

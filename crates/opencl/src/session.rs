@@ -120,6 +120,10 @@ fn float_bytes(t: &Tensor, half: bool) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(t.cast(if half { DType::F16 } else { DType::F32 }).to_le_bytes())
 }
 
+fn create_kernel(program: &Program, kind: KernelKind) -> Result<Kernel, OpenClError> {
+    Kernel::create(program, kind.name()).map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))
+}
+
 fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, OpenClError> {
     // SAFETY: a plain device allocation with no host pointer.
     unsafe { Buffer::<u8>::create(context, flags, bytes.max(16), ptr::null_mut()) }
@@ -154,8 +158,7 @@ impl Session {
         // some); the largest work-group a convolution launch may use on this device
         let mut max_group = device.max_work_group.max(1);
         for k in KernelKind::for_precision(float) {
-            let kernel = Kernel::create(&program, k.name())
-                .map_err(|e| OpenClError::api(format!("clCreateKernel({})", k.name()), e))?;
+            let kernel = create_kernel(&program, k)?;
             if matches!(k, KernelKind::QConv | KernelKind::QConvC) {
                 max_group = max_group.min(kernel.get_work_group_size(device.id).unwrap_or(max_group).max(1));
             }
@@ -270,8 +273,7 @@ impl Session {
 
     /// A new kernel object for one launch with every argument set.
     fn bound_kernel(&self, kind: KernelKind, args: &[Arg], slots: &[Buffer<u8>]) -> Result<Kernel, OpenClError> {
-        let k = Kernel::create(&self.program, kind.name())
-            .map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))?;
+        let k = create_kernel(&self.program, kind)?;
         for (i, a) in args.iter().enumerate() {
             let i = i as u32;
             // SAFETY: argument types match the kernel signatures in kernels/*.cl (buffer

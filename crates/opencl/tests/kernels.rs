@@ -613,3 +613,16 @@ fn pocl_worker_pinning_leaves_a_threaded_process_alone() {
         assert!(!weft_opencl::pin_pocl_workers());
     });
 }
+
+/// Output planes past the lane form's limit (it finds a lane's row with a float division,
+/// exact below 2^20 pixels): the channel form runs them on the device, the lane form on the
+/// host; both bit-exact.
+#[test]
+fn planes_past_the_lane_forms_limit() {
+    let c = one_group(1, 4, 1025, 1024, 8, 1, 1, [0, 0, 0, 0], true, 51);
+    let (g, feeds) = conv_graph(&c);
+    assert!(kernels_run(&g, &feeds, false).contains(&"qconvc"));
+    let lanes = kernels_run(&g, &feeds, true);
+    assert!(!lanes.contains(&"qconv") && !lanes.contains(&"qconvc"), "ran {lanes:?}");
+    check(g, feeds);
+}

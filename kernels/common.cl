@@ -127,15 +127,20 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
 // block, the block's 16 * QC_V weight words are QC_V vector loads and each pixel's
 // activation word is broadcast to 16 lanes: QC_R x QC_V dot products for QC_R + QC_V loads.
 // Pixels are the QC_R consecutive pixels of the flattened output plane starting at
-// (oy0, ox0); those past `np` (the plane's end) and cells in the padding read `pad`.
+// (oy0, ox0); those past `np` (the plane's end) and cells in the padding read `pad`. The
+// accumulators start at the 16 * QC_V channels' `bias`.
 WEFT_DOT_TARGET
 static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
                               int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OW, int np,
-                              int pad, __global const int* w)
+                              int pad, __global const int* w, __global const int* bias)
 {
     int16 a[QC_R * QC_V];
     #pragma unroll
-    for (int j = 0; j < QC_R * QC_V; j++) a[j] = (int16)(0);
+    for (int v = 0; v < QC_V; v++) {
+        const int16 b = vload16(v, bias);
+        #pragma unroll
+        for (int r = 0; r < QC_R; r++) a[r * QC_V + v] = b;
+    }
     const int16 padv = (int16)(pad);
     int by[QC_R], bx[QC_R];
     {

@@ -41,6 +41,24 @@ static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, lo
     return as_int16(ve | (vo << 32));
 }
 
+// The same value without 64-bit shifts and clamps, for channels whose shifts are all at least
+// 32 (`sn` = shift - 32): the 64-bit sums' high words are floor(sum / 2^32), exactly (the
+// planner keeps sums in 63 bits), so the rest is a 32-bit shift and clamp of 16 lanes.
+static inline int16 weft_requant16n(int16 a, long8 mue, long8 muo, long8 ade, long8 ado, int16 sn, int16 r,
+                                    long8 rme, long8 rmo, int has_res, int16 lo, int16 hi)
+{
+    const long8 al = as_long8(a);
+    long8 ve = ((al << 32) >> 32) * mue + ade;
+    long8 vo = (al >> 32) * muo + ado;
+    if (has_res) {
+        const long8 rl = as_long8(r);     // 0..255 in every lane
+        ve += (rl & 0xffffffffL) * rme;
+        vo += (rl >> 32) * rmo;
+    }
+    const int16 h = as_int16(as_long8(as_ulong8(ve) >> 32) | (vo & (long8)(-0x100000000L)));
+    return clamp(h >> sn, lo, hi);
+}
+
 // The buffers both convolution forms take: input, packed weights, per-channel bias,
 // multiplier, shift and addend, residual and its multipliers, output.
 // The output may be the residual's buffer (the planner updates a dead residual in place:
@@ -152,32 +170,85 @@ __kernel void qconv(
 // against vectors of 16 channels' weights, so any stride, dilation and padding is a
 // per-pixel address; the epilogue's per-channel multipliers, addends and shifts are vectors
 // loaded once per work-item. Same arithmetic as `qconv`; `bias`, `mult`, `shift`, `radd`
-// and `rmult` are padded to whole work-items (16 * QC_V channels) by the planner (padding channels are
-// computed and land in the tensor's padding bytes, or are not stored).
-//
-// qconvc_tile: one channel-form work-item after its indices: the reduction and the epilogue in one
-// function, so that with the VNNI hook (a function with extra target features is not
-// inlined into the kernel) the accumulators stay in registers. The epilogue stores each
-// pixel's 16 channels as 4 words, one per channel block; the common case (every pixel of
-// the tile in the plane, 4 whole blocks) is straight-line code.
-WEFT_DOT_TARGET
-static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int M, int OW, int OHW,
-                        int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL, int pad, int p0,
-                        long lo, long hi, int has_res)
+// and `rmult` are padded to whole work-items (16 * QC_V channels) by the planner (padding
+// channels are computed and land in the tensor's padding bytes, or are not stored). The
+// accumulators start at the bias; layers whose shifts are all at least 32 (`narrow`, the
+// common case) requantize through the 64-bit sums' high words (weft_requant16n).
+
+// Transposes between QC_R pixels' words of 4 channel blocks (pixel-major, one uint4 per
+// pixel: 16 channels) and the NC4HW4 planes (block-major: QC_R consecutive words per block):
+// 4 pixels at a time as one 16-word shuffle (a 4 x 4 transpose, its own inverse), then 2
+// pixels as one 8-word shuffle, then one pixel word by word. `plane` is the words per block.
+#define QC_T44 ((uint16)(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15))
+static inline void qc_load_words(__global const uint* p, size_t plane, uint4* px)
 {
-    const int HW = H * W;
+    int r = 0;
+    #pragma unroll
+    for (; r + 4 <= QC_R; r += 4) {
+        const uint16 t = shuffle((uint16)(vload4(0, p + r), vload4(0, p + plane + r), vload4(0, p + 2 * plane + r),
+                                          vload4(0, p + 3 * plane + r)), QC_T44);
+        px[r] = t.s0123;
+        px[r + 1] = t.s4567;
+        px[r + 2] = t.s89ab;
+        px[r + 3] = t.scdef;
+    }
+    #pragma unroll
+    for (; r + 2 <= QC_R; r += 2) {
+        const uint8 t = shuffle((uint8)(vload2(0, p + r), vload2(0, p + plane + r), vload2(0, p + 2 * plane + r),
+                                        vload2(0, p + 3 * plane + r)), (uint8)(0, 2, 4, 6, 1, 3, 5, 7));
+        px[r] = t.s0123;
+        px[r + 1] = t.s4567;
+    }
+    #pragma unroll
+    for (; r < QC_R; r++) px[r] = (uint4)(p[r], p[plane + r], p[2 * plane + r], p[3 * plane + r]);
+}
+
+static inline void qc_store_words(__global uint* p, size_t plane, const uint4* px)
+{
+    int r = 0;
+    #pragma unroll
+    for (; r + 4 <= QC_R; r += 4) {
+        const uint16 t = shuffle((uint16)(px[r], px[r + 1], px[r + 2], px[r + 3]), QC_T44);
+        vstore4(t.s0123, 0, p + r);
+        vstore4(t.s4567, 0, p + plane + r);
+        vstore4(t.s89ab, 0, p + 2 * plane + r);
+        vstore4(t.scdef, 0, p + 3 * plane + r);
+    }
+    #pragma unroll
+    for (; r + 2 <= QC_R; r += 2) {
+        const uint8 t = shuffle((uint8)(px[r], px[r + 1]), (uint8)(0, 4, 1, 5, 2, 6, 3, 7));
+        vstore2(t.s01, 0, p + r);
+        vstore2(t.s23, 0, p + plane + r);
+        vstore2(t.s45, 0, p + 2 * plane + r);
+        vstore2(t.s67, 0, p + 3 * plane + r);
+    }
+    #pragma unroll
+    for (; r < QC_R; r++) {
+        p[r] = px[r].s0;
+        p[plane + r] = px[r].s1;
+        p[2 * plane + r] = px[r].s2;
+        p[3 * plane + r] = px[r].s3;
+    }
+}
+
+// The channel form's epilogue: requantizes the work-item's QC_R x 16 * QC_V accumulators and
+// stores each pixel's 16 channels of a vector as 4 words, one per channel block. The common
+// case (every pixel of the tile in the plane, 4 whole blocks) moves whole tiles of words
+// (qc_load_words, qc_store_words). Always inlined and called with literal `has_res` and
+// `narrow`, so each of its four call sites is specialised.
+WEFT_DOT_TARGET
+static inline __attribute__((always_inline)) void
+qconvc_epilogue(const int16* acc, __global const int* restrict mult, __global const int* restrict shift,
+                __global const long* restrict radd, __global const uint* res, __global const long* restrict rmult,
+                __global uint* out, int n, int mb, int M, int OHW, int p0, int np, long lo, long hi, int has_res,
+                int narrow)
+{
     const int OCB = (M + 3) / 4;
-    const int oy0 = p0 / OW;
-    const int np = min(QC_R, OHW - p0);    // pixels of this tile in the plane
-    int16 acc[QC_R * QC_V];
-    conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
-                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V);
     const size_t plane = OHW;
     #pragma unroll
     for (int v = 0; v < QC_V; v++) {
         const int mc = mb * 16 * QC_V + v * 16;     // first channel of this vector
         if (mc >= M) break;
-        const int16 bv = vload16(0, bias + mc);
         const int16 mu = vload16(0, mult + mc);
         const int16 sh = vload16(0, shift + mc);
         const long16 ad = vload16(0, radd + mc);
@@ -190,23 +261,23 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
         __global uint* o = out + base;
         __global const uint* rp = res + (has_res ? base : 0);
         if (words == 4 && np == QC_R) {
+            uint4 rw[QC_R], ow[QC_R];
+            if (has_res) qc_load_words(rp, plane, rw);
             #pragma unroll
             for (int r = 0; r < QC_R; r++) {
-                const uint4 rw = has_res ? (uint4)(rp[r], rp[plane + r], rp[2 * plane + r], rp[3 * plane + r])
-                                         : (uint4)(0);
-                const int16 val = weft_requant16c(acc[r * QC_V + v] + bv, mue, muo, ade, ado, she, sho,
-                                                  convert_int16(as_uchar16(rw)), rme, rmo, has_res, lo, hi);
-                const uint4 word = as_uint4(convert_uchar16(val));
-                o[r] = word.s0;
-                o[plane + r] = word.s1;
-                o[2 * plane + r] = word.s2;
-                o[3 * plane + r] = word.s3;
+                const int16 rv = has_res ? convert_int16(as_uchar16(rw[r])) : (int16)(0);
+                const int16 val = narrow ? weft_requant16n(acc[r * QC_V + v], mue, muo, ade, ado, sh - 32, rv, rme,
+                                                           rmo, has_res, (int16)((int)lo), (int16)((int)hi))
+                                         : weft_requant16c(acc[r * QC_V + v], mue, muo, ade, ado, she, sho, rv,
+                                                           rme, rmo, has_res, lo, hi);
+                ow[r] = as_uint4(convert_uchar16(val));
             }
+            qc_store_words(o, plane, ow);
         } else {
             for (int r = 0; r < np; r++) {
                 uint rin[4] = {0, 0, 0, 0}, ow[4];
                 for (int q = 0; q < words && has_res; q++) rin[q] = rp[q * plane + r];
-                const int16 val = weft_requant16c(acc[r * QC_V + v] + bv, mue, muo, ade, ado, she, sho,
+                const int16 val = weft_requant16c(acc[r * QC_V + v], mue, muo, ade, ado, she, sho,
                                                   convert_int16(as_uchar16(vload4(0, rin))), rme, rmo, has_res,
                                                   lo, hi);
                 vstore4(as_uint4(convert_uchar16(val)), 0, ow);
@@ -216,11 +287,38 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
     }
 }
 
+// qconvc_tile: one channel-form work-item after its indices: the reduction and the epilogue in one
+// function, so that with the VNNI hook (a function with extra target features is not
+// inlined into the kernel) the accumulators stay in registers.
+WEFT_DOT_TARGET
+static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int M, int OW, int OHW,
+                        int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL, int pad, int p0,
+                        long lo, long hi, int has_res, int narrow)
+{
+    const int HW = H * W;
+    const int oy0 = p0 / OW;
+    const int np = min(QC_R, OHW - p0);    // pixels of this tile in the plane
+    int16 acc[QC_R * QC_V];
+    conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
+                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V,
+                      bias + mb * 16 * QC_V);
+    // one specialised epilogue per residual flag and requantization path
+#define QC_EPILOGUE(R, N) \
+    qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, p0, np, lo, hi, R, N)
+    if (narrow) {
+        if (has_res) QC_EPILOGUE(1, 1); else QC_EPILOGUE(0, 1);
+    } else {
+        if (has_res) QC_EPILOGUE(1, 0); else QC_EPILOGUE(0, 0);
+    }
+#undef QC_EPILOGUE
+}
+
 __kernel void qconvc(
     QCONV_BUFFERS,
     int CB, int H, int W, int M, int OH, int OW,
     int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
-    uint pad_word, int lo, int hi, int has_res)
+    uint pad_word, int lo, int hi, int has_res,
+    int narrow)                    // every channel's shift is at least 32 (weft_requant16n)
 {
     const int tile = get_global_id(0);
     const int z = get_global_id(2);
@@ -231,7 +329,7 @@ __kernel void qconvc(
     const int p0 = tile * QC_R;
     if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
     qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, n, mb, CB, H, W, M, OW, OHW, KH, KW, SY, SX, DY,
-                DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res);
+                DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res, narrow);
 }
 
 // Phase split for stride-2 convolutions: out[n][py * 2 + px][cb][y][x] = in[n][cb][2y + py][2x + px]

@@ -810,7 +810,9 @@ impl Planner<'_> {
             mults.resize(padded, 0);
             consts.insert(key("mult"), words_le(&mults, |v: i32| v.to_le_bytes().to_vec()));
             let mut shifts = crate::pack::i32_values(get(4)?);
-            shifts.resize(padded, 1);
+            // padding channels (multiplier 0) requantize to the zero point at any shift; 32
+            // keeps them on the narrow path of `qconvc`
+            shifts.resize(padded, 32);
             consts.insert(key("shift"), words_le(&shifts, |v: i32| v.to_le_bytes().to_vec()));
             let mut rmults = vec![0i64; shifts.len()];
             let mut res_zp = 0i64;
@@ -993,6 +995,9 @@ impl Planner<'_> {
             let mut args = buffers(0);
             args.push(int(m));
             args.extend(window);
+            // every shift at least 32: requantization through the sums' high words
+            let narrow = crate::pack::i32_values(get(4)?).iter().all(|&s| s >= 32);
+            args.push(Arg::I32(i32::from(narrow)));
             self.steps.push(Step::Launch {
                 node: node.name.clone(),
                 kernel: KernelKind::QConvC,

@@ -20,22 +20,31 @@
 // multiple of 2^shift before an arithmetic shift adds its quotient after, with fewer 64-bit
 // operations (the planner only folds shifts and multipliers that keep the sum in 63 bits).
 
-// Requantize 16 lanes, each with its own multiplier, addend and shift (given as their even
-// and odd lanes). The 64-bit arithmetic runs on the even and odd lanes as two long8 (a
+// The 64-bit sums acc * mult + add (+ r * rmult) of 16 lanes, each with its own multiplier,
+// addend and residual multiplier (given as their even and odd lanes), as their even (`ve`)
+// and odd (`vo`) lanes. The arithmetic runs on the even and odd lanes as two long8 (a
 // reinterpretation: lane 2i is the low half of 64-bit lane i), so each product is one
-// 32 x 32 -> 64 multiply of sign-extended halves and the result packs back with one shift
-// and or, instead of widening and narrowing 16 lanes.
+// 32 x 32 -> 64 multiply of sign-extended halves instead of widening 16 lanes.
+static inline void weft_sums16(int16 a, long8 mue, long8 muo, long8 ade, long8 ado, int16 r, long8 rme, long8 rmo,
+                               int has_res, long8* ve, long8* vo)
+{
+    const long8 al = as_long8(a);
+    *ve = ((al << 32) >> 32) * mue + ade;
+    *vo = (al >> 32) * muo + ado;
+    if (has_res) {
+        const long8 rl = as_long8(r);     // 0..255 in every lane
+        *ve += (rl & 0xffffffffL) * rme;
+        *vo += (rl >> 32) * rmo;
+    }
+}
+
+// Requantize 16 lanes (weft_sums16, then each lane's shift and the clamp); the result packs
+// back with one shift and or.
 static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, long8 ado, long8 she, long8 sho,
                                     int16 r, long8 rme, long8 rmo, int has_res, long lo, long hi)
 {
-    const long8 al = as_long8(a);
-    long8 ve = ((al << 32) >> 32) * mue + ade;
-    long8 vo = (al >> 32) * muo + ado;
-    if (has_res) {
-        const long8 rl = as_long8(r);     // 0..255 in every lane
-        ve += (rl & 0xffffffffL) * rme;
-        vo += (rl >> 32) * rmo;
-    }
+    long8 ve, vo;
+    weft_sums16(a, mue, muo, ade, ado, r, rme, rmo, has_res, &ve, &vo);
     ve = clamp(ve >> she, lo, hi);
     vo = clamp(vo >> sho, lo, hi);
     return as_int16(ve | (vo << 32));
@@ -47,14 +56,8 @@ static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, lo
 static inline int16 weft_requant16n(int16 a, long8 mue, long8 muo, long8 ade, long8 ado, int16 sn, int16 r,
                                     long8 rme, long8 rmo, int has_res, int16 lo, int16 hi)
 {
-    const long8 al = as_long8(a);
-    long8 ve = ((al << 32) >> 32) * mue + ade;
-    long8 vo = (al >> 32) * muo + ado;
-    if (has_res) {
-        const long8 rl = as_long8(r);     // 0..255 in every lane
-        ve += (rl & 0xffffffffL) * rme;
-        vo += (rl >> 32) * rmo;
-    }
+    long8 ve, vo;
+    weft_sums16(a, mue, muo, ade, ado, r, rme, rmo, has_res, &ve, &vo);
     const int16 h = as_int16(as_long8(as_ulong8(ve) >> 32) | (vo & (long8)(-0x100000000L)));
     return clamp(h >> sn, lo, hi);
 }

@@ -154,6 +154,44 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
             if (ox == OW) { ox = 0; oy++; }
         }
     }
+    // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
+#define QC_BLOCKS(XR)                                                                          \
+            for (int cb = 0; cb < CBG; cb++) {                                                 \
+                int16 wv[QC_V];                                                                \
+                _Pragma("unroll")                                                              \
+                for (int v = 0; v < QC_V; v++) wv[v] = vload16(v, w);                          \
+                _Pragma("unroll")                                                              \
+                for (int r = 0; r < QC_R; r++) {                                               \
+                    const int16 xr = XR(r);                                                    \
+                    _Pragma("unroll")                                                          \
+                    for (int v = 0; v < QC_V; v++)                                             \
+                        a[r * QC_V + v] = dot4acc16(a[r * QC_V + v], xr, wv[v]);               \
+                }                                                                              \
+                w += 16 * QC_V;                                                                \
+                p += HW;                                                                       \
+            }
+    // A tile whose every pixel's window lies inside the input (most of them): each kernel
+    // position is a fixed offset from each pixel's first cell, without bounds checks.
+    int interior = np == QC_R;
+    int first[QC_R];
+    #pragma unroll
+    for (int r = 0; r < QC_R; r++) {
+        interior &= by[r] >= 0 && by[r] + (KH - 1) * DY < H && bx[r] >= 0 && bx[r] + (KW - 1) * DX < W;
+        first[r] = by[r] * W + bx[r];
+    }
+    if (interior) {
+        for (int ky = 0; ky < KH; ky++) {
+            for (int kx = 0; kx < KW; kx++) {
+                __global const int* p = x + ky * DY * W + kx * DX;
+#define QC_FIRST(r) ((int16)(p[first[r]]))
+                QC_BLOCKS(QC_FIRST)
+#undef QC_FIRST
+            }
+        }
+        #pragma unroll
+        for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
+        return;
+    }
     for (int ky = 0; ky < KH; ky++) {
         for (int kx = 0; kx < KW; kx++) {
             int off[QC_R];
@@ -170,22 +208,6 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
             int16 okv[QC_R];
             #pragma unroll
             for (int r = 0; r < QC_R; r++) okv[r] = (int16)(-ok[r]);
-            // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
-#define QC_BLOCKS(XR)                                                                          \
-            for (int cb = 0; cb < CBG; cb++) {                                                 \
-                int16 wv[QC_V];                                                                \
-                _Pragma("unroll")                                                              \
-                for (int v = 0; v < QC_V; v++) wv[v] = vload16(v, w);                          \
-                _Pragma("unroll")                                                              \
-                for (int r = 0; r < QC_R; r++) {                                               \
-                    const int16 xr = XR(r);                                                    \
-                    _Pragma("unroll")                                                          \
-                    for (int v = 0; v < QC_V; v++)                                             \
-                        a[r * QC_V + v] = dot4acc16(a[r * QC_V + v], xr, wv[v]);               \
-                }                                                                              \
-                w += 16 * QC_V;                                                                \
-                p += HW;                                                                       \
-            }
 #define QC_INSIDE(r) ((int16)(p[off[r]]))
 // a cell outside the input reads word 0 of the plane (off 0), replaced by the padding in
 // the vector domain (a masked blend, the mask fixed for the position): no branch
@@ -198,9 +220,9 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
             }
 #undef QC_INSIDE
 #undef QC_EDGE
-#undef QC_BLOCKS
         }
     }
+#undef QC_BLOCKS
     #pragma unroll
     for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
 }

@@ -361,23 +361,40 @@ __kernel void qphase(__global const uint* restrict x, __global uint* restrict ou
     for (int i = full; i < W2; i++) o[i] = pad_word;
 }
 
-// Kernel-width fold for convolutions with at most 4 input channels (one channel block, as a
-// network's first layer): out[n][kx][y][ox] = in[n][0][y][ox * SX + kx * DX - PL] (NC4HW4
-// words), pad_word outside the input. The layer then runs as a KH x 1 convolution at
-// horizontal stride 1 over KW channel blocks, so each kernel row is KW blocks of consecutive
-// words instead of KW separate positions of one block. One work-item per 16 output words of
-// a row (one or two vector loads at strides 1 and 2).
+// Kernel-width fold for convolutions with at most 4 input channels (CG; one channel block,
+// as a network's first layer): the KW * CG (column, channel) pairs of a kernel row, packed 4
+// to a word: byte q of word j of output pixel (y, ox) is channel c of input cell
+// (y, ox * SX + kx * DX - PL) where kx * CG + c = 4j + q (the padding byte of pad_word outside
+// the input; 0 past KW * CG, where the weights are 0). The layer then runs as a KH x 1
+// convolution at horizontal stride 1 over ceil(KW * CG / 4) channel blocks: each kernel row
+// is a few blocks of consecutive words instead of KW separate positions, and an RGB 7-wide
+// kernel is 6 blocks instead of 7 (no block a quarter padding). One work-item per 16 output
+// pixels of a row and all their words: per column one row load (one or two vector loads at
+// strides 1 and 2), its bytes appended to the word being filled.
 __kernel void qfold(__global const uint* restrict x, __global uint* restrict out,
-                    int H, int W, int OW, int KW, int SX, int DX, int PL, uint pad_word, int in_words)
+                    int H, int W, int OW, int KW, int CG, int SX, int DX, int PL, uint pad_word, int in_words)
 {
     const int ox0 = get_global_id(0) * 16;
     const int y = get_global_id(1);
-    const int z = get_global_id(2);      // n * KW + kx
-    const int n = z / KW;
-    const int kx = z - n * KW;
+    const int n = get_global_id(2);
+    const int NW = (KW * CG + 3) / 4;
     const long row = ((long)n * H + y) * W;
-    __global uint* o = out + ((size_t)z * H + y) * OW + ox0;
+    const size_t plane = (size_t)H * OW;
+    __global uint* o = out + (size_t)n * NW * plane + (size_t)y * OW + ox0;
     const int16 lane = LANES16;
-    const uint16 v = row_words16(x, row, (ox0 + lane) * SX + kx * DX - PL, W, SX, in_words, pad_word);
-    store_words16(o, v, OW - ox0);
+    uint16 v = (uint16)(0);
+    int q = 0;                           // bytes of the word being filled
+    for (int kx = 0; kx < KW; kx++) {
+        const uint16 s = row_words16(x, row, (ox0 + lane) * SX + kx * DX - PL, W, SX, in_words, pad_word);
+        for (int c = 0; c < CG; c++) {
+            v |= ((s >> (uint)(8 * c)) & 0xffu) << (uint)(8 * q);
+            if (++q == 4) {
+                store_words16(o, v, OW - ox0);
+                o += plane;
+                v = (uint16)(0);
+                q = 0;
+            }
+        }
+    }
+    if (q > 0) store_words16(o, v, OW - ox0);
 }

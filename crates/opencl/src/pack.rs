@@ -66,29 +66,36 @@ impl ConvGroup<'_> {
     }
 
     /// Packed for a kernel-width-folded input (`qfold`; at most 4 input channels): the
-    /// `KH x KW` kernel over `cg` channels becomes a `KH x 1` kernel over `KW * 4` channels,
-    /// channel `kx * 4 + c` being channel `c` at column `kx` (zero for `c >= cg`). The weight
-    /// sum, hence the folded bias, is unchanged.
+    /// `KH x KW` kernel over `cg` channels becomes a `KH x 1` kernel over the
+    /// `ceil(KW * cg / 4) * 4` channels of the fold, channel `kx * cg + c` being channel `c` at
+    /// column `kx` (zero past `KW * cg`). The weight sum, hence the folded bias, is unchanged.
     pub fn pack_folded(&self, tm: usize) -> PackedConv {
         let ConvGroup { w, m, cg, kh, kw, .. } = *self;
-        let mut wf = vec![0i8; m * kw * 4 * kh];
+        let cf = folded_words(kw, cg) * 4;
+        let mut wf = vec![0i8; m * cf * kh];
         for mo in 0..m {
             for c in 0..cg.min(4) {
                 for ky in 0..kh {
                     for kx in 0..kw {
-                        wf[(mo * kw * 4 + kx * 4 + c) * kh + ky] = w[((mo * cg + c) * kh + ky) * kw + kx];
+                        wf[(mo * cf + kx * cg + c) * kh + ky] = w[((mo * cg + c) * kh + ky) * kw + kx];
                     }
                 }
             }
         }
         ConvGroup {
             w: &wf,
-            cg: kw * 4,
+            cg: cf,
             kw: 1,
             ..*self
         }
         .pack(tm)
     }
+}
+
+/// Words per pixel of a kernel-width fold of `cg` (at most 4) channels over `kw` columns:
+/// the `kw * cg` channel-column pairs packed 4 to a word.
+pub fn folded_words(kw: usize, cg: usize) -> usize {
+    (kw * cg.min(4)).div_ceil(4)
 }
 
 /// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.

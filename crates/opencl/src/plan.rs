@@ -887,8 +887,9 @@ impl Planner<'_> {
             pl: geo.pads[1],
         };
         let mut temp = None;
+        let fold_words = crate::pack::folded_words(geo.kw, cg);
         if folded {
-            let fs = self.alloc(xg.n * geo.kw * xg.h * og.w * 4);
+            let fs = self.alloc(xg.n * fold_words * xg.h * og.w * 4);
             self.launch(
                 &node.name,
                 KernelKind::QFold,
@@ -899,19 +900,20 @@ impl Planner<'_> {
                     int(xg.w),
                     int(og.w),
                     int(geo.kw),
+                    int(cg),
                     int(geo.strides[1]),
                     int(geo.dilations[1]),
                     int(geo.pads[1]),
                     Arg::U32(pad_word),
                     int(self.slot_sizes[x_slot] / 4),
                 ],
-                [og.w.div_ceil(16), xg.h, xg.n * geo.kw],
+                [og.w.div_ceil(16), xg.h, xg.n],
                 0,
-                vec![xg.n, 4 * geo.kw, xg.h, og.w],
+                vec![xg.n, 4 * fold_words, xg.h, og.w],
             );
             g = InGeo {
                 slot: fs,
-                cb: geo.kw,
+                cb: fold_words,
                 h: xg.h,
                 w: og.w,
                 kw: 1,
@@ -955,7 +957,7 @@ impl Planner<'_> {
             temp = Some(ps);
         }
         let in_words = self.slot_sizes[g.slot] / 4;
-        let cbg = if folded { geo.kw } else { cg.div_ceil(4) };
+        let cbg = if folded { fold_words } else { cg.div_ceil(4) };
         let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
         // both forms: buffers of group `gi`, then per-form sizes, the window, the clamp and
         // the residual flag, then per-form extras

@@ -448,6 +448,8 @@ fn folded_and_phase_split_inputs_match_reference() {
     let cases = [
         (case(2, 3, 23, 21, 20, 7, [3, 3, 3, 3], false, 1), "qfold"),
         (case(1, 4, 9, 30, 17, 3, [1, 0, 1, 2], true, 2), "qfold"),
+        (case(2, 2, 12, 11, 9, 5, [2, 2, 1, 2], false, 7), "qfold"),
+        (case(1, 1, 10, 19, 70, 7, [3, 2, 3, 3], true, 8), "qfold"),
         (case(2, 12, 15, 13, 24, 3, [1, 1, 1, 1], true, 3), "qphase"),
         (case(1, 8, 14, 17, 33, 1, [0, 0, 0, 0], true, 4), "qphase"),
         (case(3, 20, 7, 7, 16, 3, [1, 1, 0, 1], false, 5), "qphase"),

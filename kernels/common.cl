@@ -126,13 +126,14 @@ static void conv_accumulate(int16* acc, __global const int* x, size_t plane0, in
 // 16 * QC_V output channels (QC_V vectors of 16 channels). Per kernel position and channel
 // block, the block's 16 * QC_V weight words are QC_V vector loads and each pixel's
 // activation word is broadcast to 16 lanes: QC_R x QC_V dot products for QC_R + QC_V loads.
-// Pixels are the QC_R consecutive pixels of the flattened output plane starting at
-// (oy0, ox0); those past `np` (the plane's end) and cells in the padding read `pad`. The
+// Pixels are the QC_R consecutive pixels of the flattened output (images, rows, columns)
+// starting at (oy0, ox0) of the image at x: a tile may run into the next images; pixels
+// past `np` (the batch's end) and cells in the padding read `pad`. The
 // accumulators start at the 16 * QC_V channels' `bias`.
 WEFT_DOT_TARGET
 static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, int CBG, int H, int W, int KH, int KW,
-                              int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OW, int np,
-                              int pad, __global const int* w, __global const int* bias)
+                              int SY, int SX, int DY, int DX, int PT, int PL, int oy0, int ox0, int OH, int OW,
+                              int np, int pad, __global const int* w, __global const int* bias)
 {
     int16 a[QC_R * QC_V];
     #pragma unroll
@@ -142,16 +143,18 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         for (int r = 0; r < QC_R; r++) a[r * QC_V + v] = b;
     }
     const int16 padv = (int16)(pad);
-    int by[QC_R], bx[QC_R];
+    int by[QC_R], bx[QC_R], img[QC_R];
     {
-        int oy = oy0, ox = ox0;
+        int oy = oy0, ox = ox0, im = 0;
         #pragma unroll
         for (int r = 0; r < QC_R; r++) {
-            // rows far outside the input for pixels past the plane: always padding
+            // rows far outside the input for pixels past the batch: always padding
             by[r] = r < np ? oy * SY - PT : -(1 << 30);
             bx[r] = ox * SX - PL;
+            img[r] = im;                  // the pixel's image's first word, from x
             ox++;
             if (ox == OW) { ox = 0; oy++; }
+            if (oy == OH) { oy = 0; im += CBG * HW; }
         }
     }
     // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
@@ -177,7 +180,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
     #pragma unroll
     for (int r = 0; r < QC_R; r++) {
         interior &= by[r] >= 0 && by[r] + (KH - 1) * DY < H && bx[r] >= 0 && bx[r] + (KW - 1) * DX < W;
-        first[r] = by[r] * W + bx[r];
+        first[r] = img[r] + by[r] * W + bx[r];
     }
     if (interior) {
         for (int ky = 0; ky < KH; ky++) {
@@ -201,7 +204,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
             for (int r = 0; r < QC_R; r++) {
                 const int iy = by[r] + ky * DY, ix = bx[r] + kx * DX;
                 ok[r] = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                off[r] = ok[r] ? iy * W + ix : 0;
+                off[r] = ok[r] ? img[r] + iy * W + ix : 0;
                 all_ok &= ok[r];
             }
             __global const int* p = x;

@@ -263,7 +263,7 @@ qconvc_epilogue(const int16* acc, __global const int* restrict mult, __global co
         const size_t base = ((size_t)n * OCB + mc / 4) * plane + p0;
         __global uint* o = out + base;
         __global const uint* rp = res + (has_res ? base : 0);
-        if (words == 4 && np == QC_R) {
+        if (words == 4 && np == QC_R && p0 + QC_R <= OHW) {
             uint4 rw[QC_R], ow[QC_R];
             if (has_res) qc_load_words(rp, plane, rw);
             #pragma unroll
@@ -278,13 +278,16 @@ qconvc_epilogue(const int16* acc, __global const int* restrict mult, __global co
             qc_store_words(o, plane, ow);
         } else {
             for (int r = 0; r < np; r++) {
+                // pixel r of the tile: in image n + i at pixel p0 + r - i * OHW
+                const int i = (p0 + r) / OHW;
+                const size_t at = (size_t)i * OCB * plane + r - (size_t)i * OHW;
                 uint rin[4] = {0, 0, 0, 0}, ow[4];
-                for (int q = 0; q < words && has_res; q++) rin[q] = rp[q * plane + r];
+                for (int q = 0; q < words && has_res; q++) rin[q] = rp[at + q * plane];
                 const int16 val = weft_requant16c(acc[r * QC_V + v], mue, muo, ade, ado, she, sho,
                                                   convert_int16(as_uchar16(vload4(0, rin))), rme, rmo, has_res,
                                                   lo, hi);
                 vstore4(as_uint4(convert_uchar16(val)), 0, ow);
-                for (int q = 0; q < words; q++) o[q * plane + r] = ow[q];
+                for (int q = 0; q < words; q++) o[at + q * plane] = ow[q];
             }
         }
     }
@@ -294,20 +297,23 @@ qconvc_epilogue(const int16* acc, __global const int* restrict mult, __global co
 // function, so that with the VNNI hook (a function with extra target features is not
 // inlined into the kernel) the accumulators stay in registers.
 WEFT_DOT_TARGET
-static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int M, int OW, int OHW,
+static void qconvc_tile(QCONV_BUFFERS, int N, int mb, int CB, int H, int W, int M, int OH, int OW,
                         int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL, int pad, int p0,
                         long lo, long hi, int has_res, int narrow)
 {
     const int HW = H * W;
-    const int oy0 = p0 / OW;
-    const int np = min(QC_R, OHW - p0);    // pixels of this tile in the plane
+    const int OHW = OH * OW;
+    const int n = p0 / OHW;                // the first pixel's image, and its pixel there
+    const int q0 = p0 - n * OHW;
+    const int oy0 = q0 / OW;
+    const int np = min(QC_R, N * OHW - p0);    // pixels of this tile in the batch
     int16 acc[QC_R * QC_V];
     conv_accumulate_c(acc, (__global const int*)x + (size_t)n * CB * HW, HW, CB, H, W, KH, KW, SY, SX, DY, DX,
-                      PT, PL, oy0, p0 - oy0 * OW, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V,
+                      PT, PL, oy0, q0 - oy0 * OW, OH, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V,
                       bias + mb * 16 * QC_V);
     // one specialised epilogue per residual flag and requantization path
 #define QC_EPILOGUE(R, N) \
-    qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, p0, np, lo, hi, R, N)
+    qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, q0, np, lo, hi, R, N)
     if (narrow) {
         if (has_res) QC_EPILOGUE(1, 1); else QC_EPILOGUE(0, 1);
     } else {
@@ -318,20 +324,16 @@ static void qconvc_tile(QCONV_BUFFERS, int n, int mb, int CB, int H, int W, int 
 
 __kernel void qconvc(
     QCONV_BUFFERS,
-    int CB, int H, int W, int M, int OH, int OW,
+    int N, int CB, int H, int W, int M, int OH, int OW,
     int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL,
     uint pad_word, int lo, int hi, int has_res,
     int narrow)                    // every channel's shift is at least 32 (weft_requant16n)
 {
     const int tile = get_global_id(0);
-    const int z = get_global_id(2);
-    const int MB = (M + 16 * QC_V - 1) / (16 * QC_V);
-    const int n = z / MB;
-    const int mb = z - n * MB;
-    const int OHW = OH * OW;
-    const int p0 = tile * QC_R;
-    if (p0 >= OHW) return;               // a tile padding the launch to whole work-groups
-    qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, n, mb, CB, H, W, M, OW, OHW, KH, KW, SY, SX, DY,
+    const int mb = get_global_id(2);
+    const int p0 = tile * QC_R;          // of the batch's N * OH * OW output pixels
+    if (p0 >= N * OH * OW) return;       // a tile padding the launch to whole work-groups
+    qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, N, mb, CB, H, W, M, OH, OW, KH, KW, SY, SX, DY,
                 DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res, narrow);
 }
 

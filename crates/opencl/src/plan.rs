@@ -994,9 +994,11 @@ impl Planner<'_> {
             ]
         };
         if channel {
-            let tiles = (og.h * og.w).div_ceil(QCONVC_PIXELS);
-            let (global, local) = self.channel_sizes(tiles, og.n * m.div_ceil(QCONVC_TM));
+            // tiles of the batch's flattened pixels (a tile may span images)
+            let tiles = (og.n * og.h * og.w).div_ceil(QCONVC_PIXELS);
+            let (global, local) = self.channel_sizes(tiles, m.div_ceil(QCONVC_TM));
             let mut args = buffers(0);
+            args.insert(9, int(og.n));
             args.push(int(m));
             args.extend(window);
             // every shift at least 32: requantization through the sums' high words

@@ -26,8 +26,18 @@ pub fn open(path: &Path) -> anyhow::Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if Package::sniff(&bytes) {
         let p = Package::from_bytes(&bytes).with_context(|| format!("loading package {}", path.display()))?;
+        prefer_generic_work_groups(&p);
         return Ok(Loaded::Package(Box::new(p)));
     }
     let m = weft_onnx::import(&bytes, path.parent()).with_context(|| format!("loading {}", path.display()))?;
     Ok(Loaded::Onnx(m))
+}
+
+/// For an int8 package, PoCL compiles each kernel once for any work-group size (see
+/// `weft_opencl::generic_pocl_work_groups`: a cold start half as long, the same speed); float
+/// packages keep the per-size compiles their convolution runs faster with.
+pub fn prefer_generic_work_groups(p: &Package) {
+    if p.precision == weft_compile::Precision::Int8 {
+        weft_opencl::generic_pocl_work_groups();
+    }
 }

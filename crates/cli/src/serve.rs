@@ -125,6 +125,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     if models.is_empty() {
         let p = Package::from_bytes(DEFAULT_MODEL).context("the embedded default model")?;
+        crate::model::prefer_generic_work_groups(&p);
         models.push((DEFAULT_MODEL_NAME.to_string(), Arc::new(p)));
     }
     let mut keys = args.api_keys.clone();

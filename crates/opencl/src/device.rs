@@ -206,6 +206,24 @@ pub fn pin_pocl_workers() -> bool {
     true
 }
 
+/// Makes PoCL compile each kernel once for any work-group size (`POCL_WORK_GROUP_SPECIALIZATION=0`)
+/// unless the variable is set. By default PoCL compiles a kernel again for every work-group
+/// size it meets; the planner's int8 launches use up to nine sizes, so a cold `weft serve`
+/// spent 6 of its 12.7 s to ready compiling them. The int8 kernels vectorise explicitly and
+/// ran as fast unspecialised (ResNet-50, interleaved runs); the float convolution is ~9%
+/// slower without it, so callers set this for int8 packages only. Like
+/// [`pin_pocl_workers`], it changes the environment only while the process has a single
+/// thread, and says whether it did.
+pub fn generic_pocl_work_groups() -> bool {
+    if std::env::var_os("POCL_WORK_GROUP_SPECIALIZATION").is_some() || !single_threaded() {
+        return false;
+    }
+    // SAFETY: as in `pin_pocl_workers`: one thread, so nothing reads or writes the
+    // environment concurrently.
+    unsafe { std::env::set_var("POCL_WORK_GROUP_SPECIALIZATION", "0") };
+    true
+}
+
 /// Whether this process has exactly one thread (Linux: /proc/self/status; elsewhere, and
 /// when it cannot be read, false).
 fn single_threaded() -> bool {

@@ -13,7 +13,7 @@ mod plan;
 mod program;
 mod session;
 
-pub use device::{DeviceInfo, DotHook, list_devices, pin_pocl_workers, select_device};
+pub use device::{DeviceInfo, DotHook, generic_pocl_work_groups, list_devices, pin_pocl_workers, select_device};
 pub use error::OpenClError;
 pub use plan::QCONV_TM;
 pub use program::{ProgramOptions, ProgramSource, build_binary, kernel_source};

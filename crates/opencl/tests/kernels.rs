@@ -609,13 +609,15 @@ fn batch_sizes_share_constants() {
     }
 }
 
-/// The worker pinning asks PoCL for affinity only where the caller has not chosen, and
-/// never once the process has other threads (the test harness has several).
+/// The worker pinning and the one-compile-per-kernel setting change PoCL's environment only
+/// where the caller has not chosen, and never once the process has other threads (the test
+/// harness has several).
 #[test]
-fn pocl_worker_pinning_leaves_a_threaded_process_alone() {
+fn pocl_settings_leave_a_threaded_process_alone() {
     std::thread::scope(|s| {
         s.spawn(|| std::thread::sleep(std::time::Duration::from_millis(50)));
         assert!(!weft_opencl::pin_pocl_workers());
+        assert!(!weft_opencl::generic_pocl_work_groups());
     });
 }
 

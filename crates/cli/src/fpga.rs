@@ -118,15 +118,25 @@ pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Re
             .map(<[usize]>::to_vec)
             .unwrap_or_default();
         let n = xs.first().copied().unwrap_or(1);
-        let (m, kpos, cg) = match ws.as_slice() {
-            [m, cg, kh, kw] => (*m, kh * kw, *cg),
-            [m, k] => (*m, 1, *k),
+        let (m, kh, kw, cg) = match ws.as_slice() {
+            [m, cg, kh, kw] => (*m, *kh, *kw, *cg),
+            [m, k] => (*m, 1, 1, *k),
             _ => continue,
         };
+        let kpos = kh * kw;
         let ohw: usize = os.iter().skip(2).product::<usize>().max(1);
+        let ow = os.get(3).copied().unwrap_or(1);
         let mg = m / group;
         let macs = (n * m * ohw * cg * kpos) as u64;
-        let padded = (n * group * mg.div_ceil(tm) * tm * ohw.div_ceil(16) * 16 * cg.div_ceil(4) * 4 * kpos) as f64;
+        // input channels the array reads per output pixel: 4 per block and kernel position, or
+        // for a stem the plan folds (at most 4 channels, KW > 1) the KW * cg column-channel
+        // pairs packed 4 to a word per kernel row
+        let k_padded = if group == 1 && cg <= 4 && kw > 1 && ow > 1 {
+            kh * weft_opencl::folded_words(kw, cg) * 4
+        } else {
+            cg.div_ceil(4) * 4 * kpos
+        };
+        let padded = (n * group * mg.div_ceil(tm) * tm * ohw.div_ceil(16) * 16 * k_padded) as f64;
         let cycles = padded / (array * arrays);
         let compute_us = cycles / b.mhz;
         let bytes = (m * cg * kpos) as f64                        // weights

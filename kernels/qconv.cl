@@ -312,8 +312,8 @@ static void qconvc_tile(QCONV_BUFFERS, int N, int mb, int CB, int H, int W, int 
                       PT, PL, oy0, q0 - oy0 * OW, OH, OW, np, pad, w + (size_t)mb * KH * KW * CB * 16 * QC_V,
                       bias + mb * 16 * QC_V);
     // one specialised epilogue per residual flag and requantization path
-#define QC_EPILOGUE(R, N) \
-    qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, q0, np, lo, hi, R, N)
+#define QC_EPILOGUE(RES, NARROW) \
+    qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, q0, np, lo, hi, RES, NARROW)
     if (narrow) {
         if (has_res) QC_EPILOGUE(1, 1); else QC_EPILOGUE(0, 1);
     } else {

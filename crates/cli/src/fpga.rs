@@ -129,13 +129,9 @@ pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Re
         let mg = m / group;
         let macs = (n * m * ohw * cg * kpos) as u64;
         // input channels the array reads per output pixel: 4 per block and kernel position, or
-        // for a stem the plan folds (at most 4 channels, KW > 1) the KW * cg column-channel
-        // pairs packed 4 to a word per kernel row
-        let k_padded = if group == 1 && cg <= 4 && kw > 1 && ow > 1 {
-            kh * weft_opencl::folded_words(kw, cg) * 4
-        } else {
-            cg.div_ceil(4) * 4 * kpos
-        };
+        // for a stem the plan folds, its kernel rows' column-channel pairs packed 4 to a word
+        let k_padded =
+            weft_opencl::stem_fold_words(group, cg, kw, ow).map_or(cg.div_ceil(4) * 4 * kpos, |words| kh * words * 4);
         let padded = (n * group * mg.div_ceil(tm) * tm * ohw.div_ceil(16) * 16 * k_padded) as f64;
         let cycles = padded / (array * arrays);
         let compute_us = cycles / b.mhz;

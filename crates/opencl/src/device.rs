@@ -196,14 +196,7 @@ pub fn select_device(spec: &str) -> Result<DeviceInfo, OpenClError> {
 /// `main`: it changes the environment only while the process has a single thread, and says
 /// whether it did.
 pub fn pin_pocl_workers() -> bool {
-    if std::env::var_os("POCL_AFFINITY").is_some() || !single_threaded() {
-        return false;
-    }
-    // SAFETY: the process has one thread (checked just above), so no other thread can read
-    // or change the environment while it is written; and with one thread none can be
-    // spawned in between.
-    unsafe { std::env::set_var("POCL_AFFINITY", "1") };
-    true
+    set_pocl_default("POCL_AFFINITY", "1")
 }
 
 /// Makes PoCL compile each kernel once for any work-group size (`POCL_WORK_GROUP_SPECIALIZATION=0`)
@@ -215,12 +208,19 @@ pub fn pin_pocl_workers() -> bool {
 /// [`pin_pocl_workers`], it changes the environment only while the process has a single
 /// thread, and says whether it did.
 pub fn generic_pocl_work_groups() -> bool {
-    if std::env::var_os("POCL_WORK_GROUP_SPECIALIZATION").is_some() || !single_threaded() {
+    set_pocl_default("POCL_WORK_GROUP_SPECIALIZATION", "0")
+}
+
+/// Sets a PoCL variable to `value` unless it is set or the process has other threads; says
+/// whether it did.
+fn set_pocl_default(var: &str, value: &str) -> bool {
+    if std::env::var_os(var).is_some() || !single_threaded() {
         return false;
     }
-    // SAFETY: as in `pin_pocl_workers`: one thread, so nothing reads or writes the
-    // environment concurrently.
-    unsafe { std::env::set_var("POCL_WORK_GROUP_SPECIALIZATION", "0") };
+    // SAFETY: the process has one thread (checked just above), so no other thread can read
+    // or change the environment while it is written; and with one thread none can be
+    // spawned in between.
+    unsafe { std::env::set_var(var, value) };
     true
 }
 

@@ -15,7 +15,7 @@ mod session;
 
 pub use device::{DeviceInfo, DotHook, generic_pocl_work_groups, list_devices, pin_pocl_workers, select_device};
 pub use error::OpenClError;
-pub use pack::folded_words;
+pub use pack::stem_fold_words;
 pub use plan::QCONV_TM;
 pub use program::{ProgramOptions, ProgramSource, build_binary, kernel_source};
 pub use session::{LayerProfile, Session, SessionOptions};

@@ -94,8 +94,16 @@ impl ConvGroup<'_> {
 
 /// Words per pixel of a kernel-width fold of `cg` (at most 4) channels over `kw` columns:
 /// the `kw * cg` channel-column pairs packed 4 to a word.
-pub fn folded_words(kw: usize, cg: usize) -> usize {
+fn folded_words(kw: usize, cg: usize) -> usize {
     (kw * cg.min(4)).div_ceil(4)
+}
+
+/// The words per pixel of the kernel-width fold (`qfold`) the planner gives a convolution of
+/// `group` groups, `cg` input channels per group, kernel width `kw` and output width `ow`:
+/// `Some` for a stem (one group of at most 4 channels, a kernel and an output wider than 1),
+/// `None` where the input is read as it is.
+pub fn stem_fold_words(group: usize, cg: usize, kw: usize, ow: usize) -> Option<usize> {
+    (group == 1 && cg <= 4 && kw > 1 && ow > 1).then(|| folded_words(kw, cg))
 }
 
 /// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.
@@ -176,6 +184,17 @@ mod tests {
         assert_eq!(p.len(), 2 * 2 * 16);
         assert_eq!((p[0], p[1], p[16], p[17]), (0.0, 2.0, 1.0, 3.0));
         assert_eq!((p[32], p[48], p[33]), (32.0, 33.0, 0.0));
+    }
+
+    #[test]
+    fn stems_fold_column_channel_pairs_four_to_a_word() {
+        assert_eq!(stem_fold_words(1, 3, 7, 112), Some(6)); // RGB 7x7: 21 pairs
+        assert_eq!(stem_fold_words(1, 4, 3, 9), Some(3));
+        assert_eq!(stem_fold_words(1, 1, 7, 9), Some(2));
+        assert_eq!(stem_fold_words(1, 5, 7, 9), None); // two channel blocks
+        assert_eq!(stem_fold_words(2, 2, 3, 9), None); // grouped
+        assert_eq!(stem_fold_words(1, 3, 1, 9), None); // 1 wide
+        assert_eq!(stem_fold_words(1, 3, 7, 1), None); // one output column
     }
 
     #[test]

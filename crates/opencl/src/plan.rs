@@ -738,11 +738,12 @@ impl Planner<'_> {
         group == 1 && !self.lane_conv
     }
 
-    /// Global and local sizes for `qconvc` over `tiles` pixel tiles and `z` channel-block
-    /// (times image) indices: a group's work-items share one channel block's weights (64 x K
+    /// Global and local sizes for `qconvc` over `tiles` pixel tiles (of the whole batch) and
+    /// `z` channel blocks: a group's work-items share one channel block's weights (64 x K
     /// bytes, the larger operand) and walk its tiles; as many tiles per group as keep
     /// `min_groups` groups, rounded down to a power of two (few distinct group sizes, so few
-    /// compiled variants: PoCL compiles a kernel per local size).
+    /// compiled variants where PoCL compiles a kernel per local size: float packages; evenly
+    /// sized groups measured no faster).
     fn channel_sizes(&self, tiles: usize, z: usize) -> ([usize; 3], [usize; 3]) {
         let want_x = self.min_groups.div_ceil(z).max(1);
         let lx = (tiles / want_x).clamp(1, self.max_group.min(256));
@@ -801,8 +802,12 @@ impl Planner<'_> {
         let x_slot = self.slot_of(&node.inputs[0]);
         let key = |what: &str| format!("{}#{what}", node.name);
         // A layer with one input channel block (a stem) and a kernel wider than 1 reads a
-        // kernel-width fold of its input (`qfold`): a KH x 1 convolution over KW blocks.
-        let folded = group == 1 && cg <= 4 && geo.kw > 1 && og.w > 1;
+        // kernel-width fold of its input (`qfold`): a KH x 1 convolution over its words.
+        let fold_words = crate::pack::stem_fold_words(group, cg, geo.kw, og.w);
+        let folded = fold_words.is_some();
+        let shifts = crate::pack::i32_values(get(4)?);
+        // every shift at least 32: `qconvc` requantizes through the sums' high words
+        let narrow = shifts.iter().all(|&s| s >= 32);
         let channel = self.channel_form(group);
         let tm = if channel { QCONVC_TM } else { QCONV_TM };
         // per-channel constants padded to whole channel-form work-items (vector loads)
@@ -811,7 +816,7 @@ impl Planner<'_> {
             let mut mults = crate::pack::i32_values(get(3)?);
             mults.resize(padded, 0);
             consts.insert(key("mult"), words_le(&mults, |v: i32| v.to_le_bytes().to_vec()));
-            let mut shifts = crate::pack::i32_values(get(4)?);
+            let mut shifts = shifts.clone();
             // padding channels (multiplier 0) requantize to the zero point at any shift; 32
             // keeps them on the narrow path of `qconvc`
             shifts.resize(padded, 32);
@@ -887,8 +892,7 @@ impl Planner<'_> {
             pl: geo.pads[1],
         };
         let mut temp = None;
-        let fold_words = crate::pack::folded_words(geo.kw, cg);
-        if folded {
+        if let Some(fold_words) = fold_words {
             let fs = self.alloc(xg.n * fold_words * xg.h * og.w * 4);
             self.launch(
                 &node.name,
@@ -957,10 +961,10 @@ impl Planner<'_> {
             temp = Some(ps);
         }
         let in_words = self.slot_sizes[g.slot] / 4;
-        let cbg = if folded { fold_words } else { cg.div_ceil(4) };
+        let cbg = fold_words.unwrap_or(cg.div_ceil(4));
         let macs = (og.n * mg * og.h * og.w * cg * geo.kh * geo.kw) as u64;
-        // both forms: buffers of group `gi`, then per-form sizes, the window, the clamp and
-        // the residual flag, then per-form extras
+        // both forms: buffers of group `gi`, then the input's size (after the batch size in
+        // the channel form), the window, the clamp and the residual flag, then per-form extras
         let window = [
             int(og.h),
             int(og.w),
@@ -988,21 +992,18 @@ impl Planner<'_> {
                 res_arg.clone(),
                 rmult_arg.clone(),
                 Arg::Slot(slot),
-                int(g.cb),
-                int(g.h),
-                int(g.w),
             ]
         };
+        let in_size = [int(g.cb), int(g.h), int(g.w)];
         if channel {
             // tiles of the batch's flattened pixels (a tile may span images)
             let tiles = (og.n * og.h * og.w).div_ceil(QCONVC_PIXELS);
             let (global, local) = self.channel_sizes(tiles, m.div_ceil(QCONVC_TM));
             let mut args = buffers(0);
-            args.insert(9, int(og.n));
+            args.push(int(og.n));
+            args.extend(in_size);
             args.push(int(m));
             args.extend(window);
-            // every shift at least 32: requantization through the sums' high words
-            let narrow = crate::pack::i32_values(get(4)?).iter().all(|&s| s >= 32);
             args.push(Arg::I32(i32::from(narrow)));
             self.steps.push(Step::Launch {
                 node: node.name.clone(),
@@ -1017,6 +1018,7 @@ impl Planner<'_> {
             let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
             for gi in 0..group {
                 let mut args = buffers(gi);
+                args.extend(in_size.clone());
                 args.extend([int(gi * cg / 4), int(cbg), int(mg), int(gi * mg), int(m)]);
                 args.extend(window.clone());
                 args.extend([int(in_words), Arg::I32(i32::from(phased))]);

@@ -447,7 +447,7 @@ impl Planner<'_> {
                     &node.name,
                     KernelKind::Quantize,
                     args,
-                    [geom.w.div_ceil(16), geom.h, geom.n * geom.cb()],
+                    [1, geom.h, geom.n * geom.cb()],
                     0,
                     out_shape,
                 );

@@ -52,11 +52,11 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
                        int CB, int H, int W, int OH, int OW, int KH, int KW, int SY, int SX, int DY, int DX,
                        int PT, int PL, int PB, int PR, int is_avg, int include_pad, int in_words)
 {
-    const int ox0 = get_global_id(0) * 16;
     const int oy = get_global_id(1);
     const int z = get_global_id(2);     // n * CB + cb
     const long plane = (long)z * H * W;
     const int16 lane = LANES16;
+    for (int ox0 = get_global_id(0) * 16; ox0 < OW; ox0 += get_global_size(0) * 16) {
     const int16 col0 = (ox0 + lane) * SX - PL;
     // byte-wise max of 16 words, as four uchar16 (OpenCL vectors stop at 16 elements)
     uchar16 b0 = (uchar16)(0), b1 = (uchar16)(0), b2 = (uchar16)(0), b3 = (uchar16)(0);
@@ -75,6 +75,7 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
     __global uint* o = out + ((size_t)z * OH + oy) * OW + ox0;
     const uint16 words = (uint16)(as_uint4(b0), as_uint4(b1), as_uint4(b2), as_uint4(b3));
     store_words16(o, words, OW - ox0);
+    }
 }
 
 // Mean over H and W, requantized: clamp(zp_out + rshift_round(sum(x - zp_x) * mult, shift)).

@@ -1067,7 +1067,7 @@ impl Planner<'_> {
                 &node.name,
                 KernelKind::QMaxPool,
                 args,
-                [og.w.div_ceil(16), og.h, og.n * og.cb()],
+                [1, og.h, og.n * og.cb()],
                 0,
                 vec![og.n, og.c, og.h, og.w],
             );

@@ -157,7 +157,14 @@ pub enum Step {
         local: Option<[usize; 3]>,
         macs: u64,
         shape: Vec<usize>,
+        /// Runs on the side queue (after the last `Fork`, concurrently with the main
+        /// queue's launches until the next `Join`).
+        side: bool,
     },
+    /// The side queue's next launches may start once the main queue's earlier work is done.
+    Fork,
+    /// The main queue's later work waits for the side queue's launches.
+    Join,
     /// Device value back to the host (as the value's shape).
     Download { value: String, loc: Loc, shape: Vec<usize> },
     /// A node evaluated on the host by the reference executor.
@@ -277,13 +284,32 @@ pub fn plan(
         max_group: target.max_work_group.max(1),
         lane_conv: target.lane_conv,
     };
+    let mut early: HashSet<usize> = HashSet::new();
+    let mut branch: Option<SideBranch> = None;
     for (idx, node) in graph.nodes.iter().enumerate() {
-        p.node(idx, consts)?;
+        if let Some(b) = &branch
+            && node.inputs.iter().any(|i| b.outputs.contains(i))
+        {
+            let b = branch.take().unwrap_or_default();
+            p.join(b);
+        }
+        if !early.contains(&idx) {
+            if branch.is_none()
+                && let Some(d) = p.side_candidate(idx, &early)
+            {
+                early.insert(d);
+                branch = Some(p.fork(d, consts)?);
+            }
+            p.node(idx, consts)?;
+        }
         for i in node.inputs.iter().filter(|i| !i.is_empty()) {
             if p.last_use.get(i) == Some(&idx) && !p.outputs.contains(i) {
                 p.release(i);
             }
         }
+    }
+    if let Some(b) = branch {
+        p.join(b);
     }
     for o in &graph.outputs {
         p.ensure_on_host(&o.name)?;
@@ -294,7 +320,84 @@ pub fn plan(
     })
 }
 
+/// A node planned ahead of its place onto the side queue: the values it produces and the
+/// slots it uses, held (not reused) until the main queue joins it.
+#[derive(Default)]
+struct SideBranch {
+    outputs: HashSet<String>,
+    held: Vec<usize>,
+}
+
 impl Planner<'_> {
+    /// A later node that may run on the side queue while node `idx` runs: an ungrouped
+    /// integer convolution whose only activation input is one of `idx`'s inputs, already
+    /// on the device (ResNet's downsampling branch beside a block's first convolution).
+    /// Kernels of one layer leave compute units idle at their start and end (worker
+    /// wake-up, the last work-groups); a second stream of work-groups fills those gaps.
+    fn side_candidate(&self, idx: usize, early: &HashSet<usize>) -> Option<usize> {
+        let g = self.graph;
+        let n = &g.nodes[idx];
+        if self.float || !matches!(n.op, Op::QConv(_)) {
+            return None;
+        }
+        let activations = |node: &weft_core::Node| -> Vec<String> {
+            node.inputs
+                .iter()
+                .filter(|i| !i.is_empty() && !g.initializers.contains_key(*i))
+                .cloned()
+                .collect()
+        };
+        let xs = activations(n);
+        let [x] = xs.as_slice() else { return None };
+        if !matches!(self.loc.get(x), Some(Loc::U8 { .. })) {
+            return None;
+        }
+        (idx + 1..g.nodes.len()).find(|&d| {
+            let dn = &g.nodes[d];
+            !early.contains(&d)
+                && matches!(&dn.op, Op::QConv(q) if q.conv.group == 1 && q.residual_zero_point.is_none())
+                && activations(dn).as_slice() == std::slice::from_ref(x)
+                && dn.outputs.iter().all(|o| !self.outputs.contains(o))
+        })
+    }
+
+    /// Plans node `d` now, its launches on the side queue after a `Fork`; the slots they
+    /// use stay out of reuse until `join`.
+    fn fork(&mut self, d: usize, consts: &mut Consts) -> Result<SideBranch, OpenClError> {
+        self.steps.push(Step::Fork);
+        let first = self.steps.len();
+        self.node(d, consts)?;
+        let mut held = Vec::new();
+        for step in &mut self.steps[first..] {
+            if let Step::Launch { side, args, .. } = step {
+                *side = true;
+                held.extend(args.iter().filter_map(|a| match a {
+                    Arg::Slot(s) => Some(*s),
+                    _ => None,
+                }));
+            }
+        }
+        held.sort_unstable();
+        held.dedup();
+        for &s in &held {
+            self.slot_users[s] += 1;
+            self.free.retain(|&f| f != s);
+        }
+        let outputs = self.graph.nodes[d].outputs.iter().cloned().collect();
+        Ok(SideBranch { outputs, held })
+    }
+
+    /// Waits for the side queue's branch and returns its held slots.
+    fn join(&mut self, b: SideBranch) {
+        self.steps.push(Step::Join);
+        for s in b.held {
+            self.slot_users[s] = self.slot_users[s].saturating_sub(1);
+            if self.slot_users[s] == 0 && !self.free.contains(&s) {
+                self.free.push(s);
+            }
+        }
+    }
+
     fn shape(&self, v: &str) -> Vec<usize> {
         self.shapes.shape(v).map(<[usize]>::to_vec).unwrap_or_default()
     }
@@ -715,6 +818,7 @@ impl Planner<'_> {
             local: None,
             macs,
             shape,
+            side: false,
         });
     }
 
@@ -1013,6 +1117,7 @@ impl Planner<'_> {
                 local: Some(local),
                 macs,
                 shape: vec![og.n, og.c, og.h, og.w],
+                side: false,
             });
         } else {
             let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
@@ -1030,6 +1135,7 @@ impl Planner<'_> {
                     local: Some(local),
                     macs,
                     shape: vec![og.n, og.c, og.h, og.w],
+                    side: false,
                 });
             }
         }
@@ -1567,5 +1673,145 @@ pub fn geom_of(s: &[usize]) -> Option<Geom> {
             w: 1,
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The zoo's resnet8, int8 (MinMax over a few seeded inputs).
+    fn resnet8_int8() -> Graph {
+        let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
+        let mut rng = weft_core::rng::Rng::new(5);
+        let x = weft_core::Tensor::from_f32(&[2, 3, 32, 32], rng.normals(2 * 3 * 32 * 32, 1.0)).unwrap();
+        let opts = weft_compile::CompileOptions {
+            name: "r8".into(),
+            precision: weft_compile::Precision::Int8,
+            method: weft_quant::Method::MinMax,
+            calibration: vec![HashMap::from([("input".to_string(), x)])],
+            given: None,
+            evaluation: None,
+            preprocess: Default::default(),
+            labels: vec![],
+            metadata: Default::default(),
+        };
+        weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap().0.graph
+    }
+
+    /// A convolution launch's output buffer (the last of `QCONV_BUFFERS`).
+    fn conv_output(kernel: KernelKind, args: &[Arg]) -> Option<usize> {
+        match (kernel, args.get(8)) {
+            (KernelKind::QConv | KernelKind::QConvC, Some(Arg::Slot(s))) => Some(*s),
+            _ => None,
+        }
+    }
+
+    /// The same graph with one more convolution before each residual one (a copy of it
+    /// without the residual, feeding it): ResNet's bottleneck order, where a block's input is
+    /// dead (in graph order) after its downsampling convolution, before the block's next
+    /// main convolution allocates its output.
+    fn with_middle_convolutions(mut g: Graph) -> Graph {
+        let mut i = 0;
+        while i < g.nodes.len() {
+            if let Op::QConv(q) = &g.nodes[i].op
+                && q.residual_zero_point.is_some()
+            {
+                let c = &g.nodes[i];
+                let mid = format!("{}.mid", c.inputs[0]);
+                let mut q = q.clone();
+                q.residual_zero_point = None;
+                let m = weft_core::Node {
+                    name: format!("{}.mid", c.name),
+                    op: Op::QConv(q),
+                    inputs: c.inputs[..5].to_vec(),
+                    outputs: vec![mid.clone()],
+                };
+                g.nodes[i].inputs[0] = mid;
+                g.nodes.insert(i, m);
+                i += 1;
+            }
+            i += 1;
+        }
+        g
+    }
+
+    /// What a fork .. join region's launches use: the side's slots and outputs, the main
+    /// launches' outputs and slots.
+    #[derive(Default)]
+    struct Region {
+        side_slots: Vec<usize>,
+        side_out: Vec<usize>,
+        main_out: Vec<usize>,
+        main_slots: Vec<Vec<usize>>,
+    }
+
+    #[test]
+    fn downsampling_branches_run_on_the_side_queue_without_sharing_a_written_slot() {
+        let r8 = resnet8_int8();
+        let bottleneck = with_middle_convolutions(r8.clone());
+        assert!(bottleneck.nodes.len() > r8.nodes.len());
+        for (g, batch) in [(&r8, 1), (&r8, 3), (&bottleneck, 1), (&bottleneck, 2)] {
+            let target = Target {
+                compute_units: 2,
+                max_work_group: 4096,
+                lane_conv: false,
+            };
+            let plan = plan(g, batch, &mut Consts::new(), None, target).unwrap();
+            let forks = plan.steps.iter().filter(|s| matches!(s, Step::Fork)).count();
+            let joins = plan.steps.iter().filter(|s| matches!(s, Step::Join)).count();
+            assert!(forks >= 1, "resnet8's downsampling convolutions should fork");
+            assert_eq!(forks, joins);
+            // Between a fork and its join: the side launches' slots and the main launches'
+            // outputs are disjoint, and no main launch reads what the side writes.
+            let mut region: Option<Region> = None;
+            for step in &plan.steps {
+                match step {
+                    Step::Fork => {
+                        assert!(region.is_none(), "nested fork");
+                        region = Some(Default::default());
+                    }
+                    Step::Join => {
+                        let Region {
+                            side_slots,
+                            side_out,
+                            main_out,
+                            main_slots,
+                        } = region.take().expect("join without fork");
+                        assert!(!side_slots.is_empty(), "a fork with no side launch");
+                        for o in &main_out {
+                            assert!(!side_slots.contains(o), "a main launch writes slot {o} the side uses");
+                        }
+                        for used in &main_slots {
+                            for o in &side_out {
+                                assert!(!used.contains(o), "a main launch reads slot {o} the side writes");
+                            }
+                        }
+                    }
+                    Step::Launch { kernel, args, side, .. } => {
+                        let slots: Vec<usize> = args
+                            .iter()
+                            .filter_map(|a| match a {
+                                Arg::Slot(s) => Some(*s),
+                                _ => None,
+                            })
+                            .collect();
+                        match (&mut region, side) {
+                            (Some(r), true) => {
+                                r.side_slots.extend(&slots);
+                                r.side_out.extend(conv_output(*kernel, args));
+                            }
+                            (Some(r), false) => {
+                                r.main_out.extend(conv_output(*kernel, args));
+                                r.main_slots.push(slots);
+                            }
+                            (None, s) => assert!(!s, "a side launch outside a fork"),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            assert!(region.is_none(), "a fork without its join");
+        }
     }
 }

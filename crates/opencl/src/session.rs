@@ -72,6 +72,8 @@ pub struct Session {
     device: DeviceInfo,
     context: Context,
     queue: CommandQueue,
+    /// A second in-order queue for the plan's side launches (`Step::Fork` .. `Step::Join`).
+    side_queue: CommandQueue,
     program: Program,
     options: ProgramOptions,
     source: ProgramSource,
@@ -147,6 +149,12 @@ impl Session {
             0,
         )
         .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
+        let side_queue = CommandQueue::create_default_with_properties(
+            &context,
+            if opts.profile { CL_QUEUE_PROFILING_ENABLE } else { 0 },
+            0,
+        )
+        .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
         let options = ProgramOptions::for_device(
             &device,
             opts.portable || std::env::var_os("WEFT_PORTABLE_KERNELS").is_some_and(|v| v != "0"),
@@ -169,6 +177,7 @@ impl Session {
             device,
             context,
             queue,
+            side_queue,
             program,
             options,
             source,
@@ -355,8 +364,35 @@ impl Session {
         let mut host: HashMap<String, Tensor> = HashMap::new();
         let mut events: Vec<(usize, Event)> = Vec::new();
         let Prepared { plan, slots, launches } = prepared;
+        // the main queue's marker the side launches wait for, and the side launches the
+        // main queue waits for at the next join
+        let mut fork: Option<Event> = None;
+        let mut side: Vec<(usize, Event)> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
+                Step::Fork => {
+                    // SAFETY: a marker with no wait list.
+                    let marker = unsafe { self.queue.enqueue_marker_with_wait_list(&[]) }
+                        .map_err(|e| OpenClError::api("clEnqueueMarkerWithWaitList", e))?;
+                    // the main queue's work so far is submitted, so the side queue's wait
+                    // for the marker cannot stall behind work the host has yet to flush
+                    self.queue.flush().map_err(|e| OpenClError::api("clFlush", e))?;
+                    fork = Some(marker);
+                }
+                Step::Join => {
+                    if !side.is_empty() {
+                        let wait: Vec<_> = side.iter().map(|(_, e)| e.get()).collect();
+                        // SAFETY: a barrier waiting on live events of this context.
+                        unsafe { self.queue.enqueue_barrier_with_wait_list(&wait) }
+                            .map_err(|e| OpenClError::api("clEnqueueBarrierWithWaitList", e))?;
+                        self.side_queue.flush().map_err(|e| OpenClError::api("clFlush", e))?;
+                    }
+                    if self.profile {
+                        events.append(&mut side);
+                    }
+                    side.clear();
+                    fork = None;
+                }
                 Step::UploadFloat { value, slot, half } => {
                     let t = host
                         .get(value)
@@ -390,7 +426,11 @@ impl Session {
                     .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
                 }
                 Step::Launch {
-                    kernel, global, local, ..
+                    kernel,
+                    global,
+                    local,
+                    side: on_side,
+                    ..
                 } => {
                     let k = launches
                         .get(si)
@@ -400,12 +440,17 @@ impl Session {
                     // SAFETY: the kernel object's arguments were all set when the plan was
                     // prepared; the sizes are three positive counts (and a local size that
                     // divides them, from the planner) that live across the call.
+                    let (queue, wait) = match (&fork, on_side) {
+                        (Some(f), true) => (&self.side_queue, vec![f.get()]),
+                        _ => (&self.queue, Vec::new()),
+                    };
                     let event = unsafe {
-                        self.queue
-                            .enqueue_nd_range_kernel(k.get(), 3, ptr::null(), global.as_ptr(), local_ptr, &[])
+                        queue.enqueue_nd_range_kernel(k.get(), 3, ptr::null(), global.as_ptr(), local_ptr, &wait)
                     }
                     .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
-                    if self.profile {
+                    if *on_side && fork.is_some() {
+                        side.push((si, event));
+                    } else if self.profile {
                         events.push((si, event));
                     }
                 }
@@ -440,6 +485,7 @@ impl Session {
                 }
             }
         }
+        self.side_queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         self.queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         if self.guard_bytes > 0 {
             for (i, (slot, &n)) in slots.iter().zip(&plan.slot_sizes).enumerate() {
@@ -458,6 +504,8 @@ impl Session {
             }
         }
         if self.profile {
+            events.append(&mut side);
+            events.sort_by_key(|(si, _)| *si);
             let mut prev_end: Option<u64> = None;
             self.last_profile = events
                 .iter()

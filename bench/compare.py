@@ -189,8 +189,8 @@ twice that, which is how onnxruntime can exceed 930 below.
 
 Ratios (weft / onnxruntime, same run):
 
-- int8 batch-1 latency: **{lat:.2f}x** (below 1 means weft is faster)
-- int8 batch-8 throughput: **{thr:.2f}x** (above 1 means weft is faster)
+- int8 batch-1 latency: **{lat:.3f}x** (below 1 means weft is faster)
+- int8 batch-8 throughput: **{thr:.3f}x** (above 1 means weft is faster)
 - f32 batch-1 latency: {f32:.2f}x
 """
     # keep what follows the marker (sections written by hand or by bench/startup.sh)

@@ -370,6 +370,9 @@ impl Session {
         let mut side: Vec<(usize, Event)> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
+                // profiling runs every launch on the main queue, in plan order, so that each
+                // layer's time is its own (overlapping kernels would share the cores)
+                Step::Fork | Step::Join if self.profile => {}
                 Step::Fork => {
                     // SAFETY: a marker with no wait list.
                     let marker = unsafe { self.queue.enqueue_marker_with_wait_list(&[]) }

@@ -142,21 +142,6 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         #pragma unroll
         for (int r = 0; r < QC_R; r++) a[r * QC_V + v] = b;
     }
-    const int16 padv = (int16)(pad);
-    int by[QC_R], bx[QC_R], img[QC_R];
-    {
-        int oy = oy0, ox = ox0, im = 0;
-        #pragma unroll
-        for (int r = 0; r < QC_R; r++) {
-            // rows far outside the input for pixels past the batch: always padding
-            by[r] = r < np ? oy * SY - PT : -(1 << 30);
-            bx[r] = ox * SX - PL;
-            img[r] = im;                  // the pixel's image's first word, from x
-            ox++;
-            if (ox == OW) { ox = 0; oy++; }
-            if (oy == OH) { oy = 0; im += CBG * HW; }
-        }
-    }
     // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
 #define QC_BLOCKS(XR)                                                                          \
             for (int cb = 0; cb < CBG; cb++) {                                                 \
@@ -173,6 +158,33 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
                 w += 16 * QC_V;                                                                \
                 p += HW;                                                                       \
             }
+    // 1x1, stride 1, no padding, the tile inside one image (most tiles of most 1x1 layers):
+    // pixel r reads the word at its flattened index, no window bounds to check
+    if (KH == 1 && KW == 1 && SY == 1 && SX == 1 && PT == 0 && PL == 0 && OW == W && np == QC_R &&
+        oy0 * OW + ox0 + QC_R <= HW) {
+        __global const int* p = x + oy0 * OW + ox0;
+#define QC_NEXT(r) ((int16)(p[r]))
+        QC_BLOCKS(QC_NEXT)
+#undef QC_NEXT
+        #pragma unroll
+        for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
+        return;
+    }
+    const int16 padv = (int16)(pad);
+    int by[QC_R], bx[QC_R], img[QC_R];
+    {
+        int oy = oy0, ox = ox0, im = 0;
+        #pragma unroll
+        for (int r = 0; r < QC_R; r++) {
+            // rows far outside the input for pixels past the batch: always padding
+            by[r] = r < np ? oy * SY - PT : -(1 << 30);
+            bx[r] = ox * SX - PL;
+            img[r] = im;                  // the pixel's image's first word, from x
+            ox++;
+            if (ox == OW) { ox = 0; oy++; }
+            if (oy == OH) { oy = 0; im += CBG * HW; }
+        }
+    }
     // A tile whose every pixel's window lies inside the input (most of them): each kernel
     // position is a fixed offset from each pixel's first cell, without bounds checks.
     int interior = np == QC_R;

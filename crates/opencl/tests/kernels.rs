@@ -546,6 +546,10 @@ fn wide_layers_match_reference_in_both_forms() {
         case(1, 132, 7, 7, 130, 1, 1, [0, 0, 0, 0], true, 22),
         case(1, 64, 13, 11, 66, 3, 2, [1, 0, 1, 1], false, 23),
         case(3, 36, 5, 6, 200, 1, 2, [0, 0, 0, 0], false, 24),
+        // 1x1 at stride 1 over a batch: tiles inside an image take the flattened-index
+        // path, tiles across two images and the batch's last partial tile the general one
+        case(3, 40, 5, 7, 72, 1, 1, [0, 0, 0, 0], true, 25),
+        case(2, 8, 4, 4, 64, 1, 1, [0, 0, 0, 0], false, 26),
     ];
     for c in cases {
         let (g, feeds) = conv_graph(&c);

@@ -149,12 +149,9 @@ impl Session {
             0,
         )
         .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
-        let side_queue = CommandQueue::create_default_with_properties(
-            &context,
-            if opts.profile { CL_QUEUE_PROFILING_ENABLE } else { 0 },
-            0,
-        )
-        .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
+        // (profiled runs keep every launch on the main queue: no profiling here)
+        let side_queue = CommandQueue::create_default_with_properties(&context, 0, 0)
+            .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
         let options = ProgramOptions::for_device(
             &device,
             opts.portable || std::env::var_os("WEFT_PORTABLE_KERNELS").is_some_and(|v| v != "0"),
@@ -367,7 +364,7 @@ impl Session {
         // the main queue's marker the side launches wait for, and the side launches the
         // main queue waits for at the next join
         let mut fork: Option<Event> = None;
-        let mut side: Vec<(usize, Event)> = Vec::new();
+        let mut side: Vec<Event> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 // profiling runs every launch on the main queue, in plan order, so that each
@@ -384,14 +381,11 @@ impl Session {
                 }
                 Step::Join => {
                     if !side.is_empty() {
-                        let wait: Vec<_> = side.iter().map(|(_, e)| e.get()).collect();
+                        let wait: Vec<_> = side.iter().map(Event::get).collect();
                         // SAFETY: a barrier waiting on live events of this context.
                         unsafe { self.queue.enqueue_barrier_with_wait_list(&wait) }
                             .map_err(|e| OpenClError::api("clEnqueueBarrierWithWaitList", e))?;
                         self.side_queue.flush().map_err(|e| OpenClError::api("clFlush", e))?;
-                    }
-                    if self.profile {
-                        events.append(&mut side);
                     }
                     side.clear();
                     fork = None;
@@ -440,19 +434,21 @@ impl Session {
                         .and_then(Option::as_ref)
                         .ok_or_else(|| OpenClError::Unsupported(format!("kernel {} missing", kernel.name())))?;
                     let local_ptr = local.as_ref().map_or(ptr::null(), |l| l.as_ptr());
-                    // SAFETY: the kernel object's arguments were all set when the plan was
-                    // prepared; the sizes are three positive counts (and a local size that
-                    // divides them, from the planner) that live across the call.
+                    // a side launch waits for the fork's marker on the side queue
                     let (queue, wait) = match (&fork, on_side) {
                         (Some(f), true) => (&self.side_queue, vec![f.get()]),
                         _ => (&self.queue, Vec::new()),
                     };
+                    // SAFETY: the kernel object's arguments were all set when the plan was
+                    // prepared; the sizes are three positive counts (and a local size that
+                    // divides them, from the planner) that live across the call; the wait
+                    // list holds a live event of this context.
                     let event = unsafe {
                         queue.enqueue_nd_range_kernel(k.get(), 3, ptr::null(), global.as_ptr(), local_ptr, &wait)
                     }
                     .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
                     if *on_side && fork.is_some() {
-                        side.push((si, event));
+                        side.push(event);
                     } else if self.profile {
                         events.push((si, event));
                     }
@@ -507,8 +503,6 @@ impl Session {
             }
         }
         if self.profile {
-            events.append(&mut side);
-            events.sort_by_key(|(si, _)| *si);
             let mut prev_end: Option<u64> = None;
             self.last_profile = events
                 .iter()

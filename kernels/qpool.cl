@@ -43,7 +43,8 @@ __kernel void qpool(__global const uchar* restrict x, __global uchar* restrict o
     vstore4(result, ((size_t)z * OH + oy) * OW + ox, out);
 }
 
-// Max pooling, 16 output pixels of a row per work-item: for each window cell, the 16 input
+// Max pooling, 16 output pixels of a row at a time (a work-item walks its row in steps of the
+// launch's width; the planner launches one per row): for each window cell, the 16 input
 // words (every SX-th: one or two vector loads, or a gather past stride 2) go through one
 // byte-wise max; cells outside the input count as 0, which never wins over a real u8 (the
 // same result as skipping them). A tail shorter than 16 stores only its pixels. Arguments as
@@ -57,24 +58,24 @@ __kernel void qmaxpool(__global const uint* restrict x, __global uint* restrict 
     const long plane = (long)z * H * W;
     const int16 lane = LANES16;
     for (int ox0 = get_global_id(0) * 16; ox0 < OW; ox0 += get_global_size(0) * 16) {
-    const int16 col0 = (ox0 + lane) * SX - PL;
-    // byte-wise max of 16 words, as four uchar16 (OpenCL vectors stop at 16 elements)
-    uchar16 b0 = (uchar16)(0), b1 = (uchar16)(0), b2 = (uchar16)(0), b3 = (uchar16)(0);
-    for (int ky = 0; ky < KH; ky++) {
-        const int iy = oy * SY - PT + ky * DY;
-        if (iy < 0 || iy >= H) continue;
-        const long row = plane + (long)iy * W;
-        for (int kx = 0; kx < KW; kx++) {
-            const uint16 v = row_words16(x, row, col0 + kx * DX, W, SX, in_words, 0u);
-            b0 = max(b0, as_uchar16(v.s0123));
-            b1 = max(b1, as_uchar16(v.s4567));
-            b2 = max(b2, as_uchar16(v.s89ab));
-            b3 = max(b3, as_uchar16(v.scdef));
+        const int16 col0 = (ox0 + lane) * SX - PL;
+        // byte-wise max of 16 words, as four uchar16 (OpenCL vectors stop at 16 elements)
+        uchar16 b0 = (uchar16)(0), b1 = (uchar16)(0), b2 = (uchar16)(0), b3 = (uchar16)(0);
+        for (int ky = 0; ky < KH; ky++) {
+            const int iy = oy * SY - PT + ky * DY;
+            if (iy < 0 || iy >= H) continue;
+            const long row = plane + (long)iy * W;
+            for (int kx = 0; kx < KW; kx++) {
+                const uint16 v = row_words16(x, row, col0 + kx * DX, W, SX, in_words, 0u);
+                b0 = max(b0, as_uchar16(v.s0123));
+                b1 = max(b1, as_uchar16(v.s4567));
+                b2 = max(b2, as_uchar16(v.s89ab));
+                b3 = max(b3, as_uchar16(v.scdef));
+            }
         }
-    }
-    __global uint* o = out + ((size_t)z * OH + oy) * OW + ox0;
-    const uint16 words = (uint16)(as_uint4(b0), as_uint4(b1), as_uint4(b2), as_uint4(b3));
-    store_words16(o, words, OW - ox0);
+        __global uint* o = out + ((size_t)z * OH + oy) * OW + ox0;
+        const uint16 words = (uint16)(as_uint4(b0), as_uint4(b1), as_uint4(b2), as_uint4(b3));
+        store_words16(o, words, OW - ox0);
     }
 }
 

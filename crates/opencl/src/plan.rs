@@ -137,6 +137,16 @@ pub enum Arg {
     F32(f32),
 }
 
+impl Arg {
+    /// The activation slot this argument names, if any.
+    pub fn slot(&self) -> Option<usize> {
+        match self {
+            Arg::Slot(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Step {
     /// Host float tensor to a device slot, as f32 or (`half`) IEEE half.
@@ -371,10 +381,7 @@ impl Planner<'_> {
         for step in &mut self.steps[first..] {
             if let Step::Launch { side, args, .. } = step {
                 *side = true;
-                held.extend(args.iter().filter_map(|a| match a {
-                    Arg::Slot(s) => Some(*s),
-                    _ => None,
-                }));
+                held.extend(args.iter().filter_map(Arg::slot));
             }
         }
         held.sort_unstable();
@@ -391,10 +398,7 @@ impl Planner<'_> {
     fn join(&mut self, b: SideBranch) {
         self.steps.push(Step::Join);
         for s in b.held {
-            self.slot_users[s] = self.slot_users[s].saturating_sub(1);
-            if self.slot_users[s] == 0 && !self.free.contains(&s) {
-                self.free.push(s);
-            }
+            self.drop_user(s);
         }
     }
 
@@ -446,11 +450,16 @@ impl Planner<'_> {
 
     fn release(&mut self, value: &str) {
         if let Some(Loc::F32 { slot } | Loc::F16 { slot } | Loc::U8 { slot, .. }) = self.loc.get(value).cloned() {
-            self.slot_users[slot] = self.slot_users[slot].saturating_sub(1);
-            if self.slot_users[slot] == 0 && !self.free.contains(&slot) {
-                self.free.push(slot);
-            }
+            self.drop_user(slot);
             self.loc.insert(value.to_string(), Loc::Host);
+        }
+    }
+
+    /// One fewer live value (or side-branch hold) on `slot`; with none left it is free.
+    fn drop_user(&mut self, slot: usize) {
+        self.slot_users[slot] = self.slot_users[slot].saturating_sub(1);
+        if self.slot_users[slot] == 0 && !self.free.contains(&slot) {
+            self.free.push(slot);
         }
     }
 
@@ -1789,13 +1798,7 @@ mod tests {
                         }
                     }
                     Step::Launch { kernel, args, side, .. } => {
-                        let slots: Vec<usize> = args
-                            .iter()
-                            .filter_map(|a| match a {
-                                Arg::Slot(s) => Some(*s),
-                                _ => None,
-                            })
-                            .collect();
+                        let slots: Vec<usize> = args.iter().filter_map(Arg::slot).collect();
                         match (&mut region, side) {
                             (Some(r), true) => {
                                 r.side_slots.extend(&slots);

@@ -434,10 +434,11 @@ impl Session {
                         .and_then(Option::as_ref)
                         .ok_or_else(|| OpenClError::Unsupported(format!("kernel {} missing", kernel.name())))?;
                     let local_ptr = local.as_ref().map_or(ptr::null(), |l| l.as_ptr());
-                    // a side launch waits for the fork's marker on the side queue
-                    let (queue, wait) = match (&fork, on_side) {
-                        (Some(f), true) => (&self.side_queue, vec![f.get()]),
-                        _ => (&self.queue, Vec::new()),
+                    // a side launch (inside a fork) waits for the fork's marker on the side queue
+                    let marker = fork.as_ref().filter(|_| *on_side);
+                    let (queue, wait) = match marker {
+                        Some(f) => (&self.side_queue, vec![f.get()]),
+                        None => (&self.queue, Vec::new()),
                     };
                     // SAFETY: the kernel object's arguments were all set when the plan was
                     // prepared; the sizes are three positive counts (and a local size that
@@ -447,7 +448,7 @@ impl Session {
                         queue.enqueue_nd_range_kernel(k.get(), 3, ptr::null(), global.as_ptr(), local_ptr, &wait)
                     }
                     .map_err(|e| OpenClError::api(format!("clEnqueueNDRangeKernel({})", kernel.name()), e))?;
-                    if *on_side && fork.is_some() {
+                    if marker.is_some() {
                         side.push(event);
                     } else if self.profile {
                         events.push((si, event));

@@ -322,6 +322,73 @@ static void qconvc_tile(QCONV_BUFFERS, int N, int mb, int CB, int H, int W, int 
 #undef QC_EPILOGUE
 }
 
+// qconvc_tail: the batch's last tile when it holds fewer than QC_R pixels (a 7 x 7 plane at
+// batch 1 ends in a tile of one pixel; a fully connected layer at batch 1 is one pixel in
+// all): pixel by pixel, each pixel's 16 * QC_V channels over two interleaved sets of QC_V
+// accumulators (even and odd channel blocks, so the dot products do not wait on each other),
+// instead of a whole tile's QC_R pixels. A cell in the padding reads `pad`. Same arithmetic
+// and epilogue as `qconvc_tile`, which this leaves unchanged (a separate function).
+WEFT_DOT_TARGET
+static void qconvc_tail(QCONV_BUFFERS, int N, int mb, int CB, int H, int W, int M, int OH, int OW,
+                        int KH, int KW, int SY, int SX, int DY, int DX, int PT, int PL, int pad, int p0,
+                        long lo, long hi, int has_res)
+{
+    const int HW = H * W;
+    const int OHW = OH * OW;
+    const int n = p0 / OHW;
+    const int q0 = p0 - n * OHW;
+    const int np = min(QC_R, N * OHW - p0);
+    const int16 padv = (int16)(pad);
+    __global const int* wb = w + (size_t)mb * KH * KW * CB * 16 * QC_V;
+    int16 acc[QC_R * QC_V];
+    for (int r = 0; r < np; r++) {
+        const int i = (q0 + r) / OHW;             // the pixel's image, after image n
+        const int q = q0 + r - i * OHW;
+        const int oy = q / OW, ox = q - (q / OW) * OW;
+        __global const int* xi = (__global const int*)x + (size_t)(n + i) * CB * HW;
+        int16 a[QC_V], b[QC_V];
+        #pragma unroll
+        for (int v = 0; v < QC_V; v++) {
+            a[v] = vload16(v, bias + mb * 16 * QC_V);
+            b[v] = (int16)(0);
+        }
+        __global const int* wp = wb;
+        for (int ky = 0; ky < KH; ky++) {
+            for (int kx = 0; kx < KW; kx++) {
+                const int iy = oy * SY - PT + ky * DY, ix = ox * SX - PL + kx * DX;
+                const int ok = iy >= 0 && iy < H && ix >= 0 && ix < W;
+                const int16 okv = (int16)(-ok);
+                __global const int* p = xi + (ok ? iy * W + ix : 0);
+                int cb = 0;
+                for (; cb + 2 <= CB; cb += 2) {
+                    const int16 x0 = select(padv, (int16)(p[0]), okv);
+                    const int16 x1 = select(padv, (int16)(p[HW]), okv);
+                    #pragma unroll
+                    for (int v = 0; v < QC_V; v++) {
+                        a[v] = dot4acc16(a[v], x0, vload16(v, wp));
+                        b[v] = dot4acc16(b[v], x1, vload16(QC_V + v, wp));
+                    }
+                    wp += 32 * QC_V;
+                    p += 2 * HW;
+                }
+                if (cb < CB) {
+                    const int16 x0 = select(padv, (int16)(p[0]), okv);
+                    #pragma unroll
+                    for (int v = 0; v < QC_V; v++) a[v] = dot4acc16(a[v], x0, vload16(v, wp));
+                    wp += 16 * QC_V;
+                }
+            }
+        }
+        #pragma unroll
+        for (int v = 0; v < QC_V; v++) acc[r * QC_V + v] = a[v] + b[v];
+    }
+    // np < QC_R: the epilogue's pixel-by-pixel path
+    if (has_res)
+        qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, q0, np, lo, hi, 1, 0);
+    else
+        qconvc_epilogue(acc, mult, shift, radd, res, rmult, out, n, mb, M, OHW, q0, np, lo, hi, 0, 0);
+}
+
 __kernel void qconvc(
     QCONV_BUFFERS,
     int N, int CB, int H, int W, int M, int OH, int OW,
@@ -333,8 +400,12 @@ __kernel void qconvc(
     const int mb = get_global_id(2);
     const int p0 = tile * QC_R;          // of the batch's N * OH * OW output pixels
     if (p0 >= N * OH * OW) return;       // a tile padding the launch to whole work-groups
-    qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, N, mb, CB, H, W, M, OH, OW, KH, KW, SY, SX, DY,
-                DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res, narrow);
+    if (N * OH * OW - p0 < QC_R)
+        qconvc_tail(x, w, bias, mult, shift, radd, res, rmult, out, N, mb, CB, H, W, M, OH, OW, KH, KW, SY, SX,
+                    DY, DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res);
+    else
+        qconvc_tile(x, w, bias, mult, shift, radd, res, rmult, out, N, mb, CB, H, W, M, OH, OW, KH, KW, SY, SX,
+                    DY, DX, PT, PL, as_int(pad_word), p0, (long)lo, (long)hi, has_res, narrow);
 }
 
 // Phase split for stride-2 convolutions: out[n][py * 2 + px][cb][y][x] = in[n][cb][2y + py][2x + px]

@@ -550,6 +550,13 @@ fn wide_layers_match_reference_in_both_forms() {
         // path, tiles across two images and the batch's last partial tile the general one
         case(3, 40, 5, 7, 72, 1, 1, [0, 0, 0, 0], true, 25),
         case(2, 8, 4, 4, 64, 1, 1, [0, 0, 0, 0], false, 26),
+        // the batch's last tile with fewer pixels than a tile (computed pixel by pixel):
+        // across images, in the padding, with the residual; a 7x7 plane at stride 2 ending
+        // in one pixel; a 1x1 plane (a fully connected layer) whose whole batch is one
+        // such tile, over an odd number of channel blocks
+        case(5, 20, 1, 2, 70, 3, 1, [1, 1, 1, 1], true, 27),
+        case(1, 24, 13, 13, 100, 3, 2, [1, 1, 1, 1], true, 28),
+        case(3, 132, 1, 1, 70, 1, 1, [0, 0, 0, 0], false, 29),
     ];
     for c in cases {
         let (g, feeds) = conv_graph(&c);

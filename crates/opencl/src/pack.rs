@@ -106,6 +106,95 @@ pub fn stem_fold_words(group: usize, cg: usize, kw: usize, ow: usize) -> Option<
     (group == 1 && cg <= 4 && kw > 1 && ow > 1).then(|| folded_words(kw, cg))
 }
 
+/// `[N, C, H, W]` f32 (row-major) quantized to u8 as the reference quantizes
+/// (`weft_core::quant::quantize_u8`) and laid out NC4HW4 in one pass; channels past C
+/// hold the zero point. The host side of a float input's edge: a quarter of the bytes to
+/// upload, and no device pass over the floats.
+pub fn quantize_nc4hw4(x: &[f32], n: usize, c: usize, hw: usize, scale: f32, zero_point: i32) -> Vec<u8> {
+    let cb = c.div_ceil(4);
+    let mut out = vec![0u8; n * cb * 4 * hw];
+    if x.len() < n * c * hw {
+        return out;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
+        // SAFETY: the CPU has the features the function is compiled for (checked above).
+        unsafe { quantize_nc4hw4_avx512(x, n, c, hw, scale, zero_point, &mut out) };
+        return out;
+    }
+    quantize_into(x, n, c, hw, scale, zero_point, &mut out);
+    out
+}
+
+/// `quantize_into` compiled for AVX-512 (16 lanes a vector).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_nc4hw4_avx512(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    scale: f32,
+    zero_point: i32,
+    out: &mut [u8],
+) {
+    quantize_into(x, n, c, hw, scale, zero_point, out);
+}
+
+/// The body of `quantize_nc4hw4` (`x` holds at least n * c * hw values, `out` the NC4HW4
+/// bytes): per channel block, each channel's plane quantized, then the 4 planes'
+/// bytes interleaved into words.
+#[inline(always)]
+fn quantize_into(x: &[f32], n: usize, c: usize, hw: usize, scale: f32, zero_point: i32, out: &mut [u8]) {
+    let cb = c.div_ceil(4);
+    let fill = zero_point.clamp(0, 255) as u8;
+    let mut planes = vec![fill; 4 * hw];
+    for ni in 0..n {
+        for b in 0..cb {
+            for (q, plane) in planes.chunks_exact_mut(hw).enumerate() {
+                let ci = b * 4 + q;
+                if ci < c {
+                    let at = (ni * c + ci) * hw;
+                    quantize_plane(&x[at..at + hw], scale, zero_point, plane);
+                } else {
+                    plane.fill(fill);
+                }
+            }
+            let (p0, rest) = planes.split_at(hw);
+            let (p1, rest) = rest.split_at(hw);
+            let (p2, p3) = rest.split_at(hw);
+            let o = &mut out[(ni * cb + b) * 4 * hw..(ni * cb + b + 1) * 4 * hw];
+            for ((((w, &a), &b1), &c2), &d) in o.chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+                w.copy_from_slice(&[a, b1, c2, d]);
+            }
+        }
+    }
+}
+
+/// One plane of `quantize_nc4hw4`, in a form the compiler vectorizes: x / scale, NaN to 0,
+/// held to +-512 (with a u8 zero point every value past that clamps to 0 or 255, as it
+/// would unheld), rounded half to even by adding 1.5 * 2^23 (exact in round-to-nearest for
+/// magnitudes below 2^22: the sum's low mantissa bits are then the rounded integer), then
+/// the zero point and the clamp in integers. A zero point outside 0..=255 takes the
+/// reference's own function.
+#[inline(always)]
+fn quantize_plane(x: &[f32], scale: f32, zero_point: i32, out: &mut [u8]) {
+    if !(0..=255).contains(&zero_point) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = weft_core::quant::quantize_u8(v, scale, zero_point);
+        }
+        return;
+    }
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: i32 = 0x4B40_0000;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let q = v / scale;
+        let q = if q.is_nan() { 0.0 } else { q.clamp(-512.0, 512.0) };
+        let r = (q + ROUND).to_bits() as i32 - ROUND_BITS;
+        *o = (r + zero_point).clamp(0, 255) as u8;
+    }
+}
+
 /// `[N, C, H, W]` u8 (row-major) to NC4HW4 bytes; channels past C hold `fill`.
 pub fn to_nc4hw4(data: &[u8], n: usize, c: usize, h: usize, w: usize, fill: u8) -> Vec<u8> {
     let cb = c.div_ceil(4);
@@ -174,6 +263,57 @@ mod tests {
         let packed = to_nc4hw4(&data, 2, 5, 3, 2, 9);
         assert_eq!(packed.len(), 2 * 2 * 4 * 3 * 2);
         assert_eq!(from_nc4hw4(&packed, 2, 5, 3, 2), data);
+    }
+
+    /// The host quantize (both the AVX-512 build, where the CPU has it, and the portable
+    /// one) against the reference's per-value quantize and the NC4HW4 layout, over values
+    /// that probe its shortcuts: ties at +-0.5 steps (half to even), values past the +-512
+    /// hold, infinities, NaN, -0, zero points at and past the u8 range, a channel count
+    /// that leaves a partial block, and a scale whose quotients are not exact.
+    #[test]
+    fn host_quantize_matches_the_reference_in_nc4hw4() {
+        let mut x: Vec<f32> = vec![
+            0.5,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            127.5,
+            128.5,
+            -128.5,
+            255.5,
+            511.5,
+            512.5,
+            -512.5,
+            1e6,
+            -1e6,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -0.0,
+            f32::MIN_POSITIVE,
+            4_194_303.5,
+            -4_194_304.5,
+        ];
+        let mut seed = 7u64;
+        while x.len() < 2 * 5 * 37 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x.push(((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 1400.0);
+        }
+        let (n, c, hw) = (2, 5, 37);
+        for (scale, zp) in [(1.0f32, 0), (1.0, 128), (0.5, 255), (0.0173, 3), (1.0, 300), (2.0, -7)] {
+            let want: Vec<u8> = x.iter().map(|&v| weft_core::quant::quantize_u8(v, scale, zp)).collect();
+            let want = to_nc4hw4(&want, n, c, 1, hw, zp.clamp(0, 255) as u8);
+            assert_eq!(
+                quantize_nc4hw4(&x, n, c, hw, scale, zp),
+                want,
+                "scale {scale} zero point {zp}"
+            );
+            let mut portable = vec![0u8; want.len()];
+            quantize_into(&x, n, c, hw, scale, zp, &mut portable);
+            assert_eq!(portable, want, "portable, scale {scale} zero point {zp}");
+        }
     }
 
     #[test]

@@ -151,6 +151,15 @@ impl Arg {
 pub enum Step {
     /// Host float tensor to a device slot, as f32 or (`half`) IEEE half.
     UploadFloat { value: String, slot: usize, half: bool },
+    /// Host f32 NCHW tensor quantized on the host (as the reference quantizes) to a device
+    /// NC4HW4 u8 slot: a graph input's Quantize.
+    UploadQuantized {
+        value: String,
+        slot: usize,
+        geom: Geom,
+        scale: f32,
+        zero_point: i32,
+    },
     /// Host u8 NCHW tensor to a device NC4HW4 slot.
     UploadU8 {
         value: String,
@@ -539,18 +548,19 @@ impl Planner<'_> {
                 let x = input(0);
                 let s = self.shape(&x);
                 let geom = geom_of(&s).unwrap_or(Geom { n: 0, c: 0, h: 0, w: 0 });
-                let in_slot = match self.loc.get(&x) {
-                    Some(Loc::F32 { slot }) => *slot,
-                    _ => {
-                        let slot = self.alloc(s.iter().product::<usize>() * 4);
-                        self.steps.push(Step::UploadFloat {
-                            value: x.clone(),
-                            slot,
-                            half: false,
-                        });
-                        self.bind(&x, Loc::F32 { slot });
-                        slot
-                    }
+                let Some(Loc::F32 { slot: in_slot }) = self.loc.get(&x).cloned() else {
+                    // a float on the host (a graph input): quantized on the host as it is
+                    // laid out for the upload, a quarter of the bytes of its floats
+                    let slot = self.alloc(geom.bytes());
+                    self.steps.push(Step::UploadQuantized {
+                        value: x.clone(),
+                        slot,
+                        geom,
+                        scale: *scale,
+                        zero_point: *zero_point,
+                    });
+                    self.bind(&out, Loc::U8 { slot, geom });
+                    return Ok(());
                 };
                 let slot = self.alloc(geom.bytes());
                 self.bind(&out, Loc::U8 { slot, geom });

@@ -19,7 +19,7 @@ use weft_core::{DType, Graph, Tensor};
 
 use crate::device::{DeviceInfo, select_device};
 use crate::error::OpenClError;
-use crate::pack::{from_nc4hw4, to_nc4hw4};
+use crate::pack::{from_nc4hw4, quantize_nc4hw4, to_nc4hw4};
 use crate::plan::{Arg, Consts, KernelKind, Loc, Plan, Step, plan};
 use crate::program::{ProgramOptions, ProgramSource, binary_of, build};
 
@@ -396,6 +396,37 @@ impl Session {
                         .or_else(|| inputs.get(value))
                         .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
                     let bytes = float_bytes(t, *half);
+                    // SAFETY: blocking write from a live host slice; the slot buffer is large
+                    // enough by construction of the plan.
+                    unsafe {
+                        self.queue
+                            .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
+                    }
+                    .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+                }
+                Step::UploadQuantized {
+                    value,
+                    slot,
+                    geom,
+                    scale,
+                    zero_point,
+                } => {
+                    let t = host
+                        .get(value)
+                        .or_else(|| inputs.get(value))
+                        .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
+                    let floats = match t {
+                        Tensor::F32(a) => a.as_slice().map(std::borrow::Cow::Borrowed),
+                        _ => None,
+                    }
+                    .unwrap_or_else(|| std::borrow::Cow::Owned(t.to_f32().iter().copied().collect()));
+                    if floats.len() != geom.n * geom.c * geom.h * geom.w {
+                        return Err(OpenClError::Input {
+                            name: value.clone(),
+                            message: format!("{} values where the plan has {geom:?}", floats.len()),
+                        });
+                    }
+                    let bytes = quantize_nc4hw4(&floats, geom.n, geom.c, geom.h * geom.w, *scale, *zero_point);
                     // SAFETY: blocking write from a live host slice; the slot buffer is large
                     // enough by construction of the plan.
                     unsafe {

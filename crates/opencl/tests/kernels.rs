@@ -588,6 +588,39 @@ fn dequantize_on_device_and_host_match_reference() {
     check(b.g, feeds);
 }
 
+/// A graph input's Quantize runs on the host (quantized as it is laid out for the upload);
+/// a float already on the device (here a dequantized activation, quantized again at another
+/// scale, as a QDQ model can chain them) takes the device `quantize` kernel.
+#[test]
+fn input_quantize_on_host_and_device_quantize_match_reference() {
+    let mut b = Builder::new(32);
+    let x = b.input("x", &[2, 5, 3, 37], 90);
+    b.g.nodes.push(Node::new(
+        "deq",
+        Op::Dequantize {
+            scale: 0.02,
+            zero_point: 90,
+        },
+        &[&x],
+        &["xf"],
+    ));
+    b.g.nodes.push(Node::new(
+        "requantize",
+        Op::Quantize {
+            scale: 0.031,
+            zero_point: 17,
+        },
+        &["xf"],
+        &["y"],
+    ));
+    b.output("y", 17);
+    let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[2, 5, 3, 37]))]);
+    let ran = kernels_run(&b.g, &feeds, false);
+    assert_eq!(ran.iter().filter(|k| **k == "quantize").count(), 1, "ran {ran:?}");
+    assert_eq!(ran.iter().filter(|k| **k == "dequantize").count(), 1, "ran {ran:?}");
+    check(b.g, feeds);
+}
+
 /// One session running several batch sizes (as the server's batcher does): each size's plan
 /// shares the packed constants, and runs of an earlier size after a later one was prepared
 /// still match the reference (a re-upload of the constants once left earlier plans' kernels

@@ -344,7 +344,7 @@ static void qconvc_tail(QCONV_BUFFERS, int N, int mb, int CB, int H, int W, int 
     for (int r = 0; r < np; r++) {
         const int i = (q0 + r) / OHW;             // the pixel's image, after image n
         const int q = q0 + r - i * OHW;
-        const int oy = q / OW, ox = q - (q / OW) * OW;
+        const int oy = q / OW, ox = q - oy * OW;
         __global const int* xi = (__global const int*)x + (size_t)(n + i) * CB * HW;
         int16 a[QC_V], b[QC_V];
         #pragma unroll

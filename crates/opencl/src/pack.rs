@@ -109,21 +109,21 @@ pub fn stem_fold_words(group: usize, cg: usize, kw: usize, ow: usize) -> Option<
 /// `[N, C, H, W]` f32 (row-major) quantized to u8 as the reference quantizes
 /// (`weft_core::quant::quantize_u8`) and laid out NC4HW4 in one pass; channels past C
 /// hold the zero point. The host side of a float input's edge: a quarter of the bytes to
-/// upload, and no device pass over the floats.
-pub fn quantize_nc4hw4(x: &[f32], n: usize, c: usize, hw: usize, scale: f32, zero_point: i32) -> Vec<u8> {
-    let cb = c.div_ceil(4);
-    let mut out = vec![0u8; n * cb * 4 * hw];
-    if x.len() < n * c * hw {
-        return out;
+/// upload, and no device pass over the floats. `None` when `x` does not hold exactly
+/// n * c * hw values.
+pub fn quantize_nc4hw4(x: &[f32], n: usize, c: usize, hw: usize, scale: f32, zero_point: i32) -> Option<Vec<u8>> {
+    if x.len() != n * c * hw {
+        return None;
     }
+    let mut out = vec![0u8; n * c.div_ceil(4) * 4 * hw];
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has the features the function is compiled for (checked above).
         unsafe { quantize_nc4hw4_avx512(x, n, c, hw, scale, zero_point, &mut out) };
-        return out;
+        return Some(out);
     }
     quantize_into(x, n, c, hw, scale, zero_point, &mut out);
-    out
+    Some(out)
 }
 
 /// `quantize_into` compiled for AVX-512 (16 lanes a vector).
@@ -307,13 +307,15 @@ mod tests {
             let want = to_nc4hw4(&want, n, c, 1, hw, zp.clamp(0, 255) as u8);
             assert_eq!(
                 quantize_nc4hw4(&x, n, c, hw, scale, zp),
-                want,
+                Some(want.clone()),
                 "scale {scale} zero point {zp}"
             );
             let mut portable = vec![0u8; want.len()];
             quantize_into(&x, n, c, hw, scale, zp, &mut portable);
             assert_eq!(portable, want, "portable, scale {scale} zero point {zp}");
         }
+        // a slice of the wrong length is refused, not read past or padded
+        assert_eq!(quantize_nc4hw4(&x[1..], n, c, hw, 1.0, 0), None);
     }
 
     #[test]

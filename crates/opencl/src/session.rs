@@ -122,6 +122,41 @@ fn float_bytes(t: &Tensor, half: bool) -> std::borrow::Cow<'_, [u8]> {
     std::borrow::Cow::Owned(t.cast(if half { DType::F16 } else { DType::F32 }).to_le_bytes())
 }
 
+/// The bytes an upload step writes for the host tensor `t` (the value `value`): floats as
+/// f32 or f16, a float input quantized into NC4HW4, or u8 laid out NC4HW4.
+fn upload_bytes<'a>(step: &Step, value: &str, t: &'a Tensor) -> Result<std::borrow::Cow<'a, [u8]>, OpenClError> {
+    use std::borrow::Cow;
+    Ok(match step {
+        Step::UploadFloat { half, .. } => float_bytes(t, *half),
+        Step::UploadQuantized {
+            geom,
+            scale,
+            zero_point,
+            ..
+        } => {
+            let floats = match t {
+                Tensor::F32(a) => a.as_slice().map(Cow::Borrowed),
+                _ => None,
+            }
+            .unwrap_or_else(|| Cow::Owned(t.to_f32().iter().copied().collect()));
+            let bytes = quantize_nc4hw4(&floats, geom.n, geom.c, geom.h * geom.w, *scale, *zero_point);
+            Cow::Owned(bytes.ok_or_else(|| OpenClError::Input {
+                name: value.to_string(),
+                message: format!("{} values where the plan has {geom:?}", floats.len()),
+            })?)
+        }
+        Step::UploadU8 { geom, fill, .. } => Cow::Owned(to_nc4hw4(
+            &t.cast(DType::U8).to_le_bytes(),
+            geom.n,
+            geom.c,
+            geom.h,
+            geom.w,
+            *fill,
+        )),
+        _ => return Err(OpenClError::Unsupported(format!("'{value}': not an upload step"))),
+    })
+}
+
 fn create_kernel(program: &Program, kind: KernelKind) -> Result<Kernel, OpenClError> {
     Kernel::create(program, kind.name()).map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))
 }
@@ -390,63 +425,16 @@ impl Session {
                     side.clear();
                     fork = None;
                 }
-                Step::UploadFloat { value, slot, half } => {
+                Step::UploadFloat { value, slot, .. }
+                | Step::UploadQuantized { value, slot, .. }
+                | Step::UploadU8 { value, slot, .. } => {
                     let t = host
                         .get(value)
                         .or_else(|| inputs.get(value))
                         .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
-                    let bytes = float_bytes(t, *half);
+                    let bytes = upload_bytes(step, value, t)?;
                     // SAFETY: blocking write from a live host slice; the slot buffer is large
                     // enough by construction of the plan.
-                    unsafe {
-                        self.queue
-                            .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
-                    }
-                    .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
-                }
-                Step::UploadQuantized {
-                    value,
-                    slot,
-                    geom,
-                    scale,
-                    zero_point,
-                } => {
-                    let t = host
-                        .get(value)
-                        .or_else(|| inputs.get(value))
-                        .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
-                    let floats = match t {
-                        Tensor::F32(a) => a.as_slice().map(std::borrow::Cow::Borrowed),
-                        _ => None,
-                    }
-                    .unwrap_or_else(|| std::borrow::Cow::Owned(t.to_f32().iter().copied().collect()));
-                    if floats.len() != geom.n * geom.c * geom.h * geom.w {
-                        return Err(OpenClError::Input {
-                            name: value.clone(),
-                            message: format!("{} values where the plan has {geom:?}", floats.len()),
-                        });
-                    }
-                    let bytes = quantize_nc4hw4(&floats, geom.n, geom.c, geom.h * geom.w, *scale, *zero_point);
-                    // SAFETY: blocking write from a live host slice; the slot buffer is large
-                    // enough by construction of the plan.
-                    unsafe {
-                        self.queue
-                            .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
-                    }
-                    .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
-                }
-                Step::UploadU8 {
-                    value,
-                    slot,
-                    geom,
-                    fill,
-                } => {
-                    let t = host
-                        .get(value)
-                        .or_else(|| inputs.get(value))
-                        .ok_or_else(|| OpenClError::Unsupported(format!("'{value}' missing on host")))?;
-                    let bytes = to_nc4hw4(&t.cast(DType::U8).to_le_bytes(), geom.n, geom.c, geom.h, geom.w, *fill);
-                    // SAFETY: as above.
                     unsafe {
                         self.queue
                             .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])

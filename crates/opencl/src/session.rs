@@ -13,7 +13,7 @@ use opencl3::kernel::Kernel;
 use opencl3::memory::ClMem;
 use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
-use opencl3::types::CL_BLOCKING;
+use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 use weft_compile::{Package, Precision};
 use weft_core::{DType, Graph, Tensor};
 
@@ -400,6 +400,8 @@ impl Session {
         // main queue waits for at the next join
         let mut fork: Option<Event> = None;
         let mut side: Vec<Event> = Vec::new();
+        let mut reads = Reads::new(&self.queue);
+        let mut read_early: Vec<usize> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 // profiling runs every launch on the main queue, in plan order, so that each
@@ -428,6 +430,7 @@ impl Session {
                 Step::UploadFloat { value, slot, .. }
                 | Step::UploadQuantized { value, slot, .. }
                 | Step::UploadU8 { value, slot, .. } => {
+                    reads.settle(&mut host)?;
                     let t = host
                         .get(value)
                         .or_else(|| inputs.get(value))
@@ -473,11 +476,24 @@ impl Session {
                         events.push((si, event));
                     }
                 }
+                Step::Download { .. } if read_early.contains(&si) => {}
                 Step::Download { value, loc, shape } => {
-                    let t = self.download(slots, loc, shape)?;
-                    host.insert(value.clone(), t);
+                    reads.start(slots, value, loc, shape)?;
+                    // the downloads after this one with only host steps between (a network's
+                    // outputs): their values are final, so read them now, all behind one wait
+                    for (sj, later) in plan.steps.iter().enumerate().skip(si + 1) {
+                        match later {
+                            Step::Download { value, loc, shape } => {
+                                reads.start(slots, value, loc, shape)?;
+                                read_early.push(sj);
+                            }
+                            Step::Host { .. } => {}
+                            _ => break,
+                        }
+                    }
                 }
                 Step::Host { node } => {
+                    reads.settle(&mut host)?;
                     let n = &self.graph.nodes[*node];
                     let ins: Vec<Option<&Tensor>> = n
                         .inputs
@@ -504,6 +520,7 @@ impl Session {
                 }
             }
         }
+        reads.settle(&mut host)?;
         self.side_queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         self.queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         if self.guard_bytes > 0 {
@@ -565,43 +582,76 @@ impl Session {
             })
             .collect()
     }
+}
 
-    fn download(&self, slots: &[Buffer<u8>], loc: &Loc, shape: &[usize]) -> Result<Tensor, OpenClError> {
-        match loc {
-            Loc::F32 { slot } => {
-                let n: usize = shape.iter().product();
-                let mut bytes = vec![0u8; n * 4];
-                // SAFETY: blocking read into a host slice of exactly the value's size.
-                unsafe {
-                    self.queue
-                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
+/// Device-to-host reads enqueued without blocking and converted once the queue has done them:
+/// a run's consecutive downloads (a network's outputs) cost the host one wait, not one each.
+/// Dropped with reads in flight (an error part way), it waits for them, so that no read
+/// writes into freed memory.
+struct Reads<'q> {
+    queue: &'q CommandQueue,
+    pending: Vec<(String, Loc, Vec<usize>, Vec<u8>)>,
+}
+
+impl<'q> Reads<'q> {
+    fn new(queue: &'q CommandQueue) -> Self {
+        Self {
+            queue,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Enqueues the read of `value` (at `loc`, of `shape`) into a host buffer of its size.
+    fn start(&mut self, slots: &[Buffer<u8>], value: &str, loc: &Loc, shape: &[usize]) -> Result<(), OpenClError> {
+        let n: usize = shape.iter().product();
+        let (slot, len) = match loc {
+            Loc::F32 { slot } => (*slot, n * 4),
+            Loc::F16 { slot } => (*slot, n * 2),
+            Loc::U8 { slot, geom } => (*slot, geom.bytes()),
+            Loc::Host => return Err(OpenClError::Unsupported("download of a host value".into())),
+        };
+        let mut bytes = vec![0u8; len];
+        // SAFETY: a non-blocking read into a host buffer of exactly `len` bytes; the buffer
+        // is kept in `pending` (its heap storage does not move) until `settle` or `drop`
+        // has waited for the queue.
+        unsafe {
+            self.queue
+                .enqueue_read_buffer(&slots[slot], CL_NON_BLOCKING, 0, &mut bytes, &[])
+        }
+        .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
+        self.pending
+            .push((value.to_string(), loc.clone(), shape.to_vec(), bytes));
+        Ok(())
+    }
+
+    /// Waits for the pending reads and puts their values, as host tensors, into `host`.
+    fn settle(&mut self, host: &mut HashMap<String, Tensor>) -> Result<(), OpenClError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let done = self.queue.finish().map_err(|e| OpenClError::api("clFinish", e));
+        let pending = std::mem::take(&mut self.pending);
+        done?;
+        for (value, loc, shape, bytes) in pending {
+            let t = match loc {
+                Loc::F32 { .. } => Tensor::from_le_bytes(DType::F32, &shape, &bytes)?,
+                Loc::F16 { .. } => Tensor::from_le_bytes(DType::F16, &shape, &bytes)?.cast(DType::F32),
+                Loc::U8 { geom, .. } => {
+                    let plain = from_nc4hw4(&bytes, geom.n, geom.c, geom.h, geom.w);
+                    Tensor::from_le_bytes(DType::U8, &shape, &plain)?
                 }
-                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
-                Ok(Tensor::from_le_bytes(DType::F32, shape, &bytes)?)
-            }
-            Loc::F16 { slot } => {
-                let n: usize = shape.iter().product();
-                let mut bytes = vec![0u8; n * 2];
-                // SAFETY: as above.
-                unsafe {
-                    self.queue
-                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
-                }
-                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
-                Ok(Tensor::from_le_bytes(DType::F16, shape, &bytes)?.cast(DType::F32))
-            }
-            Loc::U8 { slot, geom } => {
-                let mut bytes = vec![0u8; geom.bytes()];
-                // SAFETY: as above.
-                unsafe {
-                    self.queue
-                        .enqueue_read_buffer(&slots[*slot], CL_BLOCKING, 0, &mut bytes, &[])
-                }
-                .map_err(|e| OpenClError::api("clEnqueueReadBuffer", e))?;
-                let plain = from_nc4hw4(&bytes, geom.n, geom.c, geom.h, geom.w);
-                Ok(Tensor::from_le_bytes(DType::U8, shape, &plain)?)
-            }
-            Loc::Host => Err(OpenClError::Unsupported("download of a host value".into())),
+                Loc::Host => unreachable!("start refuses host values"),
+            };
+            host.insert(value, t);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reads<'_> {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let _ = self.queue.finish();
         }
     }
 }

@@ -677,3 +677,57 @@ fn planes_past_the_lane_forms_limit() {
     assert!(!lanes.contains(&"qconv") && !lanes.contains(&"qconvc"), "ran {lanes:?}");
     check(g, feeds);
 }
+
+/// A convolution the device cannot run (requantization shifts past its exact range) between
+/// two it can, with the first one's result also a graph output: the run downloads mid-graph,
+/// evaluates on the host, uploads again and downloads two outputs at the end (reads that
+/// the session enqueues without blocking and settles together). Bit-exact, and the two
+/// device convolutions are launched.
+#[test]
+fn device_host_device_chain_with_two_outputs() {
+    let mut b = Builder::new(61);
+    let x = b.input("x", &[2, 6, 7, 9], 77);
+    let mut prev = x;
+    let mut channels = 6;
+    for (i, (m, shift_lo, shift_hi)) in [(10, 32, 44), (12, 56, 57), (8, 30, 44)].into_iter().enumerate() {
+        let w = ints(&mut b.rng, m * channels * 9, -127, 128);
+        let w = b.constant(
+            &format!("w{i}"),
+            Tensor::from_i64(&[m, channels, 3, 3], w).unwrap().cast(DType::I8),
+        );
+        let bias = ints(&mut b.rng, m, -20000, 20000);
+        let bias = b.constant(&format!("b{i}"), i32_tensor(bias));
+        let (mult, shift) = b.requant(&format!("conv{i}"), m, shift_lo, shift_hi);
+        let q = QConv {
+            conv: Conv {
+                kernel_shape: Some([3, 3]),
+                strides: [1, 1],
+                dilations: [1, 1],
+                padding: Padding::Explicit([1, 1, 1, 1]),
+                group: 1,
+                activation: None,
+            },
+            x_zero_point: if i == 0 { 77 } else { 0 },
+            residual_zero_point: None,
+            out: QOut {
+                zero_point: 0,
+                clamp: [0, 255],
+            },
+        };
+        let y = format!("y{i}");
+        b.g.nodes.push(Node::new(
+            format!("conv{i}"),
+            Op::QConv(q),
+            &[&prev, &w, &bias, &mult, &shift],
+            &[&y],
+        ));
+        prev = y;
+        channels = m;
+    }
+    b.output("y0", 0);
+    b.output(&prev, 0);
+    let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[2, 6, 7, 9]))]);
+    let ran = kernels_run(&b.g, &feeds, false);
+    assert_eq!(ran.iter().filter(|k| **k == "qconvc").count(), 2, "ran {ran:?}");
+    check(b.g, feeds);
+}

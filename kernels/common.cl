@@ -21,14 +21,6 @@
 #ifndef QC_R
 #define QC_R 6
 #endif
-// Words ahead of its current activation word that a 1x1 layer's reduction prefetches
-// where the hook has a prefetch (WEFT_PREFETCH): 1 KiB, about ten work-items ahead along a
-// channel block's plane. The reduction reads each block's plane 6 words at a time, one
-// plane per block, more streams than a CPU's hardware prefetcher follows; on ResNet-50 at
-// batch 8 (planes of several MB) this measured about 2% faster end to end.
-#ifndef QC_PF_AHEAD
-#define QC_PF_AHEAD 256
-#endif
 #ifndef QC_V
 #define QC_V 4
 #endif
@@ -47,8 +39,6 @@
 // inlined into the kernel, so the call must carry the whole loop nest, not one instruction).
 #if defined(WEFT_DOT_VNNI)
 #define WEFT_DOT_TARGET __attribute__((target("avx512vnni")))
-// a software prefetch of the cache line at p (the x86 hook's compiler is PoCL's clang)
-#define WEFT_PREFETCH(p) __builtin_prefetch(p)
 WEFT_DOT_TARGET
 static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
     return __builtin_ia32_vpdpbusd512(acc, x, w);
@@ -78,9 +68,6 @@ static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
     const int16 w3 = w >> 24;
     return acc + x0 * w0 + x1 * w1 + x2 * w2 + x3 * w3;
 }
-#endif
-#ifndef WEFT_PREFETCH
-#define WEFT_PREFETCH(p)
 #endif
 
 WEFT_DOT_TARGET
@@ -155,13 +142,9 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         #pragma unroll
         for (int r = 0; r < QC_R; r++) a[r * QC_V + v] = b;
     }
-    // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r)); PF(p)
-    // issues the block's prefetch, if any
-#define QC_NOPF(p)
-#define QC_BLOCKS(XR) QC_BLOCKS_PF(XR, QC_NOPF)
-#define QC_BLOCKS_PF(XR, PF)                                                                   \
+    // one channel block: QC_V weight vectors, each pixel's word broadcast (XR(r))
+#define QC_BLOCKS(XR)                                                                          \
             for (int cb = 0; cb < CBG; cb++) {                                                 \
-                PF(p);                                                                         \
                 int16 wv[QC_V];                                                                \
                 _Pragma("unroll")                                                              \
                 for (int v = 0; v < QC_V; v++) wv[v] = vload16(v, w);                          \
@@ -181,9 +164,7 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         oy0 * OW + ox0 + QC_R <= HW) {
         __global const int* p = x + oy0 * OW + ox0;
 #define QC_NEXT(r) ((int16)(p[r]))
-#define QC_PF(p) WEFT_PREFETCH((p) + QC_PF_AHEAD)
-        QC_BLOCKS_PF(QC_NEXT, QC_PF)
-#undef QC_PF
+        QC_BLOCKS(QC_NEXT)
 #undef QC_NEXT
         #pragma unroll
         for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
@@ -257,8 +238,6 @@ static inline void conv_accumulate_c(int16* acc, __global const int* x, int HW, 
         }
     }
 #undef QC_BLOCKS
-#undef QC_BLOCKS_PF
-#undef QC_NOPF
     #pragma unroll
     for (int j = 0; j < QC_R * QC_V; j++) acc[j] = a[j];
 }

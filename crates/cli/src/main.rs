@@ -13,6 +13,7 @@ mod model;
 mod progress;
 mod run;
 mod serve;
+mod spinwait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -138,6 +139,10 @@ fn quiet_broken_pipe() {
 fn main() -> ExitCode {
     // before any thread exists: PoCL reads it when the first device is opened
     weft_opencl::pin_pocl_workers();
+    if let Err(e) = spinwait::init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     quiet_broken_pipe();
     let cli = Cli::parse();
     let result = match cli.command {

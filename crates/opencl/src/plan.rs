@@ -334,9 +334,30 @@ pub fn plan(
         p.ensure_on_host(&o.name)?;
     }
     Ok(Plan {
-        steps: p.steps,
+        steps: downloads_first(p.steps),
         slot_sizes: p.slot_sizes,
     })
+}
+
+/// Within each run of steps that touch only the host (downloads and host nodes, as at a
+/// network's outputs), the downloads moved ahead of the host nodes, in order: their values
+/// are final once the run starts (host nodes write no device memory), so the session can
+/// read them all behind one wait.
+fn downloads_first(steps: Vec<Step>) -> Vec<Step> {
+    let mut out = Vec::with_capacity(steps.len());
+    let mut hosts = Vec::new();
+    for step in steps {
+        match step {
+            Step::Download { .. } => out.push(step),
+            Step::Host { .. } => hosts.push(step),
+            _ => {
+                out.append(&mut hosts);
+                out.push(step);
+            }
+        }
+    }
+    out.append(&mut hosts);
+    out
 }
 
 /// A node planned ahead of its place onto the side queue: the values it produces and the
@@ -1716,6 +1737,35 @@ mod tests {
             metadata: Default::default(),
         };
         weft_compile::compile(g, opts, &mut |_, _, _| {}).unwrap().0.graph
+    }
+
+    /// Downloads move ahead of the host nodes of their own host-only run, in order, and never
+    /// past a step that touches the device.
+    #[test]
+    fn downloads_move_ahead_of_host_nodes_within_their_run() {
+        let dl = |v: &str| Step::Download {
+            value: v.into(),
+            loc: Loc::Host,
+            shape: vec![],
+        };
+        let name = |s: &Step| match s {
+            Step::Download { value, .. } => format!("d:{value}"),
+            Step::Host { node } => format!("h:{node}"),
+            Step::Fork => "fork".into(),
+            _ => "other".into(),
+        };
+        let steps = vec![
+            dl("a"),
+            Step::Host { node: 0 },
+            dl("b"),
+            Step::Fork,
+            Step::Host { node: 1 },
+            dl("c"),
+            Step::Host { node: 2 },
+            dl("d"),
+        ];
+        let got: Vec<String> = downloads_first(steps).iter().map(name).collect();
+        assert_eq!(got, ["d:a", "d:b", "h:0", "fork", "d:c", "d:d", "h:1", "h:2"]);
     }
 
     /// A convolution launch's output buffer (the last of `QCONV_BUFFERS`).

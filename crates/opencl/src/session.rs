@@ -401,7 +401,6 @@ impl Session {
         let mut fork: Option<Event> = None;
         let mut side: Vec<Event> = Vec::new();
         let mut reads = Reads::new(&self.queue);
-        let mut read_early: Vec<usize> = Vec::new();
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 // profiling runs every launch on the main queue, in plan order, so that each
@@ -476,22 +475,9 @@ impl Session {
                         events.push((si, event));
                     }
                 }
-                Step::Download { .. } if read_early.contains(&si) => {}
-                Step::Download { value, loc, shape } => {
-                    reads.start(slots, value, loc, shape)?;
-                    // the downloads after this one with only host steps between (a network's
-                    // outputs): their values are final, so read them now, all behind one wait
-                    for (sj, later) in plan.steps.iter().enumerate().skip(si + 1) {
-                        match later {
-                            Step::Download { value, loc, shape } => {
-                                reads.start(slots, value, loc, shape)?;
-                                read_early.push(sj);
-                            }
-                            Step::Host { .. } => {}
-                            _ => break,
-                        }
-                    }
-                }
+                // the planner puts a run's consecutive downloads ahead of its host nodes, so
+                // they are all enqueued before the first host node's wait
+                Step::Download { value, loc, shape } => reads.start(slots, value, loc, shape)?,
                 Step::Host { node } => {
                     reads.settle(&mut host)?;
                     let n = &self.graph.nodes[*node];

@@ -87,8 +87,7 @@ pub struct Session {
     last_profile: Vec<LayerProfile>,
     guard_bytes: usize,
     lane_conv: bool,
-    /// `None` for int8 packages, `Some(half)` for float ones.
-    float: Option<bool>,
+    precision: Precision,
 }
 
 impl std::fmt::Debug for Session {
@@ -170,11 +169,6 @@ fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, Ope
 impl Session {
     /// Opens a session for a package on the device named by `opts.device`.
     pub fn new(package: &Package, opts: &SessionOptions) -> Result<Session, OpenClError> {
-        let float = match package.precision {
-            Precision::Int8 => None,
-            Precision::F32 => Some(false),
-            Precision::F16 => Some(true),
-        };
         let device = select_device(&opts.device)?;
         let d = Device::new(device.id);
         let context = Context::from_device(&d).map_err(|e| OpenClError::api("clCreateContext", e))?;
@@ -197,7 +191,7 @@ impl Session {
         // every kernel the package needs must be in the program (a prebuilt binary may lack
         // some); the largest work-group a convolution launch may use on this device
         let mut max_group = device.max_work_group.max(1);
-        for k in KernelKind::for_precision(float) {
+        for k in KernelKind::for_precision(package.precision) {
             let kernel = create_kernel(&program, k)?;
             if matches!(k, KernelKind::QConv | KernelKind::QConvC) {
                 max_group = max_group.min(kernel.get_work_group_size(device.id).unwrap_or(max_group).max(1));
@@ -223,7 +217,7 @@ impl Session {
             last_profile: Vec::new(),
             guard_bytes: opts.guard_bytes,
             lane_conv: opts.lane_conv || std::env::var_os("WEFT_LANE_CONV").is_some_and(|v| v != "0"),
-            float,
+            precision: package.precision,
         };
         // Plan batch 1 now so weights are packed and uploaded before the first request.
         s.prepare(1)?;
@@ -273,7 +267,7 @@ impl Session {
         for name in self.consts.keys() {
             self.pending_consts.entry(name.clone()).or_default();
         }
-        let plan = plan(&self.graph, batch, &mut self.pending_consts, self.float, target)?;
+        let plan = plan(&self.graph, batch, &mut self.pending_consts, self.precision, target)?;
         for (name, bytes) in std::mem::take(&mut self.pending_consts) {
             if self.consts.contains_key(&name) {
                 continue;
@@ -498,7 +492,7 @@ impl Session {
                     for (name, t) in n.outputs.iter().zip(outs) {
                         // an f16 package stores every float activation as f16
                         let t = match t {
-                            Tensor::F32(_) if self.float == Some(true) => t.cast(DType::F16).cast(DType::F32),
+                            Tensor::F32(_) if self.precision == Precision::F16 => t.cast(DType::F16).cast(DType::F32),
                             other => other,
                         };
                         host.insert(name.clone(), t);

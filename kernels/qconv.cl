@@ -45,8 +45,10 @@ static inline int16 weft_requant16c(int16 a, long8 mue, long8 muo, long8 ade, lo
 {
     long8 ve, vo;
     weft_sums16(a, mue, muo, ade, ado, r, rme, rmo, has_res, &ve, &vo);
-    ve = clamp(ve >> she, lo, hi);
-    vo = clamp(vo >> sho, lo, hi);
+    // vector bounds: integer clamp/min/max with scalar bounds on a vector is the
+    // `gentype, sgentype` overload, which some implementations get wrong (kernels/README.md)
+    ve = clamp(ve >> she, (long8)(lo), (long8)(hi));
+    vo = clamp(vo >> sho, (long8)(lo), (long8)(hi));
     return as_int16(ve | (vo << 32));
 }
 

@@ -38,7 +38,7 @@ __kernel void qpool(__global const uchar* restrict x, __global uchar* restrict o
         int count = include_pad ? padded : max(yb - ya, 0) * max(xb - xa, 0);
         if (count < 1) count = 1;
         const int4 avg = select(-((-sum + count / 2) / count), (sum + count / 2) / count, sum >= 0);
-        result = convert_uchar4(clamp(zp + avg, 0, 255));
+        result = convert_uchar4(clamp(zp + avg, (int4)(0), (int4)(255)));
     }
     vstore4(result, ((size_t)z * OH + oy) * OW + ox, out);
 }

@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 # PoCL (OpenCL on the CPU) and the ICD loader run the OpenCL tests; clang checks that the
 # kernels' portable path compiles for a SPIR target; the Fashion-MNIST set is the real data;
-# debootstrap builds image base layers, skopeo and podman (with runc) check and run images.
+# debootstrap builds image base layers, skopeo and podman (with runc) check and run images;
+# Oclgrind (a strict OpenCL 1.2 simulator) is the second OpenCL implementation the kernel
+# tests run on.
 APT_PACKAGES=(python3-venv python3-pip pkg-config pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo clang dataset-fashion-mnist libb64-0d openssl curl
-  debootstrap podman runc skopeo binutils)
+  debootstrap podman runc skopeo binutils oclgrind)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,6 +19,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+fi
+
+# Oclgrind's package installs its ICD library but registers no vendor file: name it here so
+# the ICD loader lists it beside PoCL.
+OCLGRIND_ICD=/etc/OpenCL/vendors/oclgrind.icd
+if [ ! -f "$OCLGRIND_ICD" ]; then
+  lib=$(dpkg -L oclgrind | grep 'liboclgrind-rt-icd\.so$' | head -n1)
+  [ -n "$lib" ] || { echo "oclgrind's liboclgrind-rt-icd.so not found" >&2; exit 1; }
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "$lib" | $SUDO tee "$OCLGRIND_ICD" >/dev/null
 fi
 
 # podman runs containers here only with runc and the cgroupfs manager (no systemd).

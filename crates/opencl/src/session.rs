@@ -37,6 +37,12 @@ pub struct SessionOptions {
     /// Testing aid: give every activation buffer this many guard bytes past its end, filled
     /// with a pattern that each run checks, so a kernel writing out of bounds is an error.
     pub guard_bytes: usize,
+    /// Testing aid: fill every activation buffer (slack included) with this byte before
+    /// each run, so a kernel whose result depends on memory the run never wrote (padding,
+    /// slack, a previous run's values) no longer matches the reference. Without it the
+    /// buffers are zero-filled once when a batch size is planned: no kernel ever reads
+    /// memory that was never written, on any device.
+    pub poison: Option<u8>,
     /// Run every convolution in the lane form (`qconv`: 16 pixels per vector) instead of
     /// the channel form (`qconvc`: 16 channels per vector) that ungrouped ones use by
     /// default; also set by `WEFT_LANE_CONV=1`. For comparisons and tests.
@@ -86,6 +92,7 @@ pub struct Session {
     profile: bool,
     last_profile: Vec<LayerProfile>,
     guard_bytes: usize,
+    poison: Option<u8>,
     lane_conv: bool,
     precision: Precision,
 }
@@ -156,6 +163,15 @@ fn upload_bytes<'a>(step: &Step, value: &str, t: &'a Tensor) -> Result<std::borr
     })
 }
 
+/// Fills the first `bytes` bytes of `buffer` with `byte` and waits.
+fn fill(queue: &CommandQueue, buffer: &mut Buffer<u8>, byte: u8, bytes: usize) -> Result<(), OpenClError> {
+    // SAFETY: a fill of a range inside the buffer (every slot has at least `bytes` bytes)
+    // with a one-byte pattern that lives across the call; waited for before returning.
+    let event = unsafe { queue.enqueue_fill_buffer(buffer, &[byte], 0, bytes, &[]) }
+        .map_err(|e| OpenClError::api("clEnqueueFillBuffer", e))?;
+    event.wait().map_err(|e| OpenClError::api("clWaitForEvents", e))
+}
+
 fn create_kernel(program: &Program, kind: KernelKind) -> Result<Kernel, OpenClError> {
     Kernel::create(program, kind.name()).map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))
 }
@@ -216,6 +232,7 @@ impl Session {
             profile: opts.profile,
             last_profile: Vec::new(),
             guard_bytes: opts.guard_bytes,
+            poison: opts.poison,
             lane_conv: opts.lane_conv || std::env::var_os("WEFT_LANE_CONV").is_some_and(|v| v != "0"),
             precision: package.precision,
         };
@@ -283,6 +300,11 @@ impl Session {
             .iter()
             .map(|&n| buffer(&self.context, CL_MEM_READ_WRITE, n.max(16) + self.guard_bytes))
             .collect::<Result<Vec<_>, _>>()?;
+        // every byte of every slot written once before any kernel can read it: slack past a
+        // tensor (read by whole-vector loads and discarded) is then defined memory too
+        for (slot, &n) in slots.iter_mut().zip(&plan.slot_sizes) {
+            fill(&self.queue, slot, 0, n.max(16))?;
+        }
         if self.guard_bytes > 0 {
             let pattern = vec![GUARD_BYTE; self.guard_bytes];
             for (slot, &n) in slots.iter_mut().zip(&plan.slot_sizes) {
@@ -395,6 +417,11 @@ impl Session {
         let mut fork: Option<Event> = None;
         let mut side: Vec<Event> = Vec::new();
         let mut reads = Reads::new(&self.queue);
+        if let Some(byte) = self.poison {
+            for (slot, &n) in slots.iter_mut().zip(&plan.slot_sizes) {
+                fill(&self.queue, slot, byte, n.max(16))?;
+            }
+        }
         for (si, step) in plan.steps.iter().enumerate() {
             match step {
                 // profiling runs every launch on the main queue, in plan order, so that each

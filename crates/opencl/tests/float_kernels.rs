@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 
 use proptest::prelude::*;
 use weft_compile::{Package, Precision};
@@ -19,13 +20,9 @@ use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_opencl::{Session, SessionOptions};
 
 mod common;
-use common::{Groups, conv_case};
+use common::{Groups, assert_no_simulator_reports, conv_case, devices, is_simulator, sample_simulators};
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn device() -> String {
-    std::env::var("WEFT_TEST_DEVICE").unwrap_or_else(|_| "pocl".into())
-}
 
 fn package(graph: Graph, precision: Precision) -> Package {
     let mut graph = graph;
@@ -50,16 +47,34 @@ fn max_abs(t: &Tensor) -> f32 {
 /// asserting the outputs agree within `tol[precision]` of the largest reference output
 /// and that each of `kernels` ran on the device.
 fn check(graph: &Graph, inputs: &HashMap<String, Tensor>, tol: [f32; 2], kernels: &[&str]) {
+    check_on(graph, inputs, tol, kernels, true);
+}
+
+/// `check` on every device, simulators only when `simulators` (randomised tests and large
+/// networks sample them). Activation buffers are poisoned before each run, so a result
+/// that depends on memory the run never wrote fails.
+fn check_on(graph: &Graph, inputs: &HashMap<String, Tensor>, tol: [f32; 2], kernels: &[&str], simulators: bool) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for dev in devices() {
+        if is_simulator(&dev) && !simulators {
+            continue;
+        }
+        check_device(&dev, graph, inputs, tol, kernels);
+        assert_no_simulator_reports(&dev);
+    }
+}
+
+fn check_device(dev: &str, graph: &Graph, inputs: &HashMap<String, Tensor>, tol: [f32; 2], kernels: &[&str]) {
     for (precision, tol, suffix) in [(Precision::F32, tol[0], "f32"), (Precision::F16, tol[1], "f16")] {
         let mut g = graph.clone();
         g.sort().unwrap();
         let pkg = package(g, precision);
         let want = weft_compile::reference_executor(&pkg).unwrap().run(inputs).unwrap();
         let opts = SessionOptions {
-            device: device(),
+            device: dev.to_string(),
             profile: true,
             guard_bytes: 1 << 16,
+            poison: Some(0xA5),
             ..Default::default()
         };
         let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));
@@ -83,7 +98,7 @@ fn check(graph: &Graph, inputs: &HashMap<String, Tensor>, tol: [f32; 2], kernels
             });
             assert!(
                 diff <= tol * scale,
-                "{precision} output '{name}': max abs error {diff} > {tol} x {scale}"
+                "{dev} {precision} output '{name}': max abs error {diff} > {tol} x {scale}"
             );
         }
     }
@@ -136,7 +151,8 @@ proptest! {
         g.nodes.push(Node::new("conv", Op::Conv(conv), &ins, &["y"]));
         output(&mut g, "y");
         let feeds = HashMap::from([("x".to_string(), normals(&mut rng, &[c.n, c.c, c.h, c.w], 1.0))]);
-        check(&g, &feeds, [1e-5, 2e-3], &["fconv"]);
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        check_on(&g, &feeds, [1e-5, 2e-3], &["fconv"], sample_simulators(&CASES));
     }
 
     #[test]
@@ -153,7 +169,8 @@ proptest! {
         output(&mut g, "mx");
         output(&mut g, "av");
         let feeds = HashMap::from([("x".to_string(), normals(&mut rng, &[n, c, h, w], 1.0))]);
-        check(&g, &feeds, [1e-5, 2e-3], &["fpool"]);
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        check_on(&g, &feeds, [1e-5, 2e-3], &["fpool"], sample_simulators(&CASES));
     }
 }
 
@@ -199,15 +216,22 @@ fn add_relu_clip_mean_flatten_and_fully_connected_match_reference() {
 }
 
 #[test]
-fn zoo_resnet8_and_resnet18_float_end_to_end() {
-    for (name, shape, kernels) in [
-        ("resnet8", [3, 3, 32, 32], &["fconv", "fadd", "fmean"][..]),
-        ("resnet18", [1, 3, 224, 224], &["fconv", "fadd", "fpool", "fmean"][..]),
+fn zoo_resnets_float_end_to_end() {
+    // (a simulator runs the CIFAR-sized networks, not ResNet-18 at 224 x 224)
+    for (name, shape, kernels, simulators) in [
+        ("resnet8", [3, 3, 32, 32], &["fconv", "fadd", "fmean"][..], true),
+        ("resnet20", [1, 3, 32, 32], &["fconv", "fadd", "fmean"][..], true),
+        (
+            "resnet18",
+            [1, 3, 224, 224],
+            &["fconv", "fadd", "fpool", "fmean"][..],
+            false,
+        ),
     ] {
         let mut g = weft_zoo::build(name, &weft_zoo::ZooOptions::default()).unwrap();
         weft_reference::optimize(&mut g).unwrap();
         let mut rng = Rng::new(9);
         let feeds = HashMap::from([("input".to_string(), normals(&mut rng, &shape, 1.0))]);
-        check(&g, &feeds, [1e-4, 1e-2], kernels);
+        check_on(&g, &feeds, [1e-4, 1e-2], kernels, simulators);
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
 
 use proptest::prelude::*;
 use weft_compile::{Package, Precision};
@@ -14,7 +15,7 @@ use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_opencl::{Session, SessionOptions};
 
 mod common;
-use common::{ConvCase, Groups, conv_case};
+use common::{ConvCase, Groups, assert_no_simulator_reports, conv_case, devices, is_simulator, sample_simulators};
 
 /// PoCL compiles kernels on first launch; one session build at a time keeps memory low.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -22,6 +23,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Guard bytes past every activation buffer: out-of-bounds writes fail the run.
 const GUARD: usize = 1 << 16;
 
+/// The device of the tests that check one device's own behaviour (program binaries, PoCL
+/// settings, planes too large for a simulator): `WEFT_TEST_DEVICE`, else PoCL.
 fn device() -> String {
     std::env::var("WEFT_TEST_DEVICE").unwrap_or_else(|_| "pocl".into())
 }
@@ -37,25 +40,48 @@ fn package(graph: Graph) -> Package {
     }
 }
 
-/// Runs `graph` on the reference and on the device (portable hook and default hook, both
-/// convolution forms) and asserts identical outputs.
+/// Runs `graph` on the reference and on every device (portable hook and default hook, both
+/// convolution forms) and asserts identical outputs. Activation buffers are filled with a
+/// different byte before each run (`poison`): a kernel whose result depends on memory the
+/// run never wrote fails here on any device.
 fn check(graph: Graph, inputs: HashMap<String, Tensor>) {
+    check_on(graph, inputs, true);
+}
+
+/// `check` on PoCL and the other hardware devices always, on simulators when
+/// `simulators` (randomised tests sample them: `sample_simulators`).
+fn check_on(graph: Graph, inputs: HashMap<String, Tensor>, simulators: bool) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut g = graph.clone();
     g.sort().unwrap();
     let want = weft_reference::Executor::new(g).unwrap().run(&inputs).unwrap();
     let pkg = package(graph);
-    for (portable, lane_conv) in [(true, false), (false, false), (false, true)] {
-        let opts = SessionOptions {
-            device: device(),
-            portable,
-            guard_bytes: GUARD,
-            lane_conv,
-            ..Default::default()
+    for dev in devices() {
+        let sim = is_simulator(&dev);
+        if sim && !simulators {
+            continue;
+        }
+        // a simulator has no target hook: its default is the portable one
+        let configs: &[(bool, bool, u8)] = if sim {
+            &[(true, false, 0xA5), (true, true, 0x5A)]
+        } else {
+            &[(true, false, 0xA5), (false, false, 0x5A), (false, true, 0xFF)]
         };
-        let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));
-        let got = s.run(&inputs).unwrap();
-        assert_eq!(got, want, "portable={portable} lane_conv={lane_conv}");
+        for &(portable, lane_conv, poison) in configs {
+            let opts = SessionOptions {
+                device: dev.clone(),
+                portable,
+                guard_bytes: GUARD,
+                lane_conv,
+                poison: Some(poison),
+                ..Default::default()
+            };
+            let mut s =
+                Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("OpenCL session on '{}': {e}", opts.device));
+            let got = s.run(&inputs).unwrap();
+            assert_eq!(got, want, "{dev} portable={portable} lane_conv={lane_conv}");
+            assert_no_simulator_reports(&dev);
+        }
     }
 }
 
@@ -205,8 +231,9 @@ proptest! {
 
     #[test]
     fn qconv_matches_reference(case in conv_case(Groups::OneOrTwoAligned)) {
+        static CASES: AtomicUsize = AtomicUsize::new(0);
         let (g, feeds) = conv_graph(&case);
-        check(g, feeds);
+        check_on(g, feeds, sample_simulators(&CASES));
     }
 
     #[test]
@@ -223,7 +250,8 @@ proptest! {
         b.output("mx", zp);
         b.output("av", zp);
         let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[n, c, h, w]))]);
-        check(b.g, feeds);
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        check_on(b.g, feeds, sample_simulators(&CASES));
     }
 }
 
@@ -294,7 +322,12 @@ fn add_mean_flatten_and_fully_connected_match_reference() {
 
 /// The zoo's resnet8, int8, calibrated on `calib_batch` seeded inputs.
 fn resnet8_int8(rng: &mut Rng, calib_batch: usize) -> Package {
-    let g = weft_zoo::build("resnet8", &weft_zoo::ZooOptions::default()).unwrap();
+    zoo_int8("resnet8", rng, calib_batch)
+}
+
+/// A CIFAR-sized zoo network, int8, calibrated on `calib_batch` seeded inputs.
+fn zoo_int8(name: &str, rng: &mut Rng, calib_batch: usize) -> Package {
+    let g = weft_zoo::build(name, &weft_zoo::ZooOptions::default()).unwrap();
     let calibration = vec![HashMap::from([(
         "input".to_string(),
         f32_input(rng, &[calib_batch, 3, 32, 32]),
@@ -360,6 +393,24 @@ fn zoo_resnet8_end_to_end_and_program_binary_round_trip() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("program binary"), "{err}");
+}
+
+/// resnet20 and the embedded default model (weft's int8 Fashion-MNIST ResNet), bit-exact
+/// on every device, simulators included.
+#[test]
+fn zoo_resnet20_and_the_default_model_on_every_device() {
+    let mut rng = Rng::new(6);
+    let pkg = zoo_int8("resnet20", &mut rng, 4);
+    let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[1, 3, 32, 32]))]);
+    check(pkg.graph, feeds);
+    let default = Package::from_bytes(include_bytes!("../../../models/fashion/fashion_resnet.weft")).unwrap();
+    let input = &default.graph.inputs[0];
+    let shape = input.concrete_shape(2);
+    let n: usize = shape.iter().product();
+    // images in 0..1 as the model's preprocessing gives them
+    let x: Vec<f32> = (0..n).map(|_| (rng.next_u64() % 256) as f32 / 255.0).collect();
+    let feeds = HashMap::from([(input.name.clone(), Tensor::from_f32(&shape, x).unwrap())]);
+    check(default.graph, feeds);
 }
 
 #[test]
@@ -675,7 +726,8 @@ fn planes_past_the_lane_forms_limit() {
     assert!(kernels_run(&g, &feeds, false).contains(&"qconvc"));
     let lanes = kernels_run(&g, &feeds, true);
     assert!(!lanes.contains(&"qconv") && !lanes.contains(&"qconvc"), "ran {lanes:?}");
-    check(g, feeds);
+    // 2^20 pixels: too many for a simulator
+    check_on(g, feeds, false);
 }
 
 /// A convolution the device cannot run (requantization shifts past its exact range) between

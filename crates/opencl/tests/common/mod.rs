@@ -72,3 +72,47 @@ pub fn conv_case(groups: Groups) -> impl Strategy<Value = ConvCase> {
             c.h + c.pads[0] + c.pads[2] >= span && c.w + c.pads[1] + c.pads[3] >= span
         })
 }
+
+/// The OpenCL devices the tests run on: `WEFT_TEST_DEVICES` (specs separated by commas), or
+/// every device found (`opencl:PLATFORM:INDEX`); panics (never skips) when there is none.
+pub fn devices() -> Vec<String> {
+    if let Ok(list) = std::env::var("WEFT_TEST_DEVICES") {
+        return list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+    }
+    let found = weft_opencl::list_devices().unwrap_or_else(|e| panic!("no OpenCL device for the tests: {e}"));
+    assert!(!found.is_empty(), "no OpenCL device for the tests");
+    found
+        .iter()
+        .map(|d| format!("opencl:{}:{}", d.platform, d.device_index))
+        .collect()
+}
+
+/// Whether `spec` names a simulator (Oclgrind): correct but slow, so randomised tests run
+/// only their first cases on it.
+pub fn is_simulator(spec: &str) -> bool {
+    spec.to_lowercase().contains("oclgrind")
+}
+
+/// How many cases of a randomised test run on simulators.
+pub const SIMULATOR_CASES: usize = 3;
+
+/// Whether the next case counted by `counter` runs on simulators too.
+pub fn sample_simulators(counter: &std::sync::atomic::AtomicUsize) -> bool {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < SIMULATOR_CASES
+}
+
+/// Fails when Oclgrind has reported anything: with `OCLGRIND_LOG` set (as `scripts/test.sh`
+/// sets it, with the API checks on), its reports go to that file, which must stay empty.
+pub fn assert_no_simulator_reports(spec: &str) {
+    if !is_simulator(spec) {
+        return;
+    }
+    if let Some(path) = std::env::var_os("OCLGRIND_LOG") {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(log.trim().is_empty(), "Oclgrind reported on {spec}:\n{log}");
+    }
+}

@@ -8,6 +8,7 @@
 
 mod device;
 mod error;
+mod fpga;
 mod pack;
 mod plan;
 mod program;
@@ -15,7 +16,8 @@ mod session;
 
 pub use device::{DeviceInfo, DotHook, generic_pocl_work_groups, list_devices, pin_pocl_workers, select_device};
 pub use error::OpenClError;
+pub use fpga::{FPGA_WG, FpgaLayer, FpgaProgram, fpga_program, fpga_source};
 pub use pack::stem_fold_words;
-pub use plan::QCONV_TM;
-pub use program::{ProgramOptions, ProgramSource, build_binary, kernel_source};
+pub use plan::{KernelKind, KernelSet, LayerKernel, QCONV_TM};
+pub use program::{ProgramOptions, ProgramSource, build_binary, build_binary_of, kernel_source};
 pub use session::{LayerProfile, Session, SessionOptions};

@@ -112,13 +112,15 @@ fn from_binary(context: &Context, binary: &[u8], options: &str) -> Result<Progra
     Program::create_and_build_from_binary(context, &[binary], options).map_err(|e| e.to_string())
 }
 
-/// Builds the program for `device`: from `binary` when given, else from the on-disk cache
-/// when it holds this source, options and device, else from source (then cached).
+/// Builds the program `source` for `device`: from `binary` when given, else from the
+/// on-disk cache when it holds this source, options and device, else from source (then
+/// cached).
 pub fn build(
     context: &Context,
     device: &DeviceInfo,
     opts: &ProgramOptions,
     binary: Option<&Path>,
+    source: &str,
 ) -> Result<(Program, ProgramSource), OpenClError> {
     let options = opts.build_options();
     if let Some(path) = binary {
@@ -132,8 +134,7 @@ pub fn build(
         })?;
         return Ok((program, ProgramSource::Binary(path.to_path_buf())));
     }
-    let source = kernel_source();
-    let cached = cache_dir().map(|d| d.join(format!("{}.bin", cache_key(&source, &options, device))));
+    let cached = cache_dir().map(|d| d.join(format!("{}.bin", cache_key(source, &options, device))));
     if let Some(path) = &cached
         && let Ok(bytes) = std::fs::read(path)
         && let Ok(p) = from_binary(context, &bytes, &options)
@@ -141,7 +142,7 @@ pub fn build(
         return Ok((p, ProgramSource::Cached));
     }
     let mut program =
-        Program::create_from_source(context, &source).map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
+        Program::create_from_source(context, source).map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
     if let Err(e) = program.build(context.devices(), &options) {
         let log = program.get_build_log(device.id).unwrap_or_default();
         return Err(OpenClError::Build {
@@ -173,13 +174,18 @@ pub fn binary_of(program: &Program) -> Result<Vec<u8>, OpenClError> {
         .ok_or_else(|| OpenClError::Unsupported("the device returned no program binary".into()))
 }
 
-/// Builds the program for a device from source (no cache) and returns its binary.
+/// Builds the generic program for a device from source (no cache) and returns its binary.
 pub fn build_binary(device: &DeviceInfo, portable: bool) -> Result<Vec<u8>, OpenClError> {
+    build_binary_of(device, portable, &kernel_source())
+}
+
+/// Builds `source` for a device (no cache) and returns its binary.
+pub fn build_binary_of(device: &DeviceInfo, portable: bool, source: &str) -> Result<Vec<u8>, OpenClError> {
     let d = opencl3::device::Device::new(device.id);
     let context = Context::from_device(&d).map_err(|e| OpenClError::api("clCreateContext", e))?;
     let opts = ProgramOptions::for_device(device, portable);
-    let mut program = Program::create_from_source(&context, &kernel_source())
-        .map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
+    let mut program =
+        Program::create_from_source(&context, source).map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
     if let Err(e) = program.build(context.devices(), &opts.build_options()) {
         let log = program.get_build_log(device.id).unwrap_or_default();
         return Err(OpenClError::Build {

@@ -20,8 +20,8 @@ use weft_core::{DType, Graph, Tensor};
 use crate::device::{DeviceInfo, select_device};
 use crate::error::OpenClError;
 use crate::pack::{from_nc4hw4, quantize_nc4hw4, to_nc4hw4};
-use crate::plan::{Arg, Consts, KernelKind, Loc, Plan, Step, plan};
-use crate::program::{ProgramOptions, ProgramSource, binary_of, build};
+use crate::plan::{Arg, Consts, FPGA_WG, KernelKind, KernelSet, Loc, Plan, Step, plan};
+use crate::program::{ProgramOptions, ProgramSource, binary_of, build, kernel_source};
 
 /// How to open a session.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +47,9 @@ pub struct SessionOptions {
     /// the channel form (`qconvc`: 16 channels per vector) that ungrouped ones use by
     /// default; also set by `WEFT_LANE_CONV=1`. For comparisons and tests.
     pub lane_conv: bool,
+    /// Which kernels to run: the generic ones, or the FPGA variant (one kernel per layer,
+    /// int8 packages only), as `--kernels fpga` asks.
+    pub kernels: KernelSet,
 }
 
 const GUARD_BYTE: u8 = 0xA5;
@@ -94,6 +97,7 @@ pub struct Session {
     guard_bytes: usize,
     poison: Option<u8>,
     lane_conv: bool,
+    kernels: KernelSet,
     precision: Precision,
 }
 
@@ -172,8 +176,8 @@ fn fill(queue: &CommandQueue, buffer: &mut Buffer<u8>, byte: u8, bytes: usize) -
     event.wait().map_err(|e| OpenClError::api("clWaitForEvents", e))
 }
 
-fn create_kernel(program: &Program, kind: KernelKind) -> Result<Kernel, OpenClError> {
-    Kernel::create(program, kind.name()).map_err(|e| OpenClError::api(format!("clCreateKernel({})", kind.name()), e))
+fn create_kernel(program: &Program, name: &str) -> Result<Kernel, OpenClError> {
+    Kernel::create(program, name).map_err(|e| OpenClError::api(format!("clCreateKernel({name})"), e))
 }
 
 fn buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>, OpenClError> {
@@ -197,20 +201,36 @@ impl Session {
         // (profiled runs keep every launch on the main queue: no profiling here)
         let side_queue = CommandQueue::create_default_with_properties(&context, 0, 0)
             .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
+        let fpga = opts.kernels == KernelSet::Fpga;
+        // the FPGA variant's program is the package's own: one kernel per layer
+        let text = if fpga {
+            if device.max_work_group < FPGA_WG {
+                return Err(OpenClError::Unsupported(format!(
+                    "the FPGA kernel variant needs work-groups of {FPGA_WG}; {} allows {}",
+                    device.name, device.max_work_group
+                )));
+            }
+            crate::fpga::fpga_program(package)?.source
+        } else {
+            kernel_source()
+        };
         let options = ProgramOptions::for_device(
             &device,
-            opts.portable || std::env::var_os("WEFT_PORTABLE_KERNELS").is_some_and(|v| v != "0"),
+            fpga || opts.portable || std::env::var_os("WEFT_PORTABLE_KERNELS").is_some_and(|v| v != "0"),
         );
         let start = Instant::now();
-        let (program, source) = build(&context, &device, &options, opts.program_binary.as_deref())?;
+        let (program, source) = build(&context, &device, &options, opts.program_binary.as_deref(), &text)?;
         let build_time = start.elapsed();
         // every kernel the package needs must be in the program (a prebuilt binary may lack
-        // some); the largest work-group a convolution launch may use on this device
+        // some; the FPGA variant's are checked as each batch size is planned); the largest
+        // work-group a convolution launch may use on this device
         let mut max_group = device.max_work_group.max(1);
-        for k in KernelKind::for_precision(package.precision) {
-            let kernel = create_kernel(&program, k)?;
-            if matches!(k, KernelKind::QConv | KernelKind::QConvC) {
-                max_group = max_group.min(kernel.get_work_group_size(device.id).unwrap_or(max_group).max(1));
+        if !fpga {
+            for k in KernelKind::for_precision(package.precision) {
+                let kernel = create_kernel(&program, k.name())?;
+                if matches!(k, KernelKind::QConv | KernelKind::QConvC) {
+                    max_group = max_group.min(kernel.get_work_group_size(device.id).unwrap_or(max_group).max(1));
+                }
             }
         }
         let dummy = buffer(&context, CL_MEM_READ_WRITE, 16)?;
@@ -234,6 +254,7 @@ impl Session {
             guard_bytes: opts.guard_bytes,
             poison: opts.poison,
             lane_conv: opts.lane_conv || std::env::var_os("WEFT_LANE_CONV").is_some_and(|v| v != "0"),
+            kernels: opts.kernels,
             precision: package.precision,
         };
         // Plan batch 1 now so weights are packed and uploaded before the first request.
@@ -277,6 +298,7 @@ impl Session {
             compute_units: self.device.compute_units.max(1) as usize,
             max_work_group: self.max_group,
             lane_conv: self.lane_conv,
+            kernels: self.kernels,
         };
         // constants are shared across batch sizes: the planner packs only those not uploaded
         // yet (it skips names already present), and uploaded buffers are never replaced (the
@@ -320,7 +342,12 @@ impl Session {
             .steps
             .iter()
             .map(|step| match step {
-                Step::Launch { kernel, args, .. } => self.bound_kernel(*kernel, args, &slots).map(Some),
+                Step::Launch {
+                    kernel, args, layer, ..
+                } => {
+                    let name = layer.as_ref().map_or(kernel.name(), |l| l.name.as_str());
+                    self.bound_kernel(name, args, &slots).map(Some)
+                }
                 _ => Ok(None),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -329,8 +356,8 @@ impl Session {
     }
 
     /// A new kernel object for one launch with every argument set.
-    fn bound_kernel(&self, kind: KernelKind, args: &[Arg], slots: &[Buffer<u8>]) -> Result<Kernel, OpenClError> {
-        let k = create_kernel(&self.program, kind)?;
+    fn bound_kernel(&self, name: &str, args: &[Arg], slots: &[Buffer<u8>]) -> Result<Kernel, OpenClError> {
+        let k = create_kernel(&self.program, name)?;
         for (i, a) in args.iter().enumerate() {
             let i = i as u32;
             // SAFETY: argument types match the kernel signatures in kernels/*.cl (buffer
@@ -346,7 +373,7 @@ impl Session {
                     Arg::F32(v) => k.set_arg(i, v),
                 }
             }
-            .map_err(|e| OpenClError::api(format!("clSetKernelArg({}, {i})", kind.name()), e))?;
+            .map_err(|e| OpenClError::api(format!("clSetKernelArg({name}, {i})"), e))?;
         }
         Ok(k)
     }

@@ -12,7 +12,7 @@ use weft_compile::{Package, Precision};
 use weft_core::op::{Conv, Padding, Pool, QAdd, QConv, QGemm, QMean, QOut};
 use weft_core::rng::Rng;
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
-use weft_opencl::{Session, SessionOptions};
+use weft_opencl::{KernelSet, Session, SessionOptions};
 
 mod common;
 use common::{ConvCase, Groups, assert_no_simulator_reports, conv_case, devices, is_simulator, sample_simulators};
@@ -251,7 +251,9 @@ proptest! {
         b.output("av", zp);
         let feeds = HashMap::from([("x".to_string(), f32_input(&mut b.rng, &[n, c, h, w]))]);
         static CASES: AtomicUsize = AtomicUsize::new(0);
-        check_on(b.g, feeds, sample_simulators(&CASES));
+        let simulators = sample_simulators(&CASES);
+        check_on(b.g.clone(), feeds.clone(), simulators);
+        check_fpga(b.g, feeds, simulators);
     }
 }
 
@@ -316,7 +318,8 @@ fn add_mean_flatten_and_fully_connected_match_reference() {
             ("a".to_string(), f32_input(&mut b.rng, &[n, c, h, w])),
             ("b".to_string(), f32_input(&mut b.rng, &[n, c, h, w])),
         ]);
-        check(b.g, feeds);
+        check(b.g.clone(), feeds.clone());
+        check_fpga(b.g, feeds, true);
     }
 }
 
@@ -782,4 +785,71 @@ fn device_host_device_chain_with_two_outputs() {
     let ran = kernels_run(&b.g, &feeds, false);
     assert_eq!(ran.iter().filter(|k| **k == "qconvc").count(), 2, "ran {ran:?}");
     check(b.g, feeds);
+}
+
+/// Runs `graph` with the FPGA kernel variant on every device (simulators when
+/// `simulators`), asserting the reference's outputs and that every launch is a layer kernel.
+fn check_fpga(graph: Graph, inputs: HashMap<String, Tensor>, simulators: bool) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = graph.clone();
+    g.sort().unwrap();
+    let want = weft_reference::Executor::new(g).unwrap().run(&inputs).unwrap();
+    let pkg = package(graph);
+    for dev in devices() {
+        if is_simulator(&dev) && !simulators {
+            continue;
+        }
+        let opts = SessionOptions {
+            device: dev.clone(),
+            guard_bytes: GUARD,
+            poison: Some(0xC3),
+            kernels: KernelSet::Fpga,
+            profile: true,
+            ..Default::default()
+        };
+        let mut s = Session::new(&pkg, &opts).unwrap_or_else(|e| panic!("FPGA variant on '{dev}': {e}"));
+        assert_eq!(s.run(&inputs).unwrap(), want, "{dev}: the FPGA variant");
+        let ran: Vec<&str> = s.last_profile().iter().map(|l| l.kernel).collect();
+        assert!(!ran.is_empty());
+        assert!(
+            ran.iter().all(|k| ["wconv", "wadd", "wpool", "wmean"].contains(k)),
+            "{dev}: a generic kernel ran in the FPGA variant: {ran:?}"
+        );
+        assert_no_simulator_reports(&dev);
+    }
+}
+
+/// The FPGA variant (one kernel per layer, geometry compiled in), bit-exact with the
+/// reference: resnet8 at batch 2, grouped convolutions, pooling, adds, means, fully connected.
+#[test]
+fn fpga_variant_matches_reference_on_every_device() {
+    let mut rng = Rng::new(8);
+    let pkg = resnet8_int8(&mut rng, 4);
+    let feeds = HashMap::from([("input".to_string(), f32_input(&mut rng, &[2, 3, 32, 32]))]);
+    check_fpga(pkg.graph, feeds, true);
+    let cases = [
+        one_group(2, 7, 9, 8, 21, 3, 2, [1, 0, 1, 1], true, 40),
+        one_group(1, 3, 11, 11, 16, 7, 2, [3, 3, 3, 3], false, 41),
+        ConvCase {
+            group: 2,
+            c: 8,
+            m: 6,
+            ..one_group(2, 8, 5, 6, 6, 3, 1, [1, 1, 1, 1], false, 42)
+        },
+    ];
+    for c in cases {
+        let (g, feeds) = conv_graph(&c);
+        check_fpga(g, feeds, true);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fpga_variant_convolutions_match_reference(case in conv_case(Groups::OneOrTwoAligned)) {
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        let (g, feeds) = conv_graph(&case);
+        check_fpga(g, feeds, sample_simulators(&CASES));
+    }
 }

@@ -49,6 +49,100 @@ impl Planner<'_> {
         ([gx, 1, z], [lx, 1, lz])
     }
 
+    /// Packs a convolution's constants into `consts` (once: names already there are kept):
+    /// weights per group (`#w{gi}`, `tm` output channels per work-item, folded for a stem
+    /// read through `qfold`), biases with the input zero point folded in, by absolute output
+    /// channel (`#b{gi}`), and the per-channel multiplier, shift, addend and residual
+    /// multiplier (`#mult`, `#shift`, `#radd`, `#rmult`), padded to whole channel-form
+    /// work-items.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv_consts(
+        &self,
+        node: &weft_core::Node,
+        consts: &mut Consts,
+        (m, cg, group): (usize, usize, usize),
+        geo: ConvGeo,
+        zp_x: i32,
+        out: &weft_core::op::QOut,
+        residual: Option<&(String, String, i32)>,
+        tm: usize,
+        folded: bool,
+    ) -> Result<(), OpenClError> {
+        let g = self.graph;
+        let get = |i: usize| {
+            node.input(i)
+                .and_then(|n| g.initializers.get(n))
+                .ok_or_else(|| OpenClError::Unsupported(format!("{}: input {i} is not constant", node.name)))
+        };
+        let key = |what: &str| format!("{}#{what}", node.name);
+        let w = crate::pack::i8_values(get(1)?);
+        let bias = crate::pack::i32_values(get(2)?);
+        let shifts = crate::pack::i32_values(get(4)?);
+        let mg = m / group;
+        let per_group = mg * cg * geo.kh * geo.kw;
+        // per-channel constants padded to whole channel-form work-items (vector loads)
+        let padded = m.div_ceil(QCONVC_TM) * QCONVC_TM;
+        if consts.contains_key(&key("mult")) {
+            return Ok(());
+        }
+        let mut mults = crate::pack::i32_values(get(3)?);
+        mults.resize(padded, 0);
+        consts.insert(key("mult"), words_le(&mults, |v: i32| v.to_le_bytes().to_vec()));
+        let mut shifts = shifts.clone();
+        // padding channels (multiplier 0) requantize to the zero point at any shift; 32
+        // keeps them on the narrow path of `qconvc`
+        shifts.resize(padded, 32);
+        consts.insert(key("shift"), words_le(&shifts, |v: i32| v.to_le_bytes().to_vec()));
+        let mut rmults = vec![0i64; shifts.len()];
+        let mut res_zp = 0i64;
+        if let Some((_, rmult, zp)) = residual {
+            let t = g.initializers.get(rmult).ok_or_else(|| {
+                OpenClError::Unsupported(format!("{}: residual multiplier is not constant", node.name))
+            })?;
+            rmults = t.to_i64_vec();
+            rmults.resize(padded, 0);
+            res_zp = i64::from(*zp);
+            consts.insert(key("rmult"), words_le(&rmults, |v: i64| v.to_le_bytes().to_vec()));
+        }
+        // zp_out * 2^shift + 2^(shift-1) - zp_r * rmult (see kernels/qconv.cl)
+        let add: Vec<i64> = shifts
+            .iter()
+            .zip(rmults.iter().chain(std::iter::repeat(&0)))
+            .map(|(&s, &rm)| (i64::from(out.zero_point) << s) + (1i64 << (s - 1)) - res_zp * rm)
+            .collect();
+        consts.insert(key("radd"), words_le(&add, |v: i64| v.to_le_bytes().to_vec()));
+        for gi in 0..group {
+            let wg = &w[gi * per_group..(gi + 1) * per_group];
+            let bg = &bias[gi * mg..(gi + 1) * mg];
+            let weights = crate::pack::ConvGroup {
+                w: wg,
+                bias: bg,
+                m: mg,
+                cg,
+                kh: geo.kh,
+                kw: geo.kw,
+                zp_x,
+            };
+            let p = if folded {
+                weights.pack_folded(tm)
+            } else {
+                weights.pack(tm)
+            };
+            consts.insert(
+                key(&format!("w{gi}")),
+                words_le(&p.words, |v: i32| v.to_le_bytes().to_vec()),
+            );
+            // biases are indexed by absolute output channel: store the whole vector once per group
+            let mut full = vec![0i32; padded];
+            full[gi * mg..(gi + 1) * mg].copy_from_slice(&p.bias);
+            consts.insert(
+                key(&format!("b{gi}")),
+                words_le(&full, |v: i32| v.to_le_bytes().to_vec()),
+            );
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv_launches(
         &mut self,
@@ -69,10 +163,7 @@ impl Planner<'_> {
                 .and_then(|n| g.initializers.get(n))
                 .ok_or_else(|| OpenClError::Unsupported(format!("{}: input {i} is not constant", node.name)))
         };
-        let w = crate::pack::i8_values(get(1)?);
-        let bias = crate::pack::i32_values(get(2)?);
         let mg = m / group;
-        let per_group = mg * cg * geo.kh * geo.kw;
         let x_slot = self.slot_of(&node.inputs[0]);
         let key = |what: &str| format!("{}#{what}", node.name);
         // A layer with one input channel block (a stem) and a kernel wider than 1 reads a
@@ -84,65 +175,17 @@ impl Planner<'_> {
         let narrow = shifts.iter().all(|&s| s >= 32);
         let channel = self.channel_form(group);
         let tm = if channel { QCONVC_TM } else { QCONV_TM };
-        // per-channel constants padded to whole channel-form work-items (vector loads)
-        let padded = m.div_ceil(QCONVC_TM) * QCONVC_TM;
-        if !consts.contains_key(&key("mult")) {
-            let mut mults = crate::pack::i32_values(get(3)?);
-            mults.resize(padded, 0);
-            consts.insert(key("mult"), words_le(&mults, |v: i32| v.to_le_bytes().to_vec()));
-            let mut shifts = shifts.clone();
-            // padding channels (multiplier 0) requantize to the zero point at any shift; 32
-            // keeps them on the narrow path of `qconvc`
-            shifts.resize(padded, 32);
-            consts.insert(key("shift"), words_le(&shifts, |v: i32| v.to_le_bytes().to_vec()));
-            let mut rmults = vec![0i64; shifts.len()];
-            let mut res_zp = 0i64;
-            if let Some((_, rmult, zp)) = &residual {
-                let t = g.initializers.get(rmult).ok_or_else(|| {
-                    OpenClError::Unsupported(format!("{}: residual multiplier is not constant", node.name))
-                })?;
-                rmults = t.to_i64_vec();
-                rmults.resize(padded, 0);
-                res_zp = i64::from(*zp);
-                consts.insert(key("rmult"), words_le(&rmults, |v: i64| v.to_le_bytes().to_vec()));
-            }
-            // zp_out * 2^shift + 2^(shift-1) - zp_r * rmult (see kernels/qconv.cl)
-            let add: Vec<i64> = shifts
-                .iter()
-                .zip(rmults.iter().chain(std::iter::repeat(&0)))
-                .map(|(&s, &rm)| (i64::from(out.zero_point) << s) + (1i64 << (s - 1)) - res_zp * rm)
-                .collect();
-            consts.insert(key("radd"), words_le(&add, |v: i64| v.to_le_bytes().to_vec()));
-            for gi in 0..group {
-                let wg = &w[gi * per_group..(gi + 1) * per_group];
-                let bg = &bias[gi * mg..(gi + 1) * mg];
-                let weights = crate::pack::ConvGroup {
-                    w: wg,
-                    bias: bg,
-                    m: mg,
-                    cg,
-                    kh: geo.kh,
-                    kw: geo.kw,
-                    zp_x,
-                };
-                let p = if folded {
-                    weights.pack_folded(tm)
-                } else {
-                    weights.pack(tm)
-                };
-                consts.insert(
-                    key(&format!("w{gi}")),
-                    words_le(&p.words, |v: i32| v.to_le_bytes().to_vec()),
-                );
-                // biases are indexed by absolute output channel: store the whole vector once per group
-                let mut full = vec![0i32; padded];
-                full[gi * mg..(gi + 1) * mg].copy_from_slice(&p.bias);
-                consts.insert(
-                    key(&format!("b{gi}")),
-                    words_le(&full, |v: i32| v.to_le_bytes().to_vec()),
-                );
-            }
-        }
+        self.conv_consts(
+            node,
+            consts,
+            (m, cg, group),
+            geo,
+            zp_x,
+            out,
+            residual.as_ref(),
+            tm,
+            folded,
+        )?;
         let (res_arg, rmult_arg, has_res) = match &residual {
             Some((r, _, _)) => (Arg::Slot(self.slot_of(r)), Arg::Const(key("rmult")), 1),
             None => (Arg::Dummy, Arg::Dummy, 0),
@@ -288,6 +331,7 @@ impl Planner<'_> {
                 macs,
                 shape: vec![og.n, og.c, og.h, og.w],
                 side: false,
+                layer: None,
             });
         } else {
             let (global, local) = self.conv_sizes((og.h * og.w).div_ceil(16), og.n * mg.div_ceil(QCONV_TM));
@@ -306,6 +350,7 @@ impl Planner<'_> {
                     macs,
                     shape: vec![og.n, og.c, og.h, og.w],
                     side: false,
+                    layer: None,
                 });
             }
         }
@@ -353,6 +398,7 @@ mod tests {
                 compute_units: cus,
                 max_work_group: max_group,
                 lane_conv: false,
+                kernels: KernelSet::Default,
             };
             let p = Planner::new(&g, 1, Precision::Int8, target).unwrap();
             for tiles in [1, 2, 5, 16, 43, 100, 523, 4096, 100_000] {

@@ -18,6 +18,9 @@ impl Planner<'_> {
         if self.precision != Precision::Int8 && self.float_node(&node, consts)? {
             return Ok(());
         }
+        if self.fpga && self.fpga_node(idx, consts)? {
+            return Ok(());
+        }
         match &node.op {
             Op::Quantize { scale, zero_point } if geom_of(&self.shape(&input(0))).is_some() => {
                 let x = input(0);
@@ -297,7 +300,7 @@ impl Planner<'_> {
     /// Whether `qconv`'s folded requantization is exact for this node: shifts 1..=52 and
     /// residual multipliers of at most 2^52 keep every sum inside 63 bits (else the node runs
     /// on the host).
-    fn requant_fits(&self, node: &weft_core::Node) -> bool {
+    pub(super) fn requant_fits(&self, node: &weft_core::Node) -> bool {
         let g = self.graph;
         let constant = |i: usize| node.input(i).and_then(|n| g.initializers.get(n));
         let shifts_ok = constant(4).is_some_and(|t| t.to_i64_vec().iter().all(|s| (1..=52).contains(s)));

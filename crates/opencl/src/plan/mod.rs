@@ -25,10 +25,12 @@ use crate::error::OpenClError;
 
 mod conv;
 mod float;
+mod fpga;
 mod int8;
 mod schedule;
 mod slots;
 
+pub use fpga::FPGA_WG;
 use schedule::{SideBranch, downloads_first};
 use slots::Slots;
 
@@ -93,6 +95,12 @@ pub enum KernelKind {
     FClamp(bool),
     FPool(bool),
     FMean(bool),
+    /// The FPGA variant's per-layer kernels (`kernels/fpga/`): convolution or fully
+    /// connected layer, add, pooling, global mean. The launch's `layer` names the instance.
+    WConv,
+    WAdd,
+    WPool,
+    WMean,
 }
 
 impl KernelKind {
@@ -118,6 +126,10 @@ impl KernelKind {
             KernelKind::FPool(true) => "fpool_f16",
             KernelKind::FMean(false) => "fmean_f32",
             KernelKind::FMean(true) => "fmean_f16",
+            KernelKind::WConv => "wconv",
+            KernelKind::WAdd => "wadd",
+            KernelKind::WPool => "wpool",
+            KernelKind::WMean => "wmean",
         }
     }
 
@@ -213,6 +225,8 @@ pub enum Step {
         /// Runs on the side queue (after the last `Fork`, concurrently with the main
         /// queue's launches until the next `Join`).
         side: bool,
+        /// The FPGA variant: the layer's own kernel (its name and compile-time macros).
+        layer: Option<Box<LayerKernel>>,
     },
     /// The side queue's next launches may start once the main queue's earlier work is done.
     Fork,
@@ -222,6 +236,39 @@ pub enum Step {
     Download { value: String, loc: Loc, shape: Vec<usize> },
     /// A node evaluated on the host by the reference executor.
     Host { node: usize },
+}
+
+/// Which kernels a plan launches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelSet {
+    /// The generic kernels (`kernels/*.cl`), one program for every package, with the
+    /// device's hooks: what CPUs and GPUs run.
+    #[default]
+    Default,
+    /// The FPGA variant (`kernels/fpga/*.cl`): one kernel per layer with the layer's
+    /// geometry and constants compiled in, plain OpenCL C, fixed loop bounds and required
+    /// work-group sizes: what an FPGA compiler takes as written, and what emulators run.
+    Fpga,
+}
+
+impl std::str::FromStr for KernelSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(KernelSet::Default),
+            "fpga" => Ok(KernelSet::Fpga),
+            other => Err(format!("unknown kernel set '{other}' (default, fpga)")),
+        }
+    }
+}
+
+/// One layer's kernel in the FPGA variant: the template it instantiates, its function name
+/// and its macros (`W_...`), as the program source writes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerKernel {
+    pub template: KernelKind,
+    pub name: String,
+    pub defines: Vec<(&'static str, i64)>,
 }
 
 #[derive(Debug)]
@@ -275,6 +322,8 @@ struct Planner<'g> {
     max_group: usize,
     /// Run every convolution in the lane form (`qconv`).
     lane_conv: bool,
+    /// Plan the FPGA variant's per-layer kernels.
+    fpga: bool,
 }
 
 /// What the planner needs to know about the device.
@@ -284,6 +333,8 @@ pub struct Target {
     pub max_work_group: usize,
     /// Run every convolution in the lane form (`qconv`), not only grouped ones.
     pub lane_conv: bool,
+    /// The kernels to plan for.
+    pub kernels: KernelSet,
 }
 
 fn words_le<T: Copy>(v: &[T], f: impl Fn(T) -> Vec<u8>) -> Vec<u8> {
@@ -369,6 +420,7 @@ impl<'g> Planner<'g> {
             min_groups: 16 * target.compute_units.max(1),
             max_group: target.max_work_group.max(1),
             lane_conv: target.lane_conv,
+            fpga: target.kernels == KernelSet::Fpga,
         })
     }
 }
@@ -477,6 +529,7 @@ impl Planner<'_> {
             macs,
             shape,
             side: false,
+            layer: None,
         });
     }
 }
@@ -533,7 +586,7 @@ mod testing {
     use weft_compile::Precision;
     use weft_core::Graph;
 
-    use super::{Arg, KernelKind, Plan, Step, Target};
+    use super::{Arg, KernelKind, KernelSet, Plan, Step, Target};
 
     /// The zoo's `name` (a CIFAR-style 32x32 network) compiled at `precision` (int8 with
     /// MinMax over a few seeded inputs).
@@ -566,6 +619,7 @@ mod testing {
             compute_units: 2,
             max_work_group: 4096,
             lane_conv: false,
+            kernels: KernelSet::Default,
         }
     }
 

@@ -44,7 +44,7 @@ impl Planner<'_> {
     pub(super) fn side_candidate(&self, idx: usize, early: &HashSet<usize>) -> Option<usize> {
         let g = self.graph;
         let n = &g.nodes[idx];
-        if self.precision != Precision::Int8 || !matches!(n.op, Op::QConv(_)) {
+        if self.precision != Precision::Int8 || self.fpga || !matches!(n.op, Op::QConv(_)) {
             return None;
         }
         let activations = |node: &weft_core::Node| -> Vec<String> {

@@ -150,3 +150,87 @@ def test_fpga_model_estimates_the_int8_plan(w):
     for bad in ("virtex-2", "custom:dsp=1000", "custom:dsp=x,mhz=1,gbps=1"):
         proc = w("bench", pkg, "--fpga-model", bad, check=False)
         assert proc.returncode == 1 and "error:" in proc.stderr
+
+
+def test_fpga_variant_runs_bit_exact_on_every_implementation_and_from_a_binary(w):
+    """`--kernels fpga` (one kernel per layer, geometry compiled in) writes the integer
+    reference's bytes on PoCL and on Oclgrind, and again from a program binary saved by
+    `weft program build --kernels fpga` (the path an FPGA image takes)."""
+    pkg = compile_int8(w, "resnet8", 32)
+    xin = w.tmp / "x.npy"
+    np.save(xin, np.random.default_rng(3).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    want = w.tmp / "ref.npy"
+    w("run", pkg, "--input", xin, "--output", want, "--device", "reference")
+    binary = w.tmp / "r8_fpga.bin"
+    w("program", "build", "--kernels", "fpga", "--package", pkg, "--device", "pocl", "-o", binary)
+    runs = {"pocl": [], "opencl:Oclgrind": [], "pocl-binary": ["--program-binary", binary]}
+    for name, extra in runs.items():
+        out = w.tmp / f"y_{name.replace(':', '_')}.npy"
+        device = name.removesuffix("-binary")
+        w("run", pkg, "--kernels", "fpga", "--device", device, "--input", xin, "--output", out, *extra)
+        assert out.read_bytes() == want.read_bytes(), name
+    # a generic program binary lacks the package's layer kernels: a clear error
+    generic = w.tmp / "generic.bin"
+    w("program", "build", "--device", "pocl", "-o", generic)
+    proc = w("run", pkg, "--kernels", "fpga", "--device", "pocl", "--program-binary", generic,
+             "--input", xin, "--output", w.tmp / "e.npy", check=False)
+    assert proc.returncode == 1 and "weft program build --kernels fpga" in proc.stderr, proc.stderr
+    # the variant runs int8 packages only
+    model = w.tmp / "resnet8.onnx"
+    f32 = w.tmp / "f32.weft"
+    w("compile", model, "--precision", "f32", "-o", f32)
+    proc = w("run", f32, "--kernels", "fpga", "--device", "pocl", "--input", xin, "--output", w.tmp / "e.npy", check=False)
+    assert proc.returncode == 1 and "int8" in proc.stderr
+
+
+@pytest.mark.parametrize("vendor,board,tool", [("intel", "arria10-gx1150", "aoc"), ("intel", "stratix10-gx2800", "aoc"),
+                                               ("xilinx", "alveo-u250", "v++")])
+def test_program_fpga_writes_a_build_directory(w, tmp_path, vendor, board, tool):
+    """`weft program fpga`: the specialised source (accepted by clang's SPIR front end as
+    OpenCL C 1.2, one reqd_work_group_size kernel per layer), build.sh with the vendor's
+    commands, plan.json with the layers, their macros and the board's estimate, a README."""
+    import json
+
+    pkg = compile_int8(w, "resnet20", 32)
+    out = tmp_path / "build"
+    w("program", "fpga", pkg, "--vendor", vendor, "--board", board, "-o", out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "build.sh", "plan.json", "weft_fpga.cl"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["vendor"] == vendor and plan["board"] == board and plan["work_group"] == 16
+    kernels = [l["kernel"] for l in plan["layers"]]
+    assert len(kernels) == len(set(kernels))
+    templates = {l["template"] for l in plan["layers"]}
+    assert {"wconv", "wmean"} <= templates
+    # the residual adds are fused into the convolutions that close each block
+    assert sum(l["defines"].get("W_RES", 0) for l in plan["layers"]) == 9
+    # resnet20: 19 3x3 convolutions, 2 projection shortcuts and the classifier, each with
+    # the model's estimate
+    convs = [l for l in plan["layers"] if l["template"] == "wconv"]
+    assert len(convs) == 22 and all(l["estimate"]["time_us"] > 0 for l in convs)
+    assert plan["estimate"]["total_us"] > 0 and "not a measurement" in plan["estimate"]["note"]
+    src = (out / "weft_fpga.cl").read_text()
+    for k in kernels:
+        assert f"#define W_NAME {k}\n" in src
+    assert src.count("reqd_work_group_size(W_WG, 1, 1)") == len(kernels)
+    for banned in ("__builtin", "#pragma OPENCL EXTENSION", "printf", "__local"):
+        assert banned not in src
+    clang = shutil.which("clang")
+    assert clang, "clang is required for the SPIR check (scripts/setup.sh installs it)"
+    proc = subprocess.run([clang, "-cl-std=CL1.2", "-target", "spir64", "-Xclang", "-finclude-default-header",
+                           "-Werror", "-c", "-emit-llvm", str(out / "weft_fpga.cl"), "-o", str(tmp_path / "f.bc")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    script = (out / "build.sh").read_text()
+    assert tool in script and plan["platform"] in script
+    assert subprocess.run(["bash", "-n", str(out / "build.sh")]).returncode == 0
+    assert "--program-binary" in (out / "README.md").read_text()
+    # mismatched and unknown boards are refused before anything is written
+    other = "alveo-u250" if vendor == "intel" else "arria10-gx1150"
+    for bad in (["--board", other], ["--board", "virtex-2"], ["--board", "custom:dsp=100,mhz=200,gbps=10"]):
+        proc = w("program", "fpga", pkg, "--vendor", vendor, *bad, "-o", tmp_path / "bad", check=False)
+        assert proc.returncode == 1 and "error:" in proc.stderr
+        assert not (tmp_path / "bad").exists()
+    # a custom board with the vendor's platform name
+    w("program", "fpga", pkg, "--vendor", vendor, "--board", "custom:dsp=900,mhz=240,gbps=12",
+      "--platform", "my_board", "-o", tmp_path / "custom")
+    assert "my_board" in (tmp_path / "custom" / "build.sh").read_text()

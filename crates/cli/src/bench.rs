@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Use the portable OpenCL C definition of every target hook.
     #[arg(long)]
     pub portable_kernels: bool,
+    /// `default` (the generic kernels) or `fpga` (the FPGA variant: one kernel per layer,
+    /// its geometry compiled in; int8 packages; the emulation flow of an FPGA build).
+    #[arg(long, default_value = "default")]
+    pub kernels: weft_opencl::KernelSet,
     /// Print one JSON object (times in milliseconds) instead of a summary line.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +143,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let opts = weft_opencl::SessionOptions {
             device: args.device.clone(),
             portable: args.portable_kernels,
+            kernels: args.kernels,
             profile: args.profile,
             ..Default::default()
         };

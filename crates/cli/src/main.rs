@@ -7,6 +7,7 @@ mod data;
 mod deploy;
 mod featurize;
 mod fpga;
+mod fpga_build;
 mod head;
 mod inspect;
 mod model;
@@ -106,6 +107,13 @@ enum ProgramCommand {
         device: String,
         #[arg(long)]
         portable_kernels: bool,
+        /// `default` (the generic kernels) or `fpga` (the FPGA variant of --package: one
+        /// kernel per layer; load it with `--kernels fpga --program-binary FILE`).
+        #[arg(long, default_value = "default")]
+        kernels: weft_opencl::KernelSet,
+        /// The package whose layers the FPGA variant is specialised to (with --kernels fpga).
+        #[arg(long)]
+        package: Option<PathBuf>,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -115,7 +123,52 @@ enum ProgramCommand {
         device: String,
         #[arg(long)]
         portable_kernels: bool,
+        /// `default` or `fpga` (the FPGA variant of --package).
+        #[arg(long, default_value = "default")]
+        kernels: weft_opencl::KernelSet,
+        /// The package whose layers the FPGA variant is specialised to (with --kernels fpga).
+        #[arg(long)]
+        package: Option<PathBuf>,
     },
+    /// Write an offline FPGA build directory for an int8 package: the FPGA kernel variant's
+    /// source specialised to its layers, build.sh with the vendor compiler's commands
+    /// (aoc or v++), plan.json (layers, macros, the --fpga-model estimate) and a README.
+    Fpga {
+        /// The int8 package (model.weft).
+        model: PathBuf,
+        /// `intel` (aoc, .aocx) or `xilinx` (v++, .xclbin).
+        #[arg(long, value_enum)]
+        vendor: fpga_build::Vendor,
+        /// arria10-gx1150, stratix10-gx2800 (intel), alveo-u250 (xilinx), or
+        /// custom:dsp=N,mhz=F,gbps=B (then --platform is needed).
+        #[arg(long)]
+        board: String,
+        /// The vendor's board or platform name (aoc -board=, v++ --platform), instead of the
+        /// reference one weft knows for --board.
+        #[arg(long)]
+        platform: Option<String>,
+        /// The directory to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+/// The program source `weft program build/source` works on: the generic kernels, or the
+/// FPGA variant of a package.
+fn program_text(kernels: weft_opencl::KernelSet, package: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match (kernels, package) {
+        (weft_opencl::KernelSet::Default, None) => Ok(weft_opencl::kernel_source()),
+        (weft_opencl::KernelSet::Default, Some(_)) => {
+            anyhow::bail!("--package specialises the FPGA variant: add --kernels fpga")
+        }
+        (weft_opencl::KernelSet::Fpga, None) => {
+            anyhow::bail!("--kernels fpga is specialised to a package's layers: add --package MODEL.weft")
+        }
+        (weft_opencl::KernelSet::Fpga, Some(path)) => {
+            let package = crate::model::open_package(path)?;
+            Ok(weft_opencl::fpga_program(&package)?.source)
+        }
+    }
 }
 
 /// A closed stdout (`weft ... | head`) ends the command quietly, as for other Unix tools,
@@ -225,10 +278,13 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
         ProgramCommand::Build {
             device,
             portable_kernels,
+            kernels,
+            package,
             output,
         } => {
+            let text = program_text(kernels, package.as_deref())?;
             let d = weft_opencl::select_device(&device)?;
-            let bytes = weft_opencl::build_binary(&d, portable_kernels)?;
+            let bytes = weft_opencl::build_binary_of(&d, portable_kernels, &text)?;
             std::fs::write(&output, &bytes)?;
             eprintln!(
                 "wrote the program binary for {} ({} bytes) to {}",
@@ -240,13 +296,26 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
         ProgramCommand::Source {
             device,
             portable_kernels,
+            kernels,
+            package,
         } => {
+            let text = program_text(kernels, package.as_deref())?;
             let d = weft_opencl::select_device(&device)?;
             println!(
                 "// build options: {}",
                 weft_opencl::ProgramOptions::for_device(&d, portable_kernels).build_options()
             );
-            println!("{}", weft_opencl::kernel_source());
+            println!("{text}");
+        }
+        ProgramCommand::Fpga {
+            model,
+            vendor,
+            board,
+            platform,
+            output,
+        } => {
+            let package = crate::model::open_package(&model)?;
+            fpga_build::write(&package, vendor, &board, platform.as_deref(), &output)?;
         }
     }
     Ok(())

@@ -41,3 +41,15 @@ pub fn prefer_generic_work_groups(p: &Package) {
         weft_opencl::generic_pocl_work_groups();
     }
 }
+
+/// Opens a `.weft` package; an ONNX model is refused with the command that compiles it.
+pub fn open_package(path: &Path) -> anyhow::Result<Package> {
+    match open(path)? {
+        Loaded::Package(p) => Ok(*p),
+        Loaded::Onnx(_) => anyhow::bail!(
+            "{} is an ONNX model: compile it first (`weft compile {} --precision int8 --calib DATA -o model.weft`)",
+            path.display(),
+            path.display()
+        ),
+    }
+}

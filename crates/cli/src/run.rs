@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// Use the portable OpenCL C definition of every target hook (also: WEFT_PORTABLE_KERNELS=1).
     #[arg(long)]
     pub portable_kernels: bool,
+    /// `default` (the generic kernels) or `fpga` (the FPGA variant: one kernel per layer,
+    /// its geometry compiled in; int8 packages; the emulation flow of an FPGA build).
+    #[arg(long, default_value = "default")]
+    pub kernels: weft_opencl::KernelSet,
     /// Load a prebuilt program binary (an FPGA image such as .aocx/.xclbin, or one saved by
     /// `weft program build`) instead of building the kernels from source.
     #[arg(long)]
@@ -64,6 +68,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let opts = weft_opencl::SessionOptions {
         device: args.device.clone(),
         portable: args.portable_kernels,
+        kernels: args.kernels,
         program_binary: args.program_binary.clone(),
         profile: args.profile,
         ..Default::default()

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Use the portable OpenCL C definition of every target hook.
     #[arg(long)]
     pub portable_kernels: bool,
+    /// `default` (the generic kernels) or `fpga` (the FPGA variant: one kernel per layer,
+    /// its geometry compiled in; int8 packages; the emulation flow of an FPGA build).
+    #[arg(long, default_value = "default")]
+    pub kernels: weft_opencl::KernelSet,
     /// Largest batch the server forms (and accepts in one request).
     #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
@@ -149,6 +153,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         http_addr: Some(SocketAddr::new(args.host, args.http_port)),
         device: args.device.clone(),
         portable_kernels: args.portable_kernels,
+        kernels: args.kernels,
         max_batch: args.max_batch,
         max_queue_delay: Duration::from_micros(args.max_queue_delay_us),
         queue_depth: args.queue_depth,

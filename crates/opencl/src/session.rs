@@ -346,7 +346,16 @@ impl Session {
                     kernel, args, layer, ..
                 } => {
                     let name = layer.as_ref().map_or(kernel.name(), |l| l.name.as_str());
-                    self.bound_kernel(name, args, &slots).map(Some)
+                    self.bound_kernel(name, args, &slots).map(Some).map_err(|e| match (&self.source, layer) {
+                        (ProgramSource::Binary(path), Some(_)) => OpenClError::Binary {
+                            path: path.display().to_string(),
+                            message: format!(
+                                "it has no kernel '{name}' of this package's FPGA variant ({e}); build one for it with \
+                                 `weft program build --kernels fpga --package MODEL.weft` or `weft program fpga`"
+                            ),
+                        },
+                        _ => e,
+                    })
                 }
                 _ => Ok(None),
             })

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// `pocl` or `opencl:...`.
     pub device: String,
     pub portable_kernels: bool,
+    /// The generic kernels or the FPGA variant (`--kernels fpga`, int8 packages).
+    pub kernels: weft_opencl::KernelSet,
     pub max_batch: usize,
     pub max_queue_delay: Duration,
     pub queue_depth: usize,
@@ -250,7 +252,12 @@ impl AppState {
 }
 
 /// Opens the engine for a package on the configured device.
-fn engine_for(package: &Package, device: &str, portable: bool) -> Result<Engine, ServeError> {
+fn engine_for(
+    package: &Package,
+    device: &str,
+    portable: bool,
+    kernels: weft_opencl::KernelSet,
+) -> Result<Engine, ServeError> {
     let reference = || {
         weft_compile::reference_executor(package)
             .map(Engine::Reference)
@@ -262,6 +269,7 @@ fn engine_for(package: &Package, device: &str, portable: bool) -> Result<Engine,
             let opts = weft_opencl::SessionOptions {
                 device: "pocl".into(),
                 portable,
+                kernels,
                 ..Default::default()
             };
             match weft_opencl::Session::new(package, &opts) {
@@ -279,6 +287,7 @@ fn engine_for(package: &Package, device: &str, portable: bool) -> Result<Engine,
             let opts = weft_opencl::SessionOptions {
                 device: other.to_string(),
                 portable,
+                kernels,
                 ..Default::default()
             };
             weft_opencl::Session::new(package, &opts)
@@ -351,12 +360,17 @@ pub async fn serve(
     let mut models = Vec::new();
     for (name, package) in &config.models {
         let spec = InputSpec::new(package, config.max_image_pixels, policy.max_batch)?;
-        let (package2, device, portable) = (package.clone(), config.device.clone(), config.portable_kernels);
+        let (package2, device, portable, kernels) = (
+            package.clone(),
+            config.device.clone(),
+            config.portable_kernels,
+            config.kernels,
+        );
         // Opens the engine and runs batch 1 and the largest batch once, so that no request
         // pays for planning or for the device's first-launch kernel compilation. Also how a
         // worker reopens its device after a failure.
         let open = move || -> Result<Engine, ServeError> {
-            let mut e = engine_for(&package2, &device, portable)?;
+            let mut e = engine_for(&package2, &device, portable, kernels)?;
             for batch in [1, policy.max_batch] {
                 e.warm_up(&package2, batch).map_err(ServeError::Setup)?;
             }

@@ -20,7 +20,7 @@ use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_opencl::{Session, SessionOptions};
 
 mod common;
-use common::{Groups, assert_no_simulator_reports, conv_case, devices, is_simulator, sample_simulators};
+use common::{ConvCase, Groups, assert_no_simulator_reports, conv_case, devices, is_simulator, sample_simulators};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -121,36 +121,43 @@ fn output(g: &mut Graph, name: &str) {
     g.outputs.push(ValueInfo::new(name, DType::F32, vec![]));
 }
 
+/// A float convolution case: its graph and input.
+fn fconv_graph(c: &ConvCase) -> (Graph, HashMap<String, Tensor>) {
+    let mut rng = Rng::new(c.seed);
+    let mut g = Graph::default();
+    input(&mut g, "x", &[c.n, c.c, c.h, c.w]);
+    let cg = c.c / c.group;
+    g.initializers
+        .insert("w".into(), normals(&mut rng, &[c.m, cg, c.k, c.k], 0.3));
+    let mut ins = vec!["x", "w"];
+    if c.a {
+        g.initializers.insert("b".into(), normals(&mut rng, &[c.m], 1.0));
+        ins.push("b");
+    }
+    let conv = Conv {
+        kernel_shape: Some([c.k, c.k]),
+        strides: [c.stride, c.stride],
+        dilations: [c.dilation, c.dilation],
+        padding: Padding::Explicit(c.pads),
+        group: c.group,
+        activation: match (c.b, c.seed % 2) {
+            (false, _) => None,
+            (true, 0) => Some(Activation::Relu),
+            (true, _) => Some(Activation::Clip { min: -0.5, max: 6.0 }),
+        },
+    };
+    g.nodes.push(Node::new("conv", Op::Conv(conv), &ins, &["y"]));
+    output(&mut g, "y");
+    let feeds = HashMap::from([("x".to_string(), normals(&mut rng, &[c.n, c.c, c.h, c.w], 1.0))]);
+    (g, feeds)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn fconv_matches_reference(c in conv_case(Groups::Any)) {
-        let mut rng = Rng::new(c.seed);
-        let mut g = Graph::default();
-        input(&mut g, "x", &[c.n, c.c, c.h, c.w]);
-        let cg = c.c / c.group;
-        g.initializers.insert("w".into(), normals(&mut rng, &[c.m, cg, c.k, c.k], 0.3));
-        let mut ins = vec!["x", "w"];
-        if c.a {
-            g.initializers.insert("b".into(), normals(&mut rng, &[c.m], 1.0));
-            ins.push("b");
-        }
-        let conv = Conv {
-            kernel_shape: Some([c.k, c.k]),
-            strides: [c.stride, c.stride],
-            dilations: [c.dilation, c.dilation],
-            padding: Padding::Explicit(c.pads),
-            group: c.group,
-            activation: match (c.b, c.seed % 2) {
-                (false, _) => None,
-                (true, 0) => Some(Activation::Relu),
-                (true, _) => Some(Activation::Clip { min: -0.5, max: 6.0 }),
-            },
-        };
-        g.nodes.push(Node::new("conv", Op::Conv(conv), &ins, &["y"]));
-        output(&mut g, "y");
-        let feeds = HashMap::from([("x".to_string(), normals(&mut rng, &[c.n, c.c, c.h, c.w], 1.0))]);
+        let (g, feeds) = fconv_graph(&c);
         static CASES: AtomicUsize = AtomicUsize::new(0);
         check_on(&g, &feeds, [1e-5, 2e-3], &["fconv"], sample_simulators(&CASES));
     }
@@ -233,5 +240,37 @@ fn zoo_resnets_float_end_to_end() {
         let mut rng = Rng::new(9);
         let feeds = HashMap::from([("input".to_string(), normals(&mut rng, &shape, 1.0))]);
         check_on(&g, &feeds, [1e-4, 1e-2], kernels, simulators);
+    }
+}
+
+/// A grouped and a depthwise convolution on every device, simulators included.
+#[test]
+fn grouped_and_depthwise_convolutions_on_every_device() {
+    let base = ConvCase {
+        n: 2,
+        c: 12,
+        h: 9,
+        w: 7,
+        m: 12,
+        k: 3,
+        stride: 1,
+        dilation: 1,
+        pads: [1, 1, 1, 1],
+        group: 3,
+        a: true,
+        b: true,
+        seed: 11,
+    };
+    for c in [
+        base.clone(),
+        ConvCase {
+            group: 12,
+            stride: 2,
+            seed: 12,
+            ..base
+        },
+    ] {
+        let (g, feeds) = fconv_graph(&c);
+        check(&g, &feeds, [1e-5, 2e-3], &["fconv"]);
     }
 }

@@ -853,3 +853,26 @@ proptest! {
         check_fpga(g, feeds, sample_simulators(&CASES));
     }
 }
+
+/// A grouped convolution (4-aligned groups: on the device) and a depthwise one (one channel
+/// per group: the reference on the host between device layers), int8, on every device.
+#[test]
+fn grouped_and_depthwise_int8_convolutions_on_every_device() {
+    let grouped = ConvCase {
+        group: 3,
+        c: 12,
+        m: 9,
+        ..one_group(2, 12, 9, 7, 9, 3, 1, [1, 1, 1, 1], true, 43)
+    };
+    let depthwise = ConvCase {
+        group: 6,
+        c: 6,
+        m: 6,
+        ..one_group(1, 6, 8, 8, 6, 3, 2, [1, 1, 1, 1], false, 44)
+    };
+    let (g, feeds) = conv_graph(&grouped);
+    check(g.clone(), feeds.clone());
+    check_fpga(g, feeds, true);
+    let (g, feeds) = conv_graph(&depthwise);
+    check(g, feeds);
+}

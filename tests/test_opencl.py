@@ -234,3 +234,33 @@ def test_program_fpga_writes_a_build_directory(w, tmp_path, vendor, board, tool)
     w("program", "fpga", pkg, "--vendor", vendor, "--board", "custom:dsp=900,mhz=240,gbps=12",
       "--platform", "my_board", "-o", tmp_path / "custom")
     assert "my_board" in (tmp_path / "custom" / "build.sh").read_text()
+
+
+def test_pocl_threads_bind_to_the_binarys_spinning_condition_waits(w):
+    """The `weft` binary exports its pthread_cond_wait/signal/broadcast (spinwait.rs) and
+    PoCL's threads call them: a PoCL run counts waits through them (most ending while they
+    spin), a reference run none; WEFT_SPIN_US=0 keeps the binding and ends the spinning."""
+    import os
+    import re
+
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(w.binary)], capture_output=True, text=True, check=True)
+    exported = {line.split()[-1] for line in nm.stdout.splitlines() if line.strip()}
+    assert {"pthread_cond_wait", "pthread_cond_signal", "pthread_cond_broadcast"} <= exported
+    pkg = compile_int8(w, "resnet8", 32)
+    xin = w.tmp / "x.npy"
+    np.save(xin, np.zeros((1, 3, 32, 32), np.float32))
+
+    def counts(device, spin_us):
+        env = dict(os.environ, WEFT_SPIN_STATS="1", WEFT_SPIN_US=spin_us)
+        proc = subprocess.run([str(w.binary), "run", str(pkg), "--device", device, "--input", str(xin),
+                               "--output", str(w.tmp / "y.npy")], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        m = re.search(r"weft spinwait: (\d+) condition waits, (\d+) ended while spinning, (\d+) signals", proc.stderr)
+        assert m, proc.stderr
+        return tuple(map(int, m.groups()))
+
+    assert counts("reference", "20")[0] == 0
+    waits, spun, signals = counts("pocl", "20")
+    assert waits > 0 and signals > 0 and spun > 0, (waits, spun, signals)
+    waits, spun, _ = counts("pocl", "0")
+    assert waits > 0 and spun == 0

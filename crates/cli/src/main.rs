@@ -219,6 +219,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&args),
         Command::Deploy { command } => deploy::deploy(&command),
     };
+    spinwait::report();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -47,6 +47,32 @@ pub fn init() -> Result<u64, String> {
     Ok(us)
 }
 
+/// What the interposed functions have seen in this process: waits (calls of this binary's
+/// `pthread_cond_wait`), waits that a signal ended while they spun, and signals and
+/// broadcasts. Zero everywhere when the C library's definitions were bound instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub waits: u64,
+    pub spun: u64,
+    pub signals: u64,
+}
+
+pub fn stats() -> Stats {
+    imp::stats()
+}
+
+/// With `WEFT_SPIN_STATS=1`, prints the interposition's counts to stderr (at the end of a
+/// command): how the tests check that PoCL's threads bind to this binary's definitions.
+pub fn report() {
+    if std::env::var_os("WEFT_SPIN_STATS").is_some_and(|v| v != "0") {
+        let s = stats();
+        eprintln!(
+            "weft spinwait: {} condition waits, {} ended while spinning, {} signals",
+            s.waits, s.spun, s.signals
+        );
+    }
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod imp {
     use std::ffi::CStr;
@@ -54,6 +80,17 @@ mod imp {
 
     /// Signals and broadcasts so far, on any condition variable of the process.
     static SIGNALS: AtomicU64 = AtomicU64::new(0);
+    /// Calls of this binary's `pthread_cond_wait`, and those a signal ended while spinning.
+    static WAITS: AtomicU64 = AtomicU64::new(0);
+    static SPUN: AtomicU64 = AtomicU64::new(0);
+
+    pub fn stats() -> super::Stats {
+        super::Stats {
+            waits: WAITS.load(Ordering::Relaxed),
+            spun: SPUN.load(Ordering::Relaxed),
+            signals: SIGNALS.load(Ordering::Relaxed),
+        }
+    }
     /// Spin before blocking, in nanoseconds (0 until `init`).
     static SPIN_NS: AtomicU64 = AtomicU64::new(0);
     static WAIT: AtomicPtr<libc::c_void> = AtomicPtr::new(std::ptr::null_mut());
@@ -124,6 +161,7 @@ mod imp {
         cond: *mut libc::pthread_cond_t,
         mutex: *mut libc::pthread_mutex_t,
     ) -> libc::c_int {
+        WAITS.fetch_add(1, Ordering::Relaxed);
         let spin = SPIN_NS.load(Ordering::Relaxed);
         if spin > 0 {
             let seen = SIGNALS.load(Ordering::SeqCst);
@@ -141,6 +179,7 @@ mod imp {
             // SAFETY: the mutex the caller passed, which this thread released above.
             unsafe { libc::pthread_mutex_lock(mutex) };
             if SIGNALS.load(Ordering::SeqCst) != seen {
+                SPUN.fetch_add(1, Ordering::Relaxed);
                 return 0;
             }
         }
@@ -255,4 +294,8 @@ mod imp {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod imp {
     pub fn set_spin_ns(_ns: u64) {}
+
+    pub fn stats() -> super::Stats {
+        super::Stats::default()
+    }
 }

@@ -275,14 +275,7 @@ pub struct LocalArgs {
 
 /// weft's cache directory (program cache, image base layers, local deployments).
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("WEFT_CACHE_DIR") {
-        return PathBuf::from(d);
-    }
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("weft")
+    weft_opencl::cache_dir()
 }
 
 /// A DNS-label form of a model name.

@@ -31,15 +31,39 @@ pub enum OpenClError {
 }
 
 impl OpenClError {
-    pub fn api(what: impl Into<String>, code: impl std::fmt::Display) -> Self {
-        let code = code.to_string();
+    /// The error of the OpenCL call `what`: running out of device or host memory by its
+    /// numeric code (OpenCL 1.2's CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_RESOURCES,
+    /// CL_OUT_OF_HOST_MEMORY), anything else with the code's name.
+    pub fn api(what: impl Into<String>, error: opencl3::error_codes::ClError) -> Self {
+        use opencl3::error_codes::{CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES};
         let what = what.into();
-        if code.contains("MEM_OBJECT_ALLOCATION_FAILURE")
-            || code.contains("OUT_OF_RESOURCES")
-            || code.contains("OUT_OF_HOST_MEMORY")
-        {
-            return OpenClError::OutOfMemory(format!("{what}: {code}"));
+        if matches!(
+            error.0,
+            CL_MEM_OBJECT_ALLOCATION_FAILURE | CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY
+        ) {
+            return OpenClError::OutOfMemory(format!("{what}: {error}"));
         }
-        OpenClError::Api { what, code }
+        OpenClError::Api {
+            what,
+            code: error.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opencl3::error_codes::{CL_INVALID_KERNEL_NAME, CL_OUT_OF_RESOURCES, ClError};
+
+    use super::*;
+
+    #[test]
+    fn memory_errors_are_told_apart_by_their_code() {
+        let oom = OpenClError::api("clCreateBuffer", ClError(CL_OUT_OF_RESOURCES));
+        assert!(matches!(oom, OpenClError::OutOfMemory(_)), "{oom}");
+        let other = OpenClError::api("clCreateKernel(x)", ClError(CL_INVALID_KERNEL_NAME));
+        assert!(
+            matches!(&other, OpenClError::Api { code, .. } if code.contains("CL_INVALID_KERNEL_NAME")),
+            "{other}"
+        );
     }
 }

@@ -19,5 +19,5 @@ pub use error::OpenClError;
 pub use fpga::{FPGA_WG, FpgaLayer, FpgaProgram, fpga_program, fpga_source};
 pub use pack::stem_fold_words;
 pub use plan::{KernelKind, KernelSet, LayerKernel, QCONV_TM};
-pub use program::{ProgramOptions, ProgramSource, build_binary, build_binary_of, kernel_source};
+pub use program::{ProgramOptions, ProgramSource, build_binary, build_binary_of, cache_dir, kernel_source};
 pub use session::{LayerProfile, Session, SessionOptions};

@@ -81,14 +81,24 @@ pub enum ProgramSource {
     Binary(PathBuf),
 }
 
-fn cache_dir() -> Option<PathBuf> {
+/// weft's cache directory (compiled programs, image base layers, local deployments):
+/// `$WEFT_CACHE_DIR`, else `$XDG_CACHE_HOME/weft`, else `~/.cache/weft`, else the temporary
+/// directory's `weft`. (The `dirs` crate would compute the XDG part, but brings a dependency
+/// outside the project's licence policy, `deny.toml`.)
+pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("WEFT_CACHE_DIR") {
-        return Some(PathBuf::from(d).join("programs"));
+        return PathBuf::from(d);
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("weft").join("programs"))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("weft")
+}
+
+fn program_cache_dir() -> Option<PathBuf> {
+    Some(cache_dir().join("programs"))
 }
 
 fn cache_key(source: &str, options: &str, device: &DeviceInfo) -> String {
@@ -134,7 +144,7 @@ pub fn build(
         })?;
         return Ok((program, ProgramSource::Binary(path.to_path_buf())));
     }
-    let cached = cache_dir().map(|d| d.join(format!("{}.bin", cache_key(source, &options, device))));
+    let cached = program_cache_dir().map(|d| d.join(format!("{}.bin", cache_key(source, &options, device))));
     if let Some(path) = &cached
         && let Ok(bytes) = std::fs::read(path)
         && let Ok(p) = from_binary(context, &bytes, &options)

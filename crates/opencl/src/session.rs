@@ -123,11 +123,7 @@ fn float_bytes(t: &Tensor, half: bool) -> std::borrow::Cow<'_, [u8]> {
     if let (false, Tensor::F32(a)) = (half, t)
         && let Some(v) = a.as_slice()
     {
-        // SAFETY: an f32 slice viewed as its bytes: same allocation, 4 x the length, u8 has
-        // no alignment or validity requirements; the borrow keeps the tensor alive.
-        return std::borrow::Cow::Borrowed(unsafe {
-            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
-        });
+        return std::borrow::Cow::Borrowed(bytemuck::cast_slice(v));
     }
     std::borrow::Cow::Owned(t.cast(if half { DType::F16 } else { DType::F32 }).to_le_bytes())
 }

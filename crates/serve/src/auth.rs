@@ -15,13 +15,11 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// Equal bytes, compared in time that does not depend on where they differ (a key's length
+/// is not secret).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
-    let n = a.len().max(b.len());
-    for i in 0..n {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 impl Keys {

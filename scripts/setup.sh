@@ -60,5 +60,6 @@ install_venv() { # DIR REQUIREMENTS
     echo "$want" > "$stamp"
   fi
 }
-install_venv .venv tests/requirements.txt
-install_venv .venv-perf tests/requirements-perf.txt
+# exact versions (scripts/lock-python.sh writes the locks from tests/requirements*.txt)
+install_venv .venv tests/requirements.lock
+install_venv .venv-perf tests/requirements-perf.lock

@@ -21,6 +21,13 @@ if [ -s "$OCLGRIND_LOG" ]; then
   exit 1
 fi
 unset OCLGRIND_LOG OCLGRIND_CHECK_API
+# The fuzz targets (a workspace member, built on stable Rust: libFuzzer without
+# sanitizers) replay their seed corpora and any saved regressions; a crash fails the run.
+cargo build -q -p weft-fuzz --bins
+for corpus in crates/fuzz/seeds/*/ crates/fuzz/regressions/*/; do
+  [ -d "$corpus" ] || continue
+  target/debug/"$(basename "$corpus")" -runs=0 "$corpus" 2>&1 | tail -n 1
+done
 export PERF_ANALYZER="$PWD/.venv-perf/bin/perf_analyzer"
 cudart=$(ls -d "$PWD"/.venv-perf/lib/python3*/site-packages/nvidia/cuda_runtime/lib 2>/dev/null | head -n1)
 export LD_LIBRARY_PATH="${cudart}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -8,6 +8,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 
 import grpc
 import numpy as np
@@ -185,6 +186,30 @@ def test_oversized_message_and_queue_full(weft, r8pkg):
         assert set(codes) <= {"OK", "StatusCode.RESOURCE_EXHAUSTED"}, set(codes)
         assert "OK" in codes
         assert code_of(lambda: c.infer("r8", [one])) == "OK"
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_a_full_queue_is_refused_while_the_device_is_busy(weft, r8pkg):
+    """Queue depth 1, batches of 1, and the first batch held in the device for 3 s (the
+    fault hook): the first request occupies the device, the second waits in the queue, a
+    third is refused with RESOURCE_EXHAUSTED (it fails if the queue never fills), and the
+    first two are answered."""
+    s = Server(weft, r8pkg, "--queue-depth", "1", "--max-batch", "1", "--max-queue-delay-us", "0", "--quiet",
+               env={"WEFT_INJECT_FAULTS": "hang@1:3000"})
+    try:
+        one = tc.InferInput("input", [1, 3, 32, 32], "FP32")
+        one.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+        send = lambda: code_of(lambda: tc.InferenceServerClient(s.url).infer("r8", [one]))  # noqa: E731
+        with cf.ThreadPoolExecutor(2) as ex:
+            busy = ex.submit(send)
+            time.sleep(1.0)        # the worker has taken it and is held in the device
+            queued = ex.submit(send)
+            time.sleep(0.5)        # it sits in the queue (depth 1)
+            assert send() == "StatusCode.RESOURCE_EXHAUSTED"
+            assert busy.result() == "OK" and queued.result() == "OK"
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="ResourceExhausted"}') >= 1
     finally:
         code, err = s.stop()
     assert code == 0, err

@@ -2,9 +2,9 @@
 //! format (`model.weft`).
 
 pub mod compile;
-pub mod package;
 pub mod report;
 
 pub use compile::{Batch, CompileError, CompileOptions, compile, reference_executor};
-pub use package::{FORMAT_VERSION, Package, PackageError, Precision};
 pub use report::Report;
+/// The package format lives in `weft-package`; re-exported for the compile pipeline's users.
+pub use weft_package::{FORMAT_VERSION, Package, PackageError, Precision};

@@ -15,7 +15,7 @@ pub enum DeployError {
     #[error("{tool}: {message}")]
     Tool { tool: String, message: String },
     #[error("{0}")]
-    Package(#[from] weft_compile::PackageError),
+    Package(#[from] weft_package::PackageError),
     #[error("writing YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
     #[error("writing JSON: {0}")]

@@ -463,7 +463,7 @@ pub fn serve_args(model_name: &str, grpc_port: u16, http_port: u16) -> Vec<Strin
 /// Labels every artifact carries for a package.
 pub fn default_labels(
     opts: &ImageOptions,
-    package: &weft_compile::Package,
+    package: &weft_package::Package,
     package_sha: &str,
 ) -> Vec<(String, String)> {
     vec![
@@ -525,7 +525,7 @@ pub fn check_tag(tag: &str) -> Result<(), DeployError> {
 /// Builds the image archive at `out` (an `oci-archive`: OCI image layout in a tar).
 pub fn build(opts: &ImageOptions, out: &Path, log: &mut dyn FnMut(&str)) -> Result<BuiltImage, DeployError> {
     check_tag(&opts.tag)?;
-    let package = weft_compile::Package::load(&opts.package)?;
+    let package = weft_package::Package::load(&opts.package)?;
     if !opts.weft_binary.is_file() {
         return Err(DeployError::Invalid(format!(
             "--weft-binary {}: no such file",
@@ -666,7 +666,7 @@ pub fn build(opts: &ImageOptions, out: &Path, log: &mut dyn FnMut(&str)) -> Resu
 /// A Dockerfile (and what it copies) for users who build with Docker or a cloud build
 /// service: the same layout, user, ports, labels and entrypoint as `build`.
 pub fn dockerfile(opts: &ImageOptions, base_image: &str) -> Result<String, DeployError> {
-    let package = weft_compile::Package::load(&opts.package)?;
+    let package = weft_package::Package::load(&opts.package)?;
     let package_sha = hex(Sha256::digest(
         fs::read(&opts.package).map_err(|e| DeployError::io(&opts.package, e))?,
     ));

@@ -3,7 +3,7 @@
 //! what sessions with `KernelSet::Fpga` build (PoCL, Oclgrind: the emulation flow) and what
 //! `weft program fpga` hands to an FPGA compiler.
 
-use weft_compile::{Package, Precision};
+use weft_package::{Package, Precision};
 
 use crate::error::OpenClError;
 use crate::plan::{Consts, KernelKind, KernelSet, LayerKernel, Step, Target, plan};

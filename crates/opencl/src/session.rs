@@ -14,8 +14,8 @@ use opencl3::memory::ClMem;
 use opencl3::memory::{Buffer, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
 use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
-use weft_compile::{Package, Precision};
 use weft_core::{DType, Graph, Tensor};
+use weft_package::{Package, Precision};
 
 use crate::device::{DeviceInfo, select_device};
 use crate::error::OpenClError;

@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
-use weft_compile::Package;
 use weft_core::Tensor;
+use weft_package::Package;
 
 use crate::ServeError;
 use crate::metrics::Metrics;

@@ -2,9 +2,9 @@
 //! pixels (normalised with the package's spec), encoded JPEG/PNG images decoded and
 //! preprocessed on the server. Every shape, size and framing is checked.
 
-use weft_compile::Package;
 use weft_core::Tensor;
 use weft_image::{Layout, Preprocess};
+use weft_package::Package;
 
 use crate::ServeError;
 

@@ -130,7 +130,7 @@ async fn model_infer(
 /// Decodes serialized ModelInferRequest bytes into the model input exactly as the service
 /// does (protobuf, then the input checks and conversions of `decode_input`); for fuzzing.
 pub fn decode_infer_request(
-    package: &weft_compile::Package,
+    package: &weft_package::Package,
     bytes: &[u8],
     max_pixels: u64,
     max_batch: usize,

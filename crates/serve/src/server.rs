@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use weft_compile::Package;
 use weft_core::Tensor;
+use weft_package::Package;
 
 use crate::ServeError;
 use crate::auth::Keys;
@@ -259,8 +259,8 @@ fn engine_for(
     kernels: weft_opencl::KernelSet,
 ) -> Result<Engine, ServeError> {
     let reference = || {
-        weft_compile::reference_executor(package)
-            .map(Engine::Reference)
+        weft_reference::Executor::new(package.graph.clone())
+            .map(|e| Engine::Reference(e.with_f16_activations(package.precision == weft_package::Precision::F16)))
             .map_err(|e| ServeError::Setup(e.to_string()))
     };
     match device {

@@ -16,10 +16,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use weft_compile::Precision;
 use weft_core::Graph;
 use weft_core::op::Pool;
 use weft_core::shape::Shapes;
+use weft_package::Precision;
 
 use crate::error::OpenClError;
 
@@ -583,8 +583,8 @@ pub fn geom_of(s: &[usize]) -> Option<Geom> {
 mod testing {
     use std::collections::HashMap;
 
-    use weft_compile::Precision;
     use weft_core::Graph;
+    use weft_package::Precision;
 
     use super::{Arg, KernelKind, KernelSet, Plan, Step, Target};
 

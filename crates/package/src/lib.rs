@@ -291,4 +291,36 @@ mod tests {
             assert!(Package::from_bytes(&bytes[..cut]).is_err(), "cut {cut}");
         }
     }
+
+    /// Writing is deterministic (the same package gives the same bytes) and a loaded package
+    /// writes back the bytes it was read from; every tensor sits 64-byte aligned in the blob.
+    #[test]
+    fn bytes_are_deterministic_and_tensors_aligned() {
+        let p = sample();
+        let a = p.to_bytes();
+        assert_eq!(a, p.to_bytes());
+        assert_eq!(Package::from_bytes(&a).unwrap().to_bytes(), a);
+        assert!(Package::sniff(&a) && !Package::sniff(b"\x08\x07onnx"));
+        let header_len = u64::from_le_bytes(a[12..20].try_into().unwrap()) as usize;
+        let header: Header = serde_json::from_slice(&a[20..20 + header_len]).unwrap();
+        assert!(!header.tensors.is_empty());
+        assert!(header.tensors.iter().all(|t| t.offset % 64 == 0));
+    }
+
+    /// save and load through a file; a missing file is an I/O error naming no checksum.
+    #[test]
+    fn saves_and_loads_files() {
+        let dir = std::env::temp_dir().join(format!("weft-package-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.weft");
+        let p = sample();
+        p.save(&path).unwrap();
+        assert_eq!(Package::load(&path).unwrap().to_bytes(), p.to_bytes());
+        let err = Package::load(&dir.join("missing.weft")).unwrap_err();
+        assert!(
+            !matches!(err, PackageError::Checksum | PackageError::NotAPackage),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -163,3 +163,43 @@ def test_typed_initializer_fields(w):
         helper.make_tensor("s", 7, [2], [1, -1]),
     ])
     compare_with_onnxruntime(w, m, {"x": rand(rng, 1, 2, 4, 4)})
+
+
+def test_cast_through_half_and_back_matches_onnxruntime(w):
+    """Cast float32 -> float16 -> float32 (a rounding to half precision) and float32 ->
+    float64 -> float32, then a Conv, against onnxruntime."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        N("Cast", ["x"], ["h"], to=10),     # FLOAT16
+        N("Cast", ["h"], ["f"], to=1),      # FLOAT
+        N("Cast", ["f"], ["d"], to=11),     # DOUBLE
+        N("Cast", ["d"], ["g"], to=1),
+        N("Conv", ["g", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    m = model(nodes, [("x", [2, 4, 9, 8])], [("y", None)], {"w": rand(rng, 6, 4, 3, 3)}, 17)
+    errors = compare_with_onnxruntime(w, m, {"x": rand(rng, 2, 4, 9, 8) * 100}, tol=1e-5)
+    assert max(errors.values()) <= 1e-5
+
+
+def test_initializers_in_external_data_files_match_onnxruntime(w):
+    """Weights saved as ONNX external data (a file beside the model, found relative to it):
+    the reference and onnxruntime agree, and a missing data file is a clear error."""
+    import onnx
+
+    rng = np.random.default_rng(5)
+    m = model([N("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], [("x", [1, 4, 9, 8])], [("y", None)],
+              {"w": rand(rng, 16, 4, 3, 3), "b": rand(rng, 16)}, 17)
+    d = w.tmp / "ext"
+    d.mkdir()
+    path = d / "model.onnx"
+    onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin",
+                    size_threshold=0)
+    assert (d / "weights.bin").stat().st_size >= (16 * 4 * 9 + 16) * 4
+    assert path.stat().st_size < (d / "weights.bin").stat().st_size
+    errors = compare_with_onnxruntime(w, path, {"x": rand(rng, 1, 4, 9, 8)}, tol=1e-5)
+    assert max(errors.values()) <= 1e-5
+    (d / "weights.bin").unlink()
+    x = w.tmp / "x.npy"
+    np.save(x, rand(rng, 1, 4, 9, 8))
+    proc = w("run", path, "--input", x, "--output", w.tmp / "y.npy", check=False)
+    assert proc.returncode == 1 and "weights.bin" in proc.stderr, proc.stderr

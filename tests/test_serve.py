@@ -287,3 +287,75 @@ def test_bad_flags_are_refused(weft, tmp_path):
     for args in (["--max-batch", "0"], ["--collect-dir", str(tmp_path), "--collect-rate", "2"], ["nope.weft"], ["--model", "x"], ["--tls-cert", "c.pem"]):
         proc = subprocess.run([weft, "serve", *args, "--port", "0", "--http-port", "0"], capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "panicked" not in proc.stderr, (args, proc.stderr)
+
+
+def test_fp16_and_uint8_request_tensors(server, weft, r8pkg, tmp_path):
+    """FP16 request tensors are the floats they hold (the answer equals `weft run` on the
+    same values as float32); UINT8 tensors are pixels normalised with the package's spec
+    (the answer equals that of the same pixels sent as a PNG)."""
+    c = client(server)
+    x16 = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float16)
+    inp = tc.InferInput("input", list(x16.shape), "FP16")
+    inp.set_data_from_numpy(x16)
+    got = c.infer("r8", [inp], outputs=[tc.InferRequestedOutput("logits")], headers=H).as_numpy("logits")
+    np.save(tmp_path / "x.npy", x16.astype(np.float32))
+    subprocess.run([weft, "run", r8pkg, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"], check=True, capture_output=True)
+    assert np.array_equal(got, np.load(tmp_path / "y.npy"))
+    imgs, _ = fashion_test_images(3, seed=7)
+    for img in imgs:
+        px = tc.InferInput("input", [1, 1, 28, 28], "UINT8")
+        px.set_data_from_numpy(img.reshape(1, 1, 28, 28))
+        by_pixels = c.infer("fashion", [px], headers=H).as_numpy("logits")
+        png = tc.InferInput("input", [1], "BYTES")
+        png.set_data_from_numpy(np.array([encode(img)], dtype=np.object_))
+        by_png = c.infer("fashion", [png], headers=H).as_numpy("logits")
+        assert np.array_equal(by_pixels, by_png)
+
+
+def test_weft_client_prints_the_answer(server, weft, tmp_path):
+    """`weft client` against a running server: an image (the top classes by name), a .npy
+    tensor, a wrong key, and a closed port (an error within its --wait-s)."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    dress = root / "models" / "fashion" / "samples" / "13_dress.png"
+    out = subprocess.run([weft, "client", "--url", server.url, "--model", "fashion", "--image", dress, "--api-key", KEY],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Dress" in out.stdout.splitlines()[0] + out.stdout, out.stdout
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    out = subprocess.run([weft, "client", "--url", server.url, "--model", "r8", "--input", tmp_path / "x.npy", "--api-key", KEY],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr
+    out = subprocess.run([weft, "client", "--url", server.url, "--model", "fashion", "--image", dress, "--api-key", "wrong"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "error:" in out.stderr
+    start = time.monotonic()
+    out = subprocess.run([weft, "client", "--url", "127.0.0.1:1", "--wait-s", "2", "--image", dress],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "127.0.0.1:1" in out.stderr
+    assert time.monotonic() - start < 60  # it gives up, rather than hanging
+
+
+def test_weft_bench_reports_consistent_timings(weft, r8pkg):
+    import json
+
+    out = subprocess.run([weft, "bench", r8pkg, "--device", "pocl", "--batch", "2", "--iterations", "5", "--warmup", "1", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["batch"] == 2 and len(r["times_ms"]) == 5 and all(t > 0 for t in r["times_ms"])
+    assert r["min_ms"] <= r["median_ms"] <= r["max_ms"]
+    assert sorted(r["times_ms"])[2] == r["median_ms"]
+    assert abs(r["images_per_s"] - 2 / (r["median_ms"] / 1e3)) < 1e-6 * r["images_per_s"]
+    assert r["macs"] > 0 and r["gops"] > 0
+
+
+def test_the_readmes_demo_script_answers_with_the_dress(weft):
+    """`bash scripts/demo.sh` (the README's main command) with WEFT_DEMO_EXIT=1: it serves the
+    embedded model and its demo call names the sample's class."""
+    from server_util import free_port
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    env = dict(os.environ, WEFT_DEMO_EXIT="1", WEFT_PORT=str(free_port()), WEFT_HTTP_PORT=str(free_port()))
+    out = subprocess.run(["bash", root / "scripts" / "demo.sh"], capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "Dress" in out.stdout, out.stdout

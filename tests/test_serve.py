@@ -231,7 +231,7 @@ def test_concurrent_requests_are_batched_with_identical_results(weft, r8pkg):
         for a, t in zip(alone, together):
             assert np.array_equal(a, t)
         batches = s.metric('weft_batch_size_count{model="r8"}')
-        singles = s.metric('weft_batch_size_bucket{model="r8",le="1"}')
+        singles = s.metric('weft_batch_size_bucket{le="1.0",model="r8"}')
         print("batches", batches, "of size 1:", singles)
         assert batches - singles >= 1, "no batch larger than 1 was formed"
         assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="Ok"}') == 28
@@ -359,3 +359,25 @@ def test_the_readmes_demo_script_answers_with_the_dress(weft):
     out = subprocess.run(["bash", root / "scripts" / "demo.sh"], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stderr
     assert "Dress" in out.stdout, out.stdout
+
+
+def test_metrics_parse_as_openmetrics(server):
+    """/metrics is OpenMetrics text that the Prometheus Python client's parser reads, with
+    the request counter and latency histograms per model."""
+    import urllib.request
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    assert client(server).is_model_ready("r8", headers=H)
+    inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
+    inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
+    client(server).infer("r8", [inp], headers=H)
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["weft_requests"].type == "counter"
+    ok = [s for s in families["weft_requests"].samples if s.labels.get("model") == "r8" and s.labels.get("status") == "Ok"]
+    assert ok and ok[0].value >= 1
+    assert families["weft_request_seconds"].type == "histogram"
+    assert {"weft_queue_seconds", "weft_compute_seconds", "weft_batch_size", "weft_in_flight_requests"} <= set(families)

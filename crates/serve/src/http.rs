@@ -1,4 +1,4 @@
-//! The HTTP side: `/metrics` (Prometheus text), `/healthz` (the process is up) and
+//! The HTTP side: `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process is up) and
 //! `/readyz` (models loaded and serving). A deliberately small HTTP/1.1 responder.
 
 use std::sync::atomic::Ordering;
@@ -47,7 +47,7 @@ pub async fn run(listener: TcpListener, state: Arc<HttpState>) {
             let app = state.app.read().map(|a| a.clone()).ok();
             let (code, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
                 ("GET", "/metrics") => match &app {
-                    Some(a) => ("200 OK", "text/plain; version=0.0.4", a.metrics.render()),
+                    Some(a) => ("200 OK", crate::metrics::CONTENT_TYPE, a.metrics.render()),
                     None => ("503 Service Unavailable", "text/plain", "starting\n".into()),
                 },
                 ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),

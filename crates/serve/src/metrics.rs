@@ -1,68 +1,93 @@
-//! Prometheus metrics: requests by model, protocol and status; latency histograms for
-//! queue, compute and total; batch sizes; in-flight requests.
+//! Prometheus metrics (through `prometheus-client`, which escapes label values and writes
+//! the OpenMetrics text format): requests by model, protocol and status; latency histograms
+//! for queue, compute and total; batch sizes; device failures; in-flight requests.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::time::Duration;
+
+/// The content type of `render`'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
-#[derive(Debug, Clone, Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    protocol: String,
+    status: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, buckets: &[f64], v: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; buckets.len()];
-        }
-        for (i, &b) in buckets.iter().enumerate() {
-            if v <= b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str, buckets: &[f64]) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, &b) in buckets.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
-                self.counts.get(i).copied().unwrap_or(0)
-            );
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
 }
 
-#[derive(Debug, Default)]
-struct Inner {
-    requests: BTreeMap<(String, &'static str, String), u64>,
-    queue: BTreeMap<String, Histogram>,
-    compute: BTreeMap<String, Histogram>,
-    total: BTreeMap<String, Histogram>,
-    batch: BTreeMap<String, Histogram>,
-    device_failures: BTreeMap<String, u64>,
+fn latency() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
 }
+
+fn batch_sizes() -> Histogram {
+    Histogram::new(BATCH_BUCKETS.iter().copied())
+}
+
+type Histograms = Family<ModelLabel, Histogram, fn() -> Histogram>;
 
 /// The server's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
-    in_flight: AtomicI64,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    queue: Histograms,
+    compute: Histograms,
+    total: Histograms,
+    batch: Histograms,
+    device_failures: Family<ModelLabel, Counter>,
+    in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            queue: Family::new_with_constructor(latency as fn() -> Histogram),
+            compute: Family::new_with_constructor(latency as fn() -> Histogram),
+            total: Family::new_with_constructor(latency as fn() -> Histogram),
+            batch: Family::new_with_constructor(batch_sizes as fn() -> Histogram),
+            device_failures: Family::default(),
+            in_flight: Gauge::default(),
+        };
+        let mut registry = Registry::default();
+        // counters are written with the `_total` suffix: weft_requests_total, weft_device_failures_total
+        registry.register(
+            "weft_requests",
+            "Inference requests by model, protocol and gRPC status",
+            m.requests.clone(),
+        );
+        registry.register("weft_queue_seconds", "Time requests wait for a batch", m.queue.clone());
+        registry.register("weft_compute_seconds", "Device time per batch", m.compute.clone());
+        registry.register(
+            "weft_request_seconds",
+            "Total time per request, decoding to response",
+            m.total.clone(),
+        );
+        registry.register("weft_batch_size", "Requests' rows per executed batch", m.batch.clone());
+        registry.register(
+            "weft_device_failures",
+            "Batches the device failed (each answered with errors and followed by reopening the device)",
+            m.device_failures.clone(),
+        );
+        registry.register("weft_in_flight_requests", "Requests being handled", m.in_flight.clone());
+        Metrics { registry, ..m }
+    }
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -71,118 +96,86 @@ pub struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.dec();
+    }
+}
+
+fn model(model: &str) -> ModelLabel {
+    ModelLabel {
+        model: model.to_string(),
     }
 }
 
 impl Metrics {
     pub fn start(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.inc();
         InFlight(self)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn request(&self, model_name: &str, protocol: &'static str, code: tonic::Code, total: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model_name.to_string(),
+                protocol: protocol.to_string(),
+                status: format!("{code:?}"),
+            })
+            .inc();
+        self.total
+            .get_or_create(&model(model_name))
+            .observe(total.as_secs_f64());
     }
 
-    pub fn request(&self, model: &str, protocol: &'static str, code: tonic::Code, total: Duration) {
-        let mut m = self.lock();
-        *m.requests
-            .entry((model.to_string(), protocol, format!("{code:?}")))
-            .or_default() += 1;
-        m.total
-            .entry(model.to_string())
-            .or_default()
-            .observe(LATENCY_BUCKETS, total.as_secs_f64());
-    }
-
-    pub fn queue(&self, model: &str, d: Duration) {
-        self.lock()
-            .queue
-            .entry(model.to_string())
-            .or_default()
-            .observe(LATENCY_BUCKETS, d.as_secs_f64());
+    pub fn queue(&self, model_name: &str, d: Duration) {
+        self.queue.get_or_create(&model(model_name)).observe(d.as_secs_f64());
     }
 
     /// A batch the device failed.
-    pub fn device_failure(&self, model: &str) {
-        *self.lock().device_failures.entry(model.to_string()).or_default() += 1;
+    pub fn device_failure(&self, model_name: &str) {
+        self.device_failures.get_or_create(&model(model_name)).inc();
     }
 
-    pub fn batch(&self, model: &str, size: usize, compute: Duration) {
-        let mut m = self.lock();
-        m.batch
-            .entry(model.to_string())
-            .or_default()
-            .observe(BATCH_BUCKETS, size as f64);
-        m.compute
-            .entry(model.to_string())
-            .or_default()
-            .observe(LATENCY_BUCKETS, compute.as_secs_f64());
+    pub fn batch(&self, model_name: &str, size: usize, compute: Duration) {
+        self.batch.get_or_create(&model(model_name)).observe(size as f64);
+        self.compute
+            .get_or_create(&model(model_name))
+            .observe(compute.as_secs_f64());
     }
 
-    /// Prometheus text exposition format.
+    /// The metrics as OpenMetrics text (`CONTENT_TYPE`).
     pub fn render(&self) -> String {
-        let m = self.lock();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP weft_requests_total Inference requests by model, protocol and gRPC status."
-        );
-        let _ = writeln!(out, "# TYPE weft_requests_total counter");
-        for ((model, protocol, code), n) in &m.requests {
-            let _ = writeln!(
-                out,
-                "weft_requests_total{{model=\"{model}\",protocol=\"{protocol}\",status=\"{code}\"}} {n}"
-            );
-        }
-        for (name, help, map, buckets) in [
-            (
-                "weft_queue_seconds",
-                "Time requests wait for a batch.",
-                &m.queue,
-                LATENCY_BUCKETS,
-            ),
-            (
-                "weft_compute_seconds",
-                "Device time per batch.",
-                &m.compute,
-                LATENCY_BUCKETS,
-            ),
-            (
-                "weft_request_seconds",
-                "Total time per request, decoding to response.",
-                &m.total,
-                LATENCY_BUCKETS,
-            ),
-            (
-                "weft_batch_size",
-                "Requests' rows per executed batch.",
-                &m.batch,
-                BATCH_BUCKETS,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            for (model, h) in map {
-                h.render(&mut out, name, &format!("model=\"{model}\""), buckets);
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP weft_device_failures_total Batches the device failed (each answered with errors and followed by reopening the device)."
-        );
-        let _ = writeln!(out, "# TYPE weft_device_failures_total counter");
-        for (model, n) in &m.device_failures {
-            let _ = writeln!(out, "weft_device_failures_total{{model=\"{model}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP weft_in_flight_requests Requests being handled.");
-        let _ = writeln!(out, "# TYPE weft_in_flight_requests gauge");
-        let _ = writeln!(
-            out,
-            "weft_in_flight_requests {}",
-            self.in_flight.load(Ordering::Relaxed)
-        );
+        // writing into a String cannot fail
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_counts_add_up() {
+        let m = Metrics::default();
+        let name = "a \"quoted\"\\model\nname";
+        let _f = m.start();
+        m.request(name, "kserve", tonic::Code::Ok, Duration::from_millis(3));
+        m.request(name, "kserve", tonic::Code::Ok, Duration::from_millis(30));
+        m.batch("r8", 2, Duration::from_micros(700));
+        m.device_failure("r8");
+        let text = m.render();
+        assert!(
+            text.contains(r#"weft_requests_total{model="a \"quoted\"\\model\nname",protocol="kserve",status="Ok"} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains("model\nname"), "a raw newline in a label value: {text}");
+        assert!(
+            text.contains(r#"weft_batch_size_bucket{le="2.0",model="r8"} 1"#)
+                || text.contains(r#"weft_batch_size_bucket{model="r8",le="2.0"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"weft_device_failures_total{model="r8"} 1"#), "{text}");
+        assert!(text.contains("weft_in_flight_requests 1"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
     }
 }

@@ -285,7 +285,9 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
         } => {
             let text = program_text(kernels, package.as_deref())?;
             let d = weft_opencl::select_device(&device)?;
-            let bytes = weft_opencl::build_binary_of(&d, portable_kernels, &text)?;
+            // the FPGA variant has no hooks: built with the portable options, as sessions do
+            let portable = portable_kernels || kernels == weft_opencl::KernelSet::Fpga;
+            let bytes = weft_opencl::build_binary_of(&d, portable, &text)?;
             std::fs::write(&output, &bytes)?;
             eprintln!(
                 "wrote the program binary for {} ({} bytes) to {}",
@@ -302,9 +304,10 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
         } => {
             let text = program_text(kernels, package.as_deref())?;
             let d = weft_opencl::select_device(&device)?;
+            let portable = portable_kernels || kernels == weft_opencl::KernelSet::Fpga;
             println!(
                 "// build options: {}",
-                weft_opencl::ProgramOptions::for_device(&d, portable_kernels).build_options()
+                weft_opencl::ProgramOptions::for_device(&d, portable).build_options()
             );
             println!("{text}");
         }

@@ -153,11 +153,16 @@ enum ProgramCommand {
     },
 }
 
-/// The program source `weft program build/source` works on: the generic kernels, or the
-/// FPGA variant of a package.
-fn program_text(kernels: weft_opencl::KernelSet, package: Option<&std::path::Path>) -> anyhow::Result<String> {
+/// The program source `weft program build/source` works on (the generic kernels, or the
+/// FPGA variant of a package) and whether it builds with the portable options (the variant
+/// has no hooks, as its sessions build it).
+fn program_text(
+    kernels: weft_opencl::KernelSet,
+    package: Option<&std::path::Path>,
+    portable_kernels: bool,
+) -> anyhow::Result<(String, bool)> {
     match (kernels, package) {
-        (weft_opencl::KernelSet::Default, None) => Ok(weft_opencl::kernel_source()),
+        (weft_opencl::KernelSet::Default, None) => Ok((weft_opencl::kernel_source(), portable_kernels)),
         (weft_opencl::KernelSet::Default, Some(_)) => {
             anyhow::bail!("--package specialises the FPGA variant: add --kernels fpga")
         }
@@ -166,7 +171,7 @@ fn program_text(kernels: weft_opencl::KernelSet, package: Option<&std::path::Pat
         }
         (weft_opencl::KernelSet::Fpga, Some(path)) => {
             let package = crate::model::open_package(path)?;
-            Ok(weft_opencl::fpga_program(&package)?.source)
+            Ok((weft_opencl::fpga_program(&package)?.source, true))
         }
     }
 }
@@ -283,10 +288,8 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
             package,
             output,
         } => {
-            let text = program_text(kernels, package.as_deref())?;
+            let (text, portable) = program_text(kernels, package.as_deref(), portable_kernels)?;
             let d = weft_opencl::select_device(&device)?;
-            // the FPGA variant has no hooks: built with the portable options, as sessions do
-            let portable = portable_kernels || kernels == weft_opencl::KernelSet::Fpga;
             let bytes = weft_opencl::build_binary_of(&d, portable, &text)?;
             std::fs::write(&output, &bytes)?;
             eprintln!(
@@ -302,9 +305,8 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
             kernels,
             package,
         } => {
-            let text = program_text(kernels, package.as_deref())?;
+            let (text, portable) = program_text(kernels, package.as_deref(), portable_kernels)?;
             let d = weft_opencl::select_device(&device)?;
-            let portable = portable_kernels || kernels == weft_opencl::KernelSet::Fpga;
             println!(
                 "// build options: {}",
                 weft_opencl::ProgramOptions::for_device(&d, portable).build_options()

@@ -82,13 +82,19 @@ pub fn fpga_source<'a>(layers: impl IntoIterator<Item = &'a LayerKernel>) -> Str
 /// The variant's program for `package` (an int8 package): planned at batch 1 (the kernels'
 /// macros do not depend on the batch, which is a launch dimension).
 pub fn fpga_program(package: &Package) -> Result<FpgaProgram, OpenClError> {
+    fpga_program_packing(package, &mut Consts::new())
+}
+
+/// `fpga_program`, packing the plan's constants into `consts` (a session passes its own, so
+/// that planning its first batch size finds them packed instead of packing them again).
+pub(crate) fn fpga_program_packing(package: &Package, consts: &mut Consts) -> Result<FpgaProgram, OpenClError> {
     if package.precision != Precision::Int8 {
         return Err(OpenClError::Unsupported(format!(
             "the FPGA kernel variant runs int8 packages; '{}' is {}",
             package.name, package.precision
         )));
     }
-    let p = plan(&package.graph, 1, &mut Consts::new(), Precision::Int8, fpga_target())?;
+    let p = plan(&package.graph, 1, consts, Precision::Int8, fpga_target())?;
     let mut layers = Vec::new();
     let mut host_nodes = Vec::new();
     for step in &p.steps {

@@ -199,6 +199,8 @@ impl Session {
             .map_err(|e| OpenClError::api("clCreateCommandQueue", e))?;
         let fpga = opts.kernels == KernelSet::Fpga;
         // the FPGA variant's program is the package's own: one kernel per layer
+        // constants the FPGA variant's program planning packs; batch 1's plan reuses them
+        let mut packed = Consts::new();
         let text = if fpga {
             if device.max_work_group < FPGA_WG {
                 return Err(OpenClError::Unsupported(format!(
@@ -206,7 +208,7 @@ impl Session {
                     device.name, device.max_work_group
                 )));
             }
-            crate::fpga::fpga_program(package)?.source
+            crate::fpga::fpga_program_packing(package, &mut packed)?.source
         } else {
             kernel_source()
         };
@@ -242,7 +244,7 @@ impl Session {
             build_time,
             graph: package.graph.clone(),
             consts: HashMap::new(),
-            pending_consts: Consts::new(),
+            pending_consts: packed,
             dummy,
             plans: HashMap::new(),
             profile: opts.profile,

@@ -3,6 +3,8 @@
 //! layer), the choice of form (`qconvc`, channels in the lanes, or `qconv`, pixels in the
 //! lanes), their work-group sizes and the packed constants they read.
 
+use weft_core::shape::window;
+
 use super::*;
 
 impl Planner<'_> {
@@ -358,6 +360,96 @@ impl Planner<'_> {
             self.slots.release_scratch(t);
         }
         Ok(())
+    }
+}
+
+/// A convolution's (or fully connected layer's) shape, as both the generic and the FPGA
+/// lowering plan it: output channels, input channels per group, groups, the output's
+/// geometry and the window.
+pub(super) struct ConvShape {
+    pub(super) m: usize,
+    pub(super) cg: usize,
+    pub(super) group: usize,
+    pub(super) og: Geom,
+    pub(super) geo: ConvGeo,
+}
+
+impl Planner<'_> {
+    /// The constant weights of `node` (its input 1), or an error naming the node.
+    fn conv_weights(&self, node: &weft_core::Node) -> Result<&weft_core::Tensor, OpenClError> {
+        node.input(1)
+            .and_then(|w| self.graph.initializers.get(w))
+            .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))
+    }
+
+    /// The shape of integer convolution `node` (`conv` its attributes) over an input of
+    /// geometry `xg`.
+    pub(super) fn qconv_shape(
+        &self,
+        node: &weft_core::Node,
+        conv: &weft_core::op::Conv,
+        xg: Geom,
+    ) -> Result<ConvShape, OpenClError> {
+        let &[m, cg, kh, kw] = self.conv_weights(node)?.shape() else {
+            return Err(OpenClError::Unsupported(format!(
+                "{}: convolution weights are not [M, C, KH, KW]",
+                node.name
+            )));
+        };
+        let wy = window(xg.h, kh, conv.strides[0], conv.dilations[0], &conv.padding, false, 0)
+            .map_err(OpenClError::Unsupported)?;
+        let wx = window(xg.w, kw, conv.strides[1], conv.dilations[1], &conv.padding, false, 1)
+            .map_err(OpenClError::Unsupported)?;
+        Ok(ConvShape {
+            m,
+            cg,
+            group: conv.group.max(1),
+            og: Geom {
+                n: xg.n,
+                c: m,
+                h: wy.out,
+                w: wx.out,
+            },
+            geo: ConvGeo {
+                kh,
+                kw,
+                strides: conv.strides,
+                dilations: conv.dilations,
+                pads: [wy.pad_begin, wx.pad_begin],
+            },
+        })
+    }
+
+    /// The shape of fully connected layer `node` over an input of geometry `xg`, run as a
+    /// convolution with a kernel as large as the input; `None` when its `[M, K]` weights do
+    /// not match the input's `C * H * W` (it then runs on the host).
+    pub(super) fn qgemm_shape(&self, node: &weft_core::Node, xg: Geom) -> Result<Option<ConvShape>, OpenClError> {
+        let w = self.conv_weights(node)?;
+        let (m, k) = match w.shape() {
+            &[m, k] => (m, k),
+            _ => return Ok(None),
+        };
+        if k != xg.c * xg.h * xg.w {
+            return Ok(None);
+        }
+        Ok(Some(ConvShape {
+            m,
+            cg: xg.c,
+            group: 1,
+            og: Geom {
+                n: xg.n,
+                c: m,
+                h: 1,
+                w: 1,
+            },
+            geo: ConvGeo {
+                kh: xg.h,
+                kw: xg.w,
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [0, 0],
+            },
+        }))
     }
 }
 

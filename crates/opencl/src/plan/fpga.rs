@@ -6,9 +6,8 @@
 //! host.
 
 use weft_core::Op;
-use weft_core::shape::window;
 
-use super::conv::ConvGeo;
+use super::conv::{ConvGeo, ConvShape};
 use super::*;
 
 /// Work-items per work-group of every FPGA-variant kernel: `W_WG`, its required size.
@@ -44,23 +43,7 @@ impl Planner<'_> {
                     return Ok(true);
                 }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
-                let w = self
-                    .graph
-                    .initializers
-                    .get(&input(1))
-                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
-                let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-                let c = &q.conv;
-                let wy = window(xg.h, kh, c.strides[0], c.dilations[0], &c.padding, false, 0)
-                    .map_err(OpenClError::Unsupported)?;
-                let wx = window(xg.w, kw, c.strides[1], c.dilations[1], &c.padding, false, 1)
-                    .map_err(OpenClError::Unsupported)?;
-                let og = Geom {
-                    n: xg.n,
-                    c: m,
-                    h: wy.out,
-                    w: wx.out,
-                };
+                let ConvShape { m, cg, og, geo, .. } = self.qconv_shape(&node, &q.conv, xg)?;
                 let residual = match q.residual_zero_point {
                     Some(zp) => {
                         if self.u8_on_device(&input(5), 0)? != og {
@@ -70,13 +53,6 @@ impl Planner<'_> {
                         Some((input(5), input(6), zp))
                     }
                     None => None,
-                };
-                let geo = ConvGeo {
-                    kh,
-                    kw,
-                    strides: c.strides,
-                    dilations: c.dilations,
-                    pads: [wy.pad_begin, wx.pad_begin],
                 };
                 let slot = self.alloc(og.bytes());
                 self.wconv(
@@ -100,42 +76,12 @@ impl Planner<'_> {
                     return Ok(true);
                 }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
-                let w = self
-                    .graph
-                    .initializers
-                    .get(&input(1))
-                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
-                let m = w.shape()[0];
-                if w.shape()[1] != xg.c * xg.h * xg.w {
+                let Some(ConvShape { m, cg, og, geo, .. }) = self.qgemm_shape(&node, xg)? else {
                     self.host(idx)?;
                     return Ok(true);
-                }
-                let og = Geom {
-                    n: xg.n,
-                    c: m,
-                    h: 1,
-                    w: 1,
-                };
-                let geo = ConvGeo {
-                    kh: xg.h,
-                    kw: xg.w,
-                    strides: [1, 1],
-                    dilations: [1, 1],
-                    pads: [0, 0],
                 };
                 let slot = self.alloc(og.bytes());
-                self.wconv(
-                    idx,
-                    consts,
-                    xg,
-                    og,
-                    slot,
-                    (m, xg.c, 1),
-                    geo,
-                    q.x_zero_point,
-                    &q.out,
-                    None,
-                )?;
+                self.wconv(idx, consts, xg, og, slot, (m, cg, 1), geo, q.x_zero_point, &q.out, None)?;
                 self.bind(&out, Loc::U8 { slot, geom: og });
             }
             Op::QAdd(q) => {

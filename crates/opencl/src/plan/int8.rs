@@ -3,9 +3,8 @@
 //! connected layers (handed to `conv`); everything else runs on the host.
 
 use weft_core::Op;
-use weft_core::shape::window;
 
-use super::conv::ConvGeo;
+use super::conv::ConvShape;
 use super::*;
 
 impl Planner<'_> {
@@ -61,36 +60,13 @@ impl Planner<'_> {
                     return self.host(idx);
                 }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
-                let w = c(&input(1))
-                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
-                let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
-                let g = q.conv.group;
-                let wy = window(
-                    xg.h,
-                    kh,
-                    q.conv.strides[0],
-                    q.conv.dilations[0],
-                    &q.conv.padding,
-                    false,
-                    0,
-                )
-                .map_err(OpenClError::Unsupported)?;
-                let wx = window(
-                    xg.w,
-                    kw,
-                    q.conv.strides[1],
-                    q.conv.dilations[1],
-                    &q.conv.padding,
-                    false,
-                    1,
-                )
-                .map_err(OpenClError::Unsupported)?;
-                let og = Geom {
-                    n: xg.n,
-                    c: m,
-                    h: wy.out,
-                    w: wx.out,
-                };
+                let ConvShape {
+                    m,
+                    cg,
+                    group: g,
+                    og,
+                    geo,
+                } = self.qconv_shape(&node, &q.conv, xg)?;
                 if !self.channel_form(g) && og.h * og.w + 16 > QCONV_MAX_PIXELS {
                     // the lane form finds a lane's row with a float division, exact below the limit
                     return self.host(idx);
@@ -119,13 +95,6 @@ impl Planner<'_> {
                     Some(s) => s,
                     None => self.alloc(og.bytes()),
                 };
-                let geo = ConvGeo {
-                    kh,
-                    kw,
-                    strides: q.conv.strides,
-                    dilations: q.conv.dilations,
-                    pads: [wy.pad_begin, wx.pad_begin],
-                };
                 self.conv_launches(
                     &node,
                     consts,
@@ -148,33 +117,17 @@ impl Planner<'_> {
                     return self.host(idx);
                 }
                 let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
-                let w = c(&input(1))
-                    .ok_or_else(|| OpenClError::Unsupported(format!("{}: weights are not constant", node.name)))?;
-                let m = w.shape()[0];
-                if w.shape()[1] != xg.c * xg.h * xg.w {
+                let Some(ConvShape { m, cg, og, geo, .. }) = self.qgemm_shape(&node, xg)? else {
                     return self.host(idx);
-                }
-                let og = Geom {
-                    n: xg.n,
-                    c: m,
-                    h: 1,
-                    w: 1,
                 };
                 let slot = self.alloc(og.bytes());
-                let geo = ConvGeo {
-                    kh: xg.h,
-                    kw: xg.w,
-                    strides: [1, 1],
-                    dilations: [1, 1],
-                    pads: [0, 0],
-                };
                 self.conv_launches(
                     &node,
                     consts,
                     xg,
                     og,
                     slot,
-                    (m, xg.c, 1),
+                    (m, cg, 1),
                     geo,
                     q.x_zero_point,
                     &q.out,

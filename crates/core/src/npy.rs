@@ -1,8 +1,9 @@
-//! Reading and writing NumPy `.npy` files (format versions 1 to 3, little-endian).
+//! Reading and writing NumPy `.npy` files, through the `npyz` crate (format versions 1 to 3,
+//! either byte order, C or Fortran order).
 
-use crate::{CoreError, DType, Result, Tensor};
-
-const MAGIC: &[u8] = b"\x93NUMPY";
+use crate::tensor::array_from;
+use crate::{CoreError, Result, Tensor};
+use npyz::{TypeChar, WriterBuilder};
 
 fn bad(msg: impl Into<String>) -> CoreError {
     CoreError::Npy(msg.into())
@@ -10,68 +11,54 @@ fn bad(msg: impl Into<String>) -> CoreError {
 
 /// Parses a `.npy` file. float64 data is converted to float32, bool to uint8.
 pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+    if !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad("not an .npy file (bad magic bytes)"));
     }
-    let major = bytes[6];
-    let (header_len, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(bad("truncated header"));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => return Err(bad(format!("unsupported format version {v}"))),
+    let mut data = bytes;
+    let header = npyz::NpyHeader::from_reader(&mut data).map_err(|e| bad(format!("bad header: {e}")))?;
+    let file = npyz::NpyFile::with_header(header.clone(), data);
+    let npyz::DType::Plain(ty) = header.dtype() else {
+        return Err(bad("structured or array dtypes are not supported"));
     };
-    let header = bytes
-        .get(start..start.saturating_add(header_len))
-        .ok_or_else(|| bad("truncated header"))?;
-    let header = std::str::from_utf8(header).map_err(|_| bad("header is not text"))?;
-    let descr = dict_value(header, "descr").ok_or_else(|| bad("header has no 'descr'"))?;
-    let fortran = dict_value(header, "fortran_order").ok_or_else(|| bad("header has no 'fortran_order'"))?;
-    let shape_text = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'"))?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let mut shape = Vec::new();
-    let inner = shape_text.trim().trim_start_matches('(').trim_end_matches(')');
-    for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        shape.push(
-            part.parse::<usize>()
-                .map_err(|_| bad(format!("bad shape {shape_text}")))?,
-        );
-    }
-    let data = &bytes[start + header_len..];
-    let fortran = match fortran.trim() {
-        "False" => false,
-        "True" => true,
-        other => return Err(bad(format!("bad fortran_order {other}"))),
-    };
+    let fortran = file.order() == npyz::Order::Fortran;
+    let shape: Vec<usize> = file
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad("shape too large")))
+        .collect::<Result<_>>()?;
     let storage_shape: Vec<usize> = if fortran {
         shape.iter().rev().copied().collect()
     } else {
         shape.clone()
     };
+    // Check the data's length before reading, so a header claiming a huge shape is refused
+    // without allocating for it.
     let n = crate::tensor::checked_numel(&storage_shape)?;
-    let t = match descr {
-        "<f4" => Tensor::from_le_bytes(DType::F32, &storage_shape, exact(data, n, 4)?)?,
-        "<f2" => Tensor::from_le_bytes(DType::F16, &storage_shape, exact(data, n, 2)?)?,
-        "|i1" | "<i1" => Tensor::from_le_bytes(DType::I8, &storage_shape, exact(data, n, 1)?)?,
-        "|u1" | "<u1" | "|b1" => Tensor::from_le_bytes(DType::U8, &storage_shape, exact(data, n, 1)?)?,
-        "<i4" => Tensor::from_le_bytes(DType::I32, &storage_shape, exact(data, n, 4)?)?,
-        "<i8" => Tensor::from_le_bytes(DType::I64, &storage_shape, exact(data, n, 8)?)?,
-        "<f8" => {
-            let v: Vec<f32> = exact(data, n, 8)?
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect();
-            Tensor::from_f32(&storage_shape, v)?
+    let size = ty.num_bytes().unwrap_or(0);
+    let want = n.checked_mul(size).ok_or_else(|| bad("shape too large"))?;
+    let have = data.len();
+    if have < want {
+        return Err(bad(format!("data is truncated: need {want} bytes, have {have}")));
+    }
+    let read = |e: std::io::Error| bad(format!("bad data: {e}"));
+    let t = match (ty.type_char(), size) {
+        (TypeChar::Float, 4) => Tensor::F32(array_from(&storage_shape, file.into_vec::<f32>().map_err(read)?)?),
+        (TypeChar::Float, 8) => {
+            let v = file.into_vec::<f64>().map_err(read)?;
+            Tensor::F32(array_from(&storage_shape, v.into_iter().map(|x| x as f32).collect())?)
         }
-        other => {
+        (TypeChar::Float, 2) => Tensor::F16(array_from(&storage_shape, file.into_vec::<half::f16>().map_err(read)?)?),
+        (TypeChar::Int, 1) => Tensor::I8(array_from(&storage_shape, file.into_vec::<i8>().map_err(read)?)?),
+        (TypeChar::Uint, 1) => Tensor::U8(array_from(&storage_shape, file.into_vec::<u8>().map_err(read)?)?),
+        (TypeChar::Bool, 1) => {
+            let v = file.into_vec::<bool>().map_err(read)?;
+            Tensor::U8(array_from(&storage_shape, v.into_iter().map(u8::from).collect())?)
+        }
+        (TypeChar::Int, 4) => Tensor::I32(array_from(&storage_shape, file.into_vec::<i32>().map_err(read)?)?),
+        (TypeChar::Int, 8) => Tensor::I64(array_from(&storage_shape, file.into_vec::<i64>().map_err(read)?)?),
+        _ => {
             return Err(bad(format!(
-                "unsupported dtype '{other}' (use float32, float16, float64, int8, uint8, int32 or int64, little-endian)"
+                "unsupported dtype '{ty}' (use float32, float16, float64, int8, uint8, bool, int32 or int64)"
             )));
         }
     };
@@ -80,17 +67,6 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
         return Ok(transpose(&t, &perm));
     }
     Ok(t)
-}
-
-fn exact(data: &[u8], n: usize, size: usize) -> Result<&[u8]> {
-    let want = n.checked_mul(size).ok_or_else(|| bad("shape too large"))?;
-    if data.len() < want {
-        return Err(bad(format!(
-            "data is truncated: need {want} bytes, have {}",
-            data.len()
-        )));
-    }
-    Ok(&data[..want])
 }
 
 fn transpose(t: &Tensor, perm: &[usize]) -> Tensor {
@@ -107,53 +83,34 @@ fn transpose(t: &Tensor, perm: &[usize]) -> Tensor {
     }
 }
 
-/// Finds `'key': value` in a Python dict literal; the value ends at the next top-level comma.
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pos = header
-        .find(&format!("'{key}'"))
-        .or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = &header[pos + key.len() + 2..];
-    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
-    let mut depth = 0i32;
-    for (i, ch) in rest.char_indices() {
-        match ch {
-            '(' | '[' => depth += 1,
-            ')' | ']' => depth -= 1,
-            ',' | '}' if depth == 0 => return Some(rest[..i].trim()),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Serializes a tensor as a version 1.0 `.npy` file.
+/// Serializes a tensor as a `.npy` file (C order, little-endian).
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
-    let descr = match t.dtype() {
-        DType::F32 => "<f4",
-        DType::F16 => "<f2",
-        DType::I8 => "|i1",
-        DType::U8 => "|u1",
-        DType::I32 => "<i4",
-        DType::I64 => "<i8",
+    fn write<T: npyz::AutoSerialize + Copy>(
+        shape: &[usize],
+        data: impl Iterator<Item = T>,
+    ) -> std::io::Result<Vec<u8>> {
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        let mut out = Vec::new();
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut out)
+            .begin_nd()?;
+        w.extend(data)?;
+        w.finish()?;
+        Ok(out)
+    }
+    let shape = t.shape();
+    let written = match t {
+        Tensor::F32(a) => write(shape, a.iter().copied()),
+        Tensor::F16(a) => write(shape, a.iter().copied()),
+        Tensor::I8(a) => write(shape, a.iter().copied()),
+        Tensor::U8(a) => write(shape, a.iter().copied()),
+        Tensor::I32(a) => write(shape, a.iter().copied()),
+        Tensor::I64(a) => write(shape, a.iter().copied()),
     };
-    let shape = match t.shape() {
-        [one] => format!("({one},)"),
-        dims => format!(
-            "({})",
-            dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    let total = MAGIC.len() + 4 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + t.len() * t.dtype().size_of());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(&t.to_le_bytes());
-    out
+    // Writing into memory cannot fail.
+    written.unwrap_or_default()
 }
 
 /// Reads a `.npy` file from disk.
@@ -205,7 +162,7 @@ mod tests {
     fn fortran_order_is_transposed() {
         let mut b = Vec::new();
         let header = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }\n";
-        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(b"\x93NUMPY");
         b.extend_from_slice(&[1, 0]);
         b.extend_from_slice(&(header.len() as u16).to_le_bytes());
         b.extend_from_slice(header.as_bytes());
@@ -218,5 +175,43 @@ mod tests {
             t.to_f32().iter().copied().collect::<Vec<_>>(),
             vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
         );
+    }
+
+    fn file(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn big_endian_bool_and_half() {
+        let be = file(">f4", "(2,)", &[0x3f, 0x80, 0, 0, 0x40, 0, 0, 0]);
+        assert_eq!(
+            from_bytes(&be).unwrap(),
+            Tensor::from_f32(&[2], vec![1.0, 2.0]).unwrap()
+        );
+        let flags = from_bytes(&file("|b1", "(3,)", &[1, 0, 1])).unwrap();
+        assert_eq!(flags.to_le_bytes(), vec![1, 0, 1]);
+        assert!(
+            from_bytes(&file("|b1", "(1,)", &[7])).is_err(),
+            "a bool byte other than 0 or 1"
+        );
+        let h = Tensor::F16(ndarray::ArrayD::from_elem(
+            ndarray::IxDyn(&[3]),
+            half::f16::from_f32(0.5),
+        ));
+        assert_eq!(from_bytes(&to_bytes(&h)).unwrap(), h);
+    }
+
+    #[test]
+    fn huge_shapes_and_odd_dtypes_are_errors() {
+        let e = from_bytes(&file("<f4", "(1000000000000,)", &[0; 16])).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let e = from_bytes(&file("<c8", "(1,)", &[0; 8])).unwrap_err();
+        assert!(e.to_string().contains("unsupported dtype"), "{e}");
+        assert!(from_bytes(&file("<f4", "(-1,)", &[0; 4])).is_err());
     }
 }

@@ -4,6 +4,7 @@ unexpected errors; SIGTERM under load finishes what was accepted."""
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -186,7 +187,7 @@ def test_short_load_run_has_no_errors_and_bounded_memory(weft, tmp_path):
 
 
 def test_sigterm_under_load_finishes_accepted_requests(weft, tmp_path):
-    s = LoggedServer(weft, tmp_path)
+    s = LoggedServer(weft, tmp_path, "--log-format", "json")
     results = []
     lock = threading.Lock()
 
@@ -213,7 +214,7 @@ def test_sigterm_under_load_finishes_accepted_requests(weft, tmp_path):
     for t in threads:
         t.join()
     ok = results.count("OK")
-    logged_ok = sum(1 for l in log.splitlines() if l.startswith("{") and json.loads(l).get("status") == "Ok")
+    logged_ok = sum(1 for l in log.splitlines() if json.loads(l).get("status") == "Ok")
     print(f"SIGTERM under load: {ok} requests answered OK, {len(results) - ok} refused after the signal")
     assert code == 0
     assert ok > 0
@@ -320,3 +321,30 @@ def test_a_hung_device_answers_unavailable_and_exits_for_a_restart(weft, tmp_pat
     assert waited < 30
     assert code == 1, log[-2000:]
     assert "not responding" in log
+
+
+def test_log_formats_and_levels(weft, tmp_path):
+    """--log-format json: every line an object with a timestamp, a level and a message, one
+    line per request with its id and status; text: timestamped lines with levels;
+    --log-level warn: no info lines, so no request lines."""
+    x = tc.InferInput("input", [1, 1, 28, 28], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+    logs = {}
+    for name, args in {"json": ["--log-format", "json"], "text": [], "warn": ["--log-level", "warn"]}.items():
+        s = LoggedServer(weft, tmp_path, *args)
+        c = tc.InferenceServerClient(s.url)
+        c.infer("fashion", [x], headers=H)
+        with pytest.raises(InferenceServerException):
+            c.infer("nope", [x], headers=H)
+        code, logs[name] = s.stop()
+        assert code == 0, logs[name][-2000:]
+    lines = [json.loads(l) for l in logs["json"].splitlines()]
+    assert all({"timestamp", "level", "message", "target"} <= l.keys() for l in lines), lines
+    requests = [l for l in lines if l["target"] == "weft_serve::request"]
+    assert [r["status"] for r in requests] == ["Ok", "NotFound"], requests
+    assert all(r["level"] == "INFO" and r["request_id"] and r["total_ms"] >= 0 for r in requests)
+    assert requests[0]["model"] == "fashion" and requests[0]["batch_rows"] == 1
+    text = logs["text"].splitlines()
+    assert text and all(re.match(r"^\d{4}-\d\d-\d\dT\S+Z +(INFO|WARN|ERROR) ", l) for l in text), text
+    assert sum("weft_serve::request" in l and "status=Ok" in l for l in text) == 1
+    assert logs["warn"].strip() == "", logs["warn"]

@@ -284,7 +284,7 @@ def test_tls_and_data_collection(weft, r8pkg, tmp_path):
 
 
 def test_bad_flags_are_refused(weft, tmp_path):
-    for args in (["--max-batch", "0"], ["--collect-dir", str(tmp_path), "--collect-rate", "2"], ["nope.weft"], ["--model", "x"], ["--tls-cert", "c.pem"]):
+    for args in (["--max-batch", "0"], ["--collect-dir", str(tmp_path), "--collect-rate", "2"], ["nope.weft"], ["--model", "x"], ["--tls-cert", "c.pem"], ["--log-level", "loud"], ["--log-format", "xml"]):
         proc = subprocess.run([weft, "serve", *args, "--port", "0", "--http-port", "0"], capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "panicked" not in proc.stderr, (args, proc.stderr)
 

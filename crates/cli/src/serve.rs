@@ -76,11 +76,60 @@ pub struct ServeArgs {
     /// No per-request log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Log lines as `text` (timestamp, level, message, fields) or `json` (one object a line,
+    /// fields at the top level, for log collectors).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The least severe level logged: error, warn, info, debug or trace (per-request lines are
+    /// info).
+    #[arg(long, default_value = "info", value_parser = parse_level)]
+    pub log_level: tracing::level_filters::LevelFilter,
     /// Seconds one batch may run on the device; past it the device counts as hung: waiting
     /// requests get UNAVAILABLE, readiness turns off and the server exits with status 1 for
     /// the orchestrator to restart it.
     #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
     pub device_timeout: f64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_level(s: &str) -> Result<tracing::level_filters::LevelFilter, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" | "warn" | "info" | "debug" | "trace" | "off" => s.parse().map_err(|e| format!("{e}")),
+        _ => Err(format!(
+            "'{s}' is not a log level (error, warn, info, debug, trace or off)"
+        )),
+    }
+}
+
+/// Installs the process's log subscriber: weft's own events at `level`, other crates' (the
+/// HTTP/2 and TLS stack) at warnings and above, written to standard error.
+fn init_logging(format: LogFormat, level: tracing::level_filters::LevelFilter) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("weft", level)
+        .with_default(level.min(tracing::level_filters::LevelFilter::WARN));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    // `try_init` fails only if a subscriber is already installed (never, in the binary).
+    let _ = match format {
+        LogFormat::Text => registry.with(fmt).try_init(),
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .try_init(),
+    };
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -102,6 +151,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Package> {
 }
 
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format, args.log_level);
     if args.max_batch == 0 || args.queue_depth == 0 || args.max_message_bytes == 0 {
         bail!("--max-batch, --queue-depth and --max-message-bytes must be at least 1");
     }
@@ -182,13 +232,13 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
                     .http_addr
                     .map(|a| format!(", HTTP on {a} (/metrics /healthz /readyz)"))
                     .unwrap_or_default();
-                eprintln!("weft serve: ready; gRPC on {}{http}", s.grpc_addr);
+                tracing::info!("ready; gRPC on {}{http}", s.grpc_addr);
             },
             shutdown,
         )
         .await
         .map_err(anyhow::Error::from)
     })?;
-    eprintln!("weft serve: stopped");
+    tracing::info!("stopped");
     Ok(())
 }

@@ -276,9 +276,9 @@ fn recover(w: &mut WorkerState<'_>, engine: &mut Engine, reason: &str) -> bool {
     w.ready.store(false, Ordering::SeqCst);
     w.failures += 1;
     w.metrics.device_failure(w.name);
-    eprintln!("model {}: device failure ({} in a row): {reason}", w.name, w.failures);
+    tracing::warn!(model = %w.name, failures = w.failures, "device failure: {reason}");
     let give_up = |w: &mut WorkerState<'_>, why: String| {
-        eprintln!("model {}: {why}; the server stops so that it can be restarted", w.name);
+        tracing::error!(model = %w.name, "{why}; the server stops so that it can be restarted");
         w.health.fatal.send_replace(Some(format!("model {}: {why}", w.name)));
         false
     };
@@ -291,13 +291,13 @@ fn recover(w: &mut WorkerState<'_>, engine: &mut Engine, reason: &str) -> bool {
             Ok(Ok(fresh)) => {
                 *engine = fresh;
                 w.ready.store(true, Ordering::SeqCst);
-                eprintln!("model {}: device reopened, serving again", w.name);
+                tracing::info!(model = %w.name, "device reopened, serving again");
                 return true;
             }
             Ok(Err(e)) => last = e,
             Err(_) => last = "reopening the device panicked".into(),
         }
-        eprintln!("model {}: reopening the device (try {attempt} of 3): {last}", w.name);
+        tracing::warn!(model = %w.name, "reopening the device (try {attempt} of 3): {last}");
         std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
     }
     give_up(w, format!("the device did not reopen: {last}"))
@@ -385,7 +385,7 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
             }
         }
         Err((e, panicked)) => {
-            eprintln!("model {name}: device failure on a batch of {rows}: {e}");
+            tracing::warn!(model = %name, rows, "device failure on a batch: {e}");
             for j in live {
                 // a device error is worth a retry (UNAVAILABLE); a panic is a bug (INTERNAL)
                 let err = if panicked {

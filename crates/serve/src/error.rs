@@ -44,7 +44,7 @@ impl ServeError {
     pub fn to_status(&self, request_id: &str) -> Status {
         let message = match self {
             ServeError::Internal(detail) => {
-                eprintln!("request {request_id}: internal error: {detail}");
+                tracing::error!(request_id, "internal error: {detail}");
                 "internal error (see the server log)".to_string()
             }
             ServeError::Setup(_) => "internal error".to_string(),

@@ -22,4 +22,4 @@ mod tfserving;
 
 pub use error::ServeError;
 pub use kserve::decode_infer_request;
-pub use server::{ServeConfig, Served, serve};
+pub use server::{REQUEST_TARGET, ServeConfig, Served, serve};

@@ -13,6 +13,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use weft_core::Tensor;
 use weft_package::Package;
 
+/// The `tracing` target of the one line logged per request (`--quiet` turns it off).
+pub const REQUEST_TARGET: &str = "weft_serve::request";
+
 use crate::ServeError;
 use crate::auth::Keys;
 use crate::batcher::{BatchPolicy, Engine, Job, JobResult, Worker};
@@ -160,11 +163,18 @@ impl AppState {
             let (queue, compute, batch) = result.map_or((0.0, 0.0, 0), |r| {
                 (r.queue.as_secs_f64() * 1e3, r.compute.as_secs_f64() * 1e3, r.batch_rows)
             });
-            let line = serde_json::json!({
-                "request_id": rid, "model": model, "protocol": protocol, "status": format!("{code:?}"),
-                "batch_rows": batch, "queue_ms": queue, "compute_ms": compute, "total_ms": total.as_secs_f64() * 1e3,
-            });
-            eprintln!("{line}");
+            tracing::info!(
+                target: REQUEST_TARGET,
+                request_id = rid,
+                model,
+                protocol,
+                status = ?code,
+                batch_rows = batch,
+                queue_ms = queue,
+                compute_ms = compute,
+                total_ms = total.as_secs_f64() * 1e3,
+                "request"
+            );
         }
     }
 
@@ -275,9 +285,9 @@ fn engine_for(
             match weft_opencl::Session::new(package, &opts) {
                 Ok(s) => Ok(Engine::OpenCl(Box::new(s))),
                 Err(e) => {
-                    eprintln!(
-                        "weft serve: PoCL is not available ({e}); serving '{}' on the reference executor",
-                        package.name
+                    tracing::warn!(
+                        model = %package.name,
+                        "PoCL is not available ({e}); serving on the reference executor"
                     );
                     reference()
                 }
@@ -315,10 +325,7 @@ pub async fn serve(
     let metrics = Arc::new(Metrics::default());
     let faults = crate::fault::FaultPlan::from_env().map_err(ServeError::Setup)?;
     if !faults.is_empty() {
-        eprintln!(
-            "weft serve: injecting device faults ({}): a test run",
-            crate::fault::ENV
-        );
+        tracing::warn!("injecting device faults ({}): a test run", crate::fault::ENV);
     }
     let (fatal_tx, fatal_rx) = tokio::sync::watch::channel(None::<String>);
     let policy = BatchPolicy {
@@ -387,10 +394,7 @@ pub async fn serve(
             fatal: fatal_tx.clone(),
         };
         let worker = Worker::start(name.clone(), package.clone(), engine, policy, metrics.clone(), health);
-        eprintln!(
-            "weft serve: model '{name}' ({}) on {}",
-            package.precision, worker.description
-        );
+        tracing::info!(model = %name, precision = %package.precision, engine = %worker.description, "model loaded");
         models.push(Arc::new(Model {
             name: name.clone(),
             package: package.clone(),
@@ -411,7 +415,7 @@ pub async fn serve(
         max_message_bytes: config.max_message_bytes,
     });
     if state.keys.is_enabled() {
-        eprintln!("weft serve: API keys required ({} active)", config.api_keys.len());
+        tracing::info!(active = config.api_keys.len(), "API keys required");
     }
     if let Ok(mut slot) = http_state.app.write() {
         *slot = state.clone();
@@ -477,7 +481,7 @@ pub async fn serve(
                         m.name,
                         timeout.as_secs_f64()
                     );
-                    eprintln!("weft serve: {why}; the server stops so that it can be restarted");
+                    tracing::error!("{why}; the server stops so that it can be restarted");
                     watchdog_fatal.send_replace(Some(why));
                     return;
                 }
@@ -488,8 +492,8 @@ pub async fn serve(
     let mut fatal = fatal_rx.clone();
     let stop = async move {
         tokio::select! {
-            _ = shutdown => eprintln!("weft serve: shutting down, finishing in-flight requests"),
-            _ = fatal.wait_for(Option::is_some) => eprintln!("weft serve: device failed, shutting down"),
+            _ = shutdown => tracing::info!("shutting down, finishing in-flight requests"),
+            _ = fatal.wait_for(Option::is_some) => tracing::error!("device failed, shutting down"),
         }
         ready_flag.ready.store(false, Ordering::SeqCst);
     };

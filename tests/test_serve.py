@@ -381,3 +381,22 @@ def test_metrics_parse_as_openmetrics(server):
     assert ok and ok[0].value >= 1
     assert families["weft_request_seconds"].type == "histogram"
     assert {"weft_queue_seconds", "weft_compute_seconds", "weft_batch_size", "weft_in_flight_requests"} <= set(families)
+
+
+def test_http_endpoints_and_statuses(server):
+    """The HTTP side answers HTTP/1.1 with the right status for each path and method."""
+    import http.client
+
+    assert server.http("/healthz") == (200, "ok\n")
+    assert server.http("/readyz") == (200, "ready\n")
+    assert server.http("/nope")[0] == 404
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=5)
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().read() == b"ok\n"
+    # the connection stays usable (keep-alive) for the next request
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    assert r.status == 200 and b"weft_requests" in r.read()
+    conn.request("POST", "/healthz", body=b"x")
+    assert conn.getresponse().status == 405
+    conn.close()

@@ -1,77 +1,71 @@
-//! The HTTP side: `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process is up) and
-//! `/readyz` (models loaded and serving). A deliberately small HTTP/1.1 responder.
+//! The HTTP side, on axum: `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process
+//! is up) and `/readyz` (models loaded and serving).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::server::AppState;
 
+/// What the HTTP handlers read: the service's state, replaced once models are loaded (before,
+/// a state with no models, which is not ready).
 pub struct HttpState {
     pub app: RwLock<Arc<AppState>>,
 }
 
+impl HttpState {
+    fn app(&self) -> Option<Arc<AppState>> {
+        self.app.read().ok().map(|a| a.clone())
+    }
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    match state.app() {
+        Some(a) => (
+            [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+            a.metrics.render(),
+        )
+            .into_response(),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "unavailable\n"),
+    }
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let ready = state.app().is_some_and(|a| {
+        a.ready.load(Ordering::SeqCst)
+            && !a.models.is_empty()
+            && a.models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst))
+    });
+    if ready {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// The router: unknown paths answer 404, other methods on known paths 405.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+/// Serves HTTP on `listener` until the process ends.
 pub async fn run(listener: TcpListener, state: Arc<HttpState>) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            // read until the end of the request head (or the buffer is full)
-            let head_done = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                loop {
-                    match sock.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => {
-                            len += n;
-                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || len == buf.len() {
-                                return true;
-                            }
-                        }
-                    }
-                }
-            })
-            .await
-            .unwrap_or(false);
-            if !head_done {
-                return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let mut parts = head.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let app = state.app.read().map(|a| a.clone()).ok();
-            let (code, ctype, body) = match (method, path.split('?').next().unwrap_or("")) {
-                ("GET", "/metrics") => match &app {
-                    Some(a) => ("200 OK", crate::metrics::CONTENT_TYPE, a.metrics.render()),
-                    None => ("503 Service Unavailable", "text/plain", "starting\n".into()),
-                },
-                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".into()),
-                ("GET", "/readyz") => {
-                    let ready = app.as_ref().is_some_and(|a| {
-                        a.ready.load(Ordering::SeqCst)
-                            && !a.models.is_empty()
-                            && a.models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst))
-                    });
-                    if ready {
-                        ("200 OK", "text/plain", "ready\n".into())
-                    } else {
-                        ("503 Service Unavailable", "text/plain", "not ready\n".into())
-                    }
-                }
-                ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
-                _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
-        });
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!("the HTTP server stopped: {e}");
     }
 }

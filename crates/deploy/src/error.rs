@@ -17,7 +17,7 @@ pub enum DeployError {
     #[error("{0}")]
     Package(#[from] weft_package::PackageError),
     #[error("writing YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

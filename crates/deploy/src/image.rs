@@ -4,13 +4,19 @@
 //! header, JSON document and gzip stream is written deterministically, so building twice
 //! from the same inputs gives the same digests.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 
 use flate2::Compression;
-use serde_json::{Value, json};
+use oci_spec::OciSpecError;
+use oci_spec::image::{
+    ANNOTATION_REF_NAME, Arch, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
+    ImageIndexBuilder, ImageManifestBuilder, MediaType, OciLayoutBuilder, Os, RootFsBuilder, SCHEMA_VERSION,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::DeployError;
@@ -26,11 +32,6 @@ pub const BINARY: &str = "/usr/local/bin/weft";
 pub const BASE_PACKAGES: &[&str] = &["ocl-icd-libopencl1", "pocl-opencl-icd"];
 pub const DEFAULT_SUITE: &str = "bookworm";
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
-
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Where the image's root filesystem comes from.
 #[derive(Clone, Debug)]
@@ -98,6 +99,12 @@ struct Layer {
 
 fn hex(d: impl AsRef<[u8]>) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// JSON with object keys sorted (serde_json's `Value` keeps a sorted map), so documents
+/// holding hash maps (labels, annotations) serialize the same way every time.
+fn canonical_json(v: &impl serde::Serialize) -> Result<Vec<u8>, DeployError> {
+    Ok(serde_json::to_vec(&serde_json::to_value(v)?)?)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -547,63 +554,106 @@ pub fn build(opts: &ImageOptions, out: &Path, log: &mut dyn FnMut(&str)) -> Resu
         labels.retain(|(lk, _)| lk != k);
         labels.push((k.clone(), v.clone()));
     }
-    let labels: serde_json::Map<String, Value> = labels.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let labels: HashMap<String, String> = labels.into_iter().collect();
     let when = created();
-    let config = json!({
-        "created": when,
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {
-            "User": format!("{UID}:{UID}"),
-            "Env": [
-                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                format!("HOME={CACHE_DIR}"),
-                format!("XDG_CACHE_HOME={CACHE_DIR}"),
-            ],
-            "Entrypoint": [BINARY, "serve"],
-            "Cmd": serve_args(&opts.model_name, opts.grpc_port, opts.http_port),
-            "ExposedPorts": {
-                format!("{}/tcp", opts.grpc_port): {},
-                format!("{}/tcp", opts.http_port): {},
-            },
-            "WorkingDir": CACHE_DIR,
-            "StopSignal": "SIGTERM",
-            "Labels": labels,
-        },
-        "rootfs": {"type": "layers", "diff_ids": [base.diff_id, app.diff_id]},
-        "history": [
-            {"created": when, "created_by": match &opts.base {
-                Base::Debootstrap { suite, packages, .. } =>
-                    format!("debootstrap --variant=minbase --include={} {suite}", packages.join(",")),
+    let oci = |e: OciSpecError| DeployError::Invalid(format!("image metadata: {e}"));
+    let history = |created_by: String| {
+        HistoryBuilder::default()
+            .created(when.clone())
+            .created_by(created_by)
+            .build()
+            .map_err(oci)
+    };
+    let config = ImageConfigurationBuilder::default()
+        .created(when.clone())
+        .architecture(Arch::Amd64)
+        .os(Os::Linux)
+        .config(
+            ConfigBuilder::default()
+                .user(format!("{UID}:{UID}"))
+                .env(vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                    format!("HOME={CACHE_DIR}"),
+                    format!("XDG_CACHE_HOME={CACHE_DIR}"),
+                ])
+                .entrypoint(vec![BINARY.to_string(), "serve".to_string()])
+                .cmd(serve_args(&opts.model_name, opts.grpc_port, opts.http_port))
+                .exposed_ports(vec![
+                    format!("{}/tcp", opts.grpc_port),
+                    format!("{}/tcp", opts.http_port),
+                ])
+                .working_dir(CACHE_DIR.to_string())
+                .stop_signal("SIGTERM".to_string())
+                .labels(labels)
+                .build()
+                .map_err(oci)?,
+        )
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers".to_string())
+                .diff_ids(vec![base.diff_id.clone(), app.diff_id.clone()])
+                .build()
+                .map_err(oci)?,
+        )
+        .history(vec![
+            history(match &opts.base {
+                Base::Debootstrap { suite, packages, .. } => {
+                    format!("debootstrap --variant=minbase --include={} {suite}", packages.join(","))
+                }
                 Base::Rootfs(p) => format!("root filesystem {}", p.display()),
-            }},
-            {"created": when, "created_by": format!("weft image build: {BINARY}, {MODEL_DIR}/{}.weft, user {UID}", opts.model_name)},
-        ],
-    });
-    let config_bytes = serde_json::to_vec(&config)?;
+            })?,
+            history(format!(
+                "weft image build: {BINARY}, {MODEL_DIR}/{}.weft, user {UID}",
+                opts.model_name
+            ))?,
+        ])
+        .build()
+        .map_err(oci)?;
+    let config_bytes = canonical_json(&config)?;
     let config_digest = sha256_hex(&config_bytes);
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest, "size": config_bytes.len()},
-        "layers": [
-            {"mediaType": LAYER_GZIP, "digest": base.digest, "size": base.size},
-            {"mediaType": LAYER_GZIP, "digest": app.digest, "size": app.size},
-        ],
-    });
-    let manifest_bytes = serde_json::to_vec(&manifest)?;
+    let descriptor = |media_type: MediaType, digest: &str, size: u64| {
+        let digest = oci_spec::image::Digest::from_str(digest).map_err(oci)?;
+        DescriptorBuilder::default()
+            .media_type(media_type)
+            .digest(digest)
+            .size(size)
+            .build()
+            .map_err(oci)
+    };
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_bytes.len() as u64,
+        )?)
+        .layers(vec![
+            descriptor(MediaType::ImageLayerGzip, &base.digest, base.size)?,
+            descriptor(MediaType::ImageLayerGzip, &app.digest, app.size)?,
+        ])
+        .build()
+        .map_err(oci)?;
+    let manifest_bytes = canonical_json(&manifest)?;
     let manifest_digest = sha256_hex(&manifest_bytes);
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [{
-            "mediaType": MANIFEST_TYPE,
-            "digest": manifest_digest,
-            "size": manifest_bytes.len(),
-            "annotations": {"org.opencontainers.image.ref.name": opts.tag},
-        }],
-    });
-    let index_bytes = serde_json::to_vec(&index)?;
+    let mut entry = descriptor(MediaType::ImageManifest, &manifest_digest, manifest_bytes.len() as u64)?;
+    entry.set_annotations(Some(HashMap::from([(
+        ANNOTATION_REF_NAME.to_string(),
+        opts.tag.clone(),
+    )])));
+    let index = ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![entry])
+        .build()
+        .map_err(oci)?;
+    let index_bytes = canonical_json(&index)?;
+    let layout = canonical_json(
+        &OciLayoutBuilder::default()
+            .image_layout_version("1.0.0".to_string())
+            .build()
+            .map_err(oci)?,
+    )?;
 
     log(&format!("writing {}", out.display()));
     let tmp = out.with_extension("tmp");
@@ -614,8 +664,7 @@ pub fn build(opts: &ImageOptions, out: &Path, log: &mut dyn FnMut(&str)) -> Resu
             let mut h = header(path, size, 0o644, 0, tar::EntryType::Regular);
             b.append_data(&mut h, path, data)
         };
-        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-        add(&mut b, "oci-layout", layout.len() as u64, &mut &layout[..])?;
+        add(&mut b, "oci-layout", layout.len() as u64, &mut layout.as_slice())?;
         add(
             &mut b,
             "index.json",

@@ -69,7 +69,7 @@ fn number(v: f64) -> Value {
     }
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> Result<PathBuf, DeployError> {
+pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<PathBuf, DeployError> {
     fs::write(path, text).map_err(|e| DeployError::io(path, e))?;
     #[cfg(unix)]
     if secret {
@@ -81,7 +81,7 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<PathBuf, DeployError> 
     Ok(path.to_path_buf())
 }
 
-fn out_dir(dir: &Path) -> Result<(), DeployError> {
+pub(crate) fn out_dir(dir: &Path) -> Result<(), DeployError> {
     fs::create_dir_all(dir).map_err(|e| DeployError::io(dir, e))
 }
 
@@ -200,7 +200,7 @@ pub fn write_aci(svc: &Service, o: &AciOptions, dir: &Path) -> Result<Vec<PathBu
     out_dir(dir)?;
     let doc = aci_document(svc, o);
     // YAML 1.1 readers (the az CLI's PyYAML) take a bare 2025-09-01 for a date
-    let yaml = serde_yaml::to_string(&doc)?.replacen(
+    let yaml = serde_norway::to_string(&doc)?.replacen(
         &format!("apiVersion: {ACI_API_VERSION}\n"),
         &format!("apiVersion: '{ACI_API_VERSION}'\n"),
         1,
@@ -213,286 +213,9 @@ pub fn write_aci(svc: &Service, o: &AciOptions, dir: &Path) -> Result<Vec<PathBu
     Ok(vec![write(&dir.join("aci.yaml"), &text, secret)?])
 }
 
-// ---------------------------------------------------------------- AKS
+// ---------------------------------------------------------------- AKS: `aks.rs`
 
-#[derive(Clone, Debug)]
-pub enum Scale {
-    Fixed(u32),
-    Auto {
-        min: u32,
-        max: u32,
-        target_cpu_percent: u32,
-    },
-}
-
-#[derive(Clone, Debug)]
-pub struct AksOptions {
-    pub namespace: String,
-    pub scale: Scale,
-    /// CPU and memory quantities (requests and limits).
-    pub cpu: String,
-    pub memory: String,
-    /// Extended resources (FPGA) requested per pod.
-    pub fpga_resources: Vec<(String, u64)>,
-    pub node_selector: Vec<(String, String)>,
-    /// `ClusterIP` or `LoadBalancer`.
-    pub service_type: String,
-    pub device: String,
-    pub max_batch: u32,
-    pub queue_depth: u32,
-    pub max_queue_delay_us: u64,
-    pub termination_grace_seconds: u32,
-}
-
-impl AksOptions {
-    pub fn check(&self) -> Result<(), DeployError> {
-        validate::dns_label("--namespace", &self.namespace)?;
-        validate::cpu_quantity("--cpu", &self.cpu)?;
-        validate::memory_quantity("--memory", &self.memory)?;
-        match self.scale {
-            Scale::Fixed(0) => return Err(DeployError::Invalid("--replicas must be at least 1".into())),
-            Scale::Auto {
-                min,
-                max,
-                target_cpu_percent,
-            } => {
-                if min == 0 || max < min {
-                    return Err(DeployError::Invalid(format!(
-                        "--min-replicas ({min}) must be at least 1 and at most --max-replicas ({max})"
-                    )));
-                }
-                if !(1..=100).contains(&target_cpu_percent) {
-                    return Err(DeployError::Invalid(format!(
-                        "--target-cpu-percent must be between 1 and 100, got {target_cpu_percent}"
-                    )));
-                }
-            }
-            Scale::Fixed(_) => {}
-        }
-        if !["ClusterIP", "LoadBalancer"].contains(&self.service_type.as_str()) {
-            return Err(DeployError::Invalid(format!(
-                "--service-type must be ClusterIP or LoadBalancer, got '{}'",
-                self.service_type
-            )));
-        }
-        if self.max_batch == 0 || self.queue_depth == 0 {
-            return Err(DeployError::Invalid(
-                "--max-batch and --queue-depth must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn kv(pairs: &[(String, String)]) -> Value {
-    Value::Object(pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
-}
-
-/// The Kubernetes objects, in apply order, with their file names.
-pub fn aks_objects(svc: &Service, o: &AksOptions) -> Vec<(String, Value)> {
-    let name = &svc.name;
-    let ns = &o.namespace;
-    let selector = vec![
-        ("app.kubernetes.io/name".to_string(), "weft".to_string()),
-        ("app.kubernetes.io/instance".to_string(), name.clone()),
-    ];
-    let mut labels = selector.clone();
-    labels.push(("app.kubernetes.io/component".into(), "inference".into()));
-    labels.push(("app.kubernetes.io/version".into(), env!("CARGO_PKG_VERSION").into()));
-    for (k, v) in &svc.labels {
-        if let Some(short) = k.strip_prefix("io.weft.")
-            && validate::label_value(v)
-        {
-            labels.push((format!("weft.io/{}", short.replace('.', "-")), v.clone()));
-        }
-    }
-    let meta = |n: &str| json!({"name": n, "namespace": ns, "labels": kv(&labels)});
-    let mut objects = vec![];
-    objects.push((
-        "namespace.yaml".to_string(),
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"app.kubernetes.io/part-of": "weft"}}}),
-    ));
-    let secret_name = format!("{name}-keys");
-    if let Some(k) = &svc.api_key {
-        objects.push((
-            "secret.yaml".to_string(),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta(&secret_name), "type": "Opaque",
-                   "stringData": {"api-keys": k}}),
-        ));
-    }
-    let config_name = format!("{name}-config");
-    objects.push((
-        "configmap.yaml".to_string(),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&config_name), "data": {
-            "WEFT_DEVICE": o.device,
-            "WEFT_MAX_BATCH": o.max_batch.to_string(),
-            "WEFT_QUEUE_DEPTH": o.queue_depth.to_string(),
-            "WEFT_MAX_QUEUE_DELAY_US": o.max_queue_delay_us.to_string(),
-        }}),
-    ));
-    let mut args = image::serve_args(&svc.model_name, svc.grpc_port, svc.http_port);
-    for (flag, var) in [
-        ("--device", "WEFT_DEVICE"),
-        ("--max-batch", "WEFT_MAX_BATCH"),
-        ("--queue-depth", "WEFT_QUEUE_DEPTH"),
-        ("--max-queue-delay-us", "WEFT_MAX_QUEUE_DELAY_US"),
-    ] {
-        args.push(flag.into());
-        args.push(format!("$({var})"));
-    }
-    args.extend(svc.serve_args.iter().cloned());
-    let mut env = vec![];
-    if svc.api_key.is_some() {
-        env.push(json!({"name": KEYS_ENV, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "api-keys"}}}));
-    }
-    let mut requests = json!({"cpu": o.cpu, "memory": o.memory});
-    let mut limits = json!({"cpu": o.cpu, "memory": o.memory});
-    for (r, n) in &o.fpga_resources {
-        requests[r] = json!(n.to_string());
-        limits[r] = json!(n.to_string());
-    }
-    let grpc_probe = |period: u32, failures: u32| json!({"grpc": {"port": svc.grpc_port}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures});
-    let mut pod_spec = json!({
-        "terminationGracePeriodSeconds": o.termination_grace_seconds,
-        "securityContext": {
-            "runAsNonRoot": true, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100,
-            "podAffinityTerm": {"labelSelector": {"matchLabels": kv(&selector)}, "topologyKey": "kubernetes.io/hostname"},
-        }]}},
-        "containers": [{
-            "name": "weft",
-            "image": svc.image,
-            "imagePullPolicy": "IfNotPresent",
-            "args": args,
-            "ports": [
-                {"name": "grpc", "containerPort": svc.grpc_port, "protocol": "TCP"},
-                {"name": "http", "containerPort": svc.http_port, "protocol": "TCP"},
-            ],
-            "envFrom": [{"configMapRef": {"name": config_name}}],
-            "env": env,
-            "resources": {"requests": requests, "limits": limits},
-            // model load and the first OpenCL program build can take a while
-            "startupProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 60},
-            "livenessProbe": grpc_probe(10, 3),
-            "readinessProbe": grpc_probe(5, 2),
-            "lifecycle": {"preStop": {"exec": {"command": ["sleep", "5"]}}},
-            "securityContext": {
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "runAsNonRoot": true,
-                "capabilities": {"drop": ["ALL"]},
-            },
-            "volumeMounts": [
-                {"name": "cache", "mountPath": image::CACHE_DIR},
-                {"name": "tmp", "mountPath": "/tmp"},
-            ],
-        }],
-        "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
-    });
-    if !o.node_selector.is_empty() {
-        pod_spec["nodeSelector"] = kv(&o.node_selector);
-    }
-    let mut deployment = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": meta(name),
-        "spec": {
-            "revisionHistoryLimit": 5,
-            "selector": {"matchLabels": kv(&selector)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": kv(&labels),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": svc.http_port.to_string(),
-                        "prometheus.io/path": "/metrics",
-                    },
-                },
-                "spec": pod_spec,
-            },
-        },
-    });
-    if let Scale::Fixed(r) = o.scale {
-        deployment["spec"]["replicas"] = json!(r);
-    }
-    objects.push(("deployment.yaml".to_string(), deployment));
-    objects.push((
-        "service.yaml".to_string(),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(name), "spec": {
-            "type": o.service_type,
-            "selector": kv(&selector),
-            "ports": [
-                {"name": "grpc", "port": svc.grpc_port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"},
-                {"name": "http", "port": svc.http_port, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"},
-            ],
-        }}),
-    ));
-    // gRPC keeps one HTTP/2 connection per client: a headless Service lets clients
-    // balance across pods themselves (dns:///NAME-headless.NAMESPACE.svc:PORT).
-    objects.push((
-        "service-headless.yaml".to_string(),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(&format!("{name}-headless")), "spec": {
-            "clusterIP": "None",
-            "selector": kv(&selector),
-            "ports": [{"name": "grpc", "port": svc.grpc_port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"}],
-        }}),
-    ));
-    if let Scale::Auto {
-        min,
-        max,
-        target_cpu_percent,
-    } = o.scale
-    {
-        objects.push((
-            "hpa.yaml".to_string(),
-            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta(name), "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": min,
-                "maxReplicas": max,
-                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target_cpu_percent}}}],
-                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
-            }}),
-        ));
-    }
-    objects.push((
-        "pdb.yaml".to_string(),
-        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(name), "spec": {
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": kv(&selector)},
-        }}),
-    ));
-    objects
-}
-
-/// Writes the objects and `kustomization.yaml` into `dir` (`kubectl apply -k DIR`).
-pub fn write_aks(svc: &Service, o: &AksOptions, dir: &Path) -> Result<Vec<PathBuf>, DeployError> {
-    svc.check()?;
-    o.check()?;
-    out_dir(dir)?;
-    let objects = aks_objects(svc, o);
-    let mut written = vec![];
-    for (file, obj) in &objects {
-        let text = serde_yaml::to_string(obj)?;
-        written.push(write(&dir.join(file), &text, file == "secret.yaml")?);
-    }
-    let kustomization = json!({
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": objects.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
-    });
-    let text = format!(
-        "# weft model '{}' on Kubernetes (AKS). Apply: kubectl apply -k {}\n{}",
-        svc.model_name,
-        dir.display(),
-        serde_yaml::to_string(&kustomization)?
-    );
-    written.push(write(&dir.join("kustomization.yaml"), &text, false)?);
-    Ok(written)
-}
+pub use crate::aks::{AksOptions, Scale, aks_objects, write_aks};
 
 // ---------------------------------------------------------------- IoT Edge
 
@@ -656,10 +379,10 @@ pub fn write_edge(svc: &Service, o: &EdgeOptions, dir: &Path) -> Result<Vec<Path
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn svc() -> Service {
+    pub(crate) fn svc() -> Service {
         Service {
             name: "weft-fashion".into(),
             model_name: "fashion".into(),
@@ -699,38 +422,5 @@ mod tests {
         assert!(c["environmentVariables"][0].get("value").is_none());
         assert!(c["resources"]["requests"]["cpu"].is_i64());
         assert!(c["resources"]["requests"]["memoryInGB"].is_f64());
-    }
-
-    #[test]
-    fn aks_autoscaled_has_hpa_and_no_replicas() {
-        let o = AksOptions {
-            namespace: "weft".into(),
-            scale: Scale::Auto {
-                min: 1,
-                max: 10,
-                target_cpu_percent: 70,
-            },
-            cpu: "2".into(),
-            memory: "4Gi".into(),
-            fpga_resources: vec![("microsoft.com/fpga_catapult".into(), 1)],
-            node_selector: vec![],
-            service_type: "ClusterIP".into(),
-            device: "auto".into(),
-            max_batch: 8,
-            queue_depth: 64,
-            max_queue_delay_us: 2000,
-            termination_grace_seconds: 45,
-        };
-        let objs = aks_objects(&svc(), &o);
-        let kinds: Vec<&str> = objs.iter().filter_map(|(_, v)| v["kind"].as_str()).collect();
-        assert!(kinds.contains(&"HorizontalPodAutoscaler"));
-        let dep = &objs
-            .iter()
-            .find(|(f, _)| f == "deployment.yaml")
-            .map(|(_, v)| v.clone());
-        let dep = dep.as_ref().map_or(Value::Null, Clone::clone);
-        assert!(dep["spec"].get("replicas").is_none());
-        let c = &dep["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(c["resources"]["limits"]["microsoft.com/fpga_catapult"], "1");
     }
 }

@@ -3,6 +3,7 @@ sending exactly the Brainwave request, perf_analyzer, gRPC health and reflection
 input; batching; keys; TLS; data collection; graceful shutdown."""
 
 import concurrent.futures as cf
+import json
 import os
 import pathlib
 import shutil
@@ -240,7 +241,7 @@ def test_concurrent_requests_are_batched_with_identical_results(weft, r8pkg):
     assert code == 0, err
 
 
-def test_perf_analyzer_concurrency_1_to_8(weft, r8pkg, tmp_path):
+def test_perf_analyzer_grpc_and_http(weft, r8pkg, tmp_path):
     pa = os.environ.get("PERF_ANALYZER", shutil.which("perf_analyzer") or "")
     assert pa and os.path.exists(pa), "perf_analyzer is required (scripts/setup.sh installs it into .venv-perf)"
     s = Server(weft, r8pkg, "--max-batch", "8", "--quiet")
@@ -257,6 +258,15 @@ def test_perf_analyzer_concurrency_1_to_8(weft, r8pkg, tmp_path):
         assert "Throughput" in proc.stdout and "error" not in proc.stdout.lower().replace("stderr", "")
         assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="Ok"}') > 10
         assert s.metric('weft_requests_total{model="r8",protocol="kserve",status="InvalidArgument"}') == 0
+        # the same over KServe's REST API
+        proc = subprocess.run([pa, "-m", "r8", "-u", f"127.0.0.1:{s.http_port}", "-i", "http", "--concurrency-range", "2",
+                               "--measurement-interval", "2000", "--stability-percentage", "100", "--max-trials", "20"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        print(proc.stdout[-2000:])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Throughput" in proc.stdout and "error" not in proc.stdout.lower().replace("stderr", "")
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve-rest",status="Ok"}') > 10
+        assert s.metric('weft_requests_total{model="r8",protocol="kserve-rest",status="InvalidArgument"}') == 0
     finally:
         code, err = s.stop()
     assert code == 0, err
@@ -400,3 +410,114 @@ def test_http_endpoints_and_statuses(server):
     conn.request("POST", "/healthz", body=b"x")
     assert conn.getresponse().status == 405
     conn.close()
+
+
+def http_client(s):
+    import tritonclient.http as th
+
+    return th.InferenceServerClient(f"127.0.0.1:{s.http_port}")
+
+
+def test_rest_metadata_health_config_and_stats(server):
+    """KServe v2 over HTTP/REST, read by tritonclient.http: the same facts as over gRPC."""
+    from tritonclient.utils import InferenceServerException as HttpError
+
+    c = http_client(server)
+    assert c.is_server_live(headers=H) and c.is_server_ready(headers=H)
+    assert c.is_model_ready("fashion", headers=H) and c.is_model_ready("r8", model_version="1", headers=H)
+    assert not c.is_model_ready("r8", model_version="7", headers=H)
+    meta = c.get_server_metadata(headers=H)
+    assert meta["name"] == "weft" and {"model_configuration", "statistics", "binary_tensor_data"} <= set(meta["extensions"])
+    mm = c.get_model_metadata("r8", headers=H)
+    g = client(server).get_model_metadata("r8", headers=H)
+    assert mm["inputs"] == [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in g.inputs]
+    assert mm["outputs"] == [{"name": o.name, "datatype": o.datatype, "shape": list(o.shape)} for o in g.outputs]
+    assert mm["platform"] == g.platform and mm["versions"] == ["1"]
+    cfg = c.get_model_config("fashion", headers=H)
+    assert cfg["max_batch_size"] == 8 and cfg["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [1, 28, 28]}
+    assert "Trouser" in cfg["parameters"]["labels"]["string_value"]
+    assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
+    stats = c.get_inference_statistics("r8", headers=H)["model_stats"]
+    assert [s["name"] for s in stats] == ["r8"] and "success" in stats[0]["inference_stats"]
+    assert {s["name"] for s in c.get_inference_statistics(headers=H)["model_stats"]} == {"fashion", "r8"}
+    for call, status in ((lambda: http_client(server).get_server_metadata(), "401"),
+                         (lambda: c.get_model_metadata("nope", headers=H), "404"),
+                         (lambda: c.get_model_config("r8", model_version="2", headers=H), "404")):
+        with pytest.raises(HttpError) as e:
+            call()
+        assert e.value.status() == status, (status, e.value)
+
+
+def test_rest_infer_gives_the_grpc_answer_bytes(server):
+    """The same request over gRPC and over REST (binary tensors, JSON tensors, images as
+    BYTES, FP16 and UINT8) gives the same output bytes."""
+    import tritonclient.http as th
+
+    c = http_client(server)
+    # tritonclient.http writes Inference-Header-Content-Length into the headers dict it is
+    # given: each call gets its own
+    hh = lambda: dict(H)  # noqa: E731
+    x = np.random.default_rng(11).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    gi = tc.InferInput("input", list(x.shape), "FP32")
+    gi.set_data_from_numpy(x)
+    want = client(server).infer("r8", [gi], headers=H)
+    for binary_in in (True, False):
+        for binary_out in (True, False):
+            hi = th.InferInput("input", list(x.shape), "FP32")
+            hi.set_data_from_numpy(x, binary_data=binary_in)
+            outs = [th.InferRequestedOutput(n, binary_data=binary_out) for n in ("logits", "features")]
+            got = c.infer("r8", [hi], outputs=outs, headers=hh(), request_id="abc")
+            for n in ("logits", "features"):
+                a, b = want.as_numpy(n), got.as_numpy(n)
+                assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes(), (n, binary_in, binary_out)
+            assert got.get_response()["id"] == "abc" and got.get_response()["model_version"] == "1"
+    # no outputs named: all of them, as binary data (tritonclient asks binary_data_output)
+    got = c.infer("r8", [hi], headers=hh(), model_version="1")
+    assert got.as_numpy("logits").tobytes() == want.as_numpy("logits").tobytes()
+    # images as BYTES, FP16 and UINT8 tensors
+    imgs, _ = fashion_test_images(2)
+    data = np.array([encode(i, "PNG") for i in imgs], dtype=np.object_)
+    u8 = np.stack([np.asarray(i, np.uint8)[None] for i in imgs])
+    for dt, arr in (("BYTES", data), ("FP16", (u8 / 255.0).astype(np.float16)), ("UINT8", u8)):
+        gi = tc.InferInput("input", list(arr.shape), dt)
+        gi.set_data_from_numpy(arr)
+        a = client(server).infer("fashion", [gi], headers=H).as_numpy("logits")
+        # encoded images are not UTF-8, so JSON cannot carry them: BYTES go as binary data
+        for binary in (True,) if dt == "BYTES" else (True, False):
+            hi = th.InferInput("input", list(arr.shape), dt)
+            hi.set_data_from_numpy(arr, binary_data=binary)
+            b = c.infer("fashion", [hi], headers=hh()).as_numpy("logits")
+            assert a.tobytes() == b.tobytes(), (dt, binary)
+
+
+def test_rest_bad_requests_get_http_statuses_and_the_server_keeps_serving(server):
+    import urllib.request
+
+    def post(path, body, headers=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{server.http_port}{path}", data=body, method="POST",
+                                     headers={"authorization": f"Bearer {KEY}", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.read(), e.headers
+
+    ok = b'{"inputs":[{"name":"input","shape":[1,3,32,32],"datatype":"FP32","data":[' + b",".join([b"0"] * 3072) + b"]}]}"
+    status, body, headers = post("/v2/models/r8/infer", ok)
+    assert status == 200 and json.loads(body)["outputs"][0]["shape"][0] == 1 and headers["request-id"]
+    cases = [
+        ("/v2/models/r8/infer", b"not json", {}, 400),
+        ("/v2/models/r8/infer", b'{"inputs":[{"name":"input","shape":[1,3,32,32],"datatype":"FP32","data":[1,2]}]}', {}, 400),
+        ("/v2/models/r8/infer", b'{"inputs":[{"name":"input","shape":[1],"datatype":"BYTES","data":["not an image"]}]}', {}, 400),
+        ("/v2/models/r8/infer", ok, {"Inference-Header-Content-Length": "999999"}, 400),
+        ("/v2/models/r8/infer", ok, {"Inference-Header-Content-Length": "x"}, 400),
+        ("/v2/models/r8/infer", ok, {"Content-Encoding": "gzip"}, 400),
+        ("/v2/models/nope/infer", ok, {}, 404),
+        ("/v2/models/r8/versions/3/infer", ok, {}, 404),
+        ("/v2/models/r8/infer", ok, {"authorization": "Bearer wrong"}, 401),
+    ]
+    for path, body, headers, want in cases:
+        status, text, h = post(path, body, headers)
+        assert status == want, (path, headers, status, text)
+        assert "error" in json.loads(text) and h["request-id"], text
+    assert post("/v2/models/r8/infer", ok)[0] == 200

@@ -1,4 +1,4 @@
-//! The HTTP side, on axum: `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process
+//! The HTTP side, on axum: KServe v2 REST (`rest.rs`), `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process
 //! is up) and `/readyz` (models loaded and serving).
 
 use std::sync::atomic::Ordering;
@@ -53,9 +53,12 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
-/// The router: unknown paths answer 404, other methods on known paths 405.
+/// The router: KServe's REST API (`rest.rs`) beside the probes and metrics; unknown paths
+/// answer 404, other methods on known paths 405.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let max_body = state.app().map_or(64 << 20, |a| a.max_message_bytes);
     Router::new()
+        .merge(crate::rest::routes(max_body))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { text(StatusCode::OK, "ok\n") }))
         .route("/readyz", get(readyz))

@@ -127,6 +127,33 @@ async fn model_infer(
     Ok((name, resp, result))
 }
 
+/// One inference with its accounting (metrics, statistics, the request's log line) under
+/// `protocol`: the gRPC service and the REST API both answer through this.
+pub async fn infer_as(
+    state: &AppState,
+    req: Request<ModelInferRequest>,
+    protocol: &'static str,
+) -> Result<Response<ModelInferResponse>, Status> {
+    let start = Instant::now();
+    let _in_flight = state.metrics.start();
+    let rid = request_id();
+    if let Err(e) = state.keys.check(req.metadata()) {
+        let name = req.get_ref().model_name.clone();
+        state.finish(&rid, &name, protocol, e.code(), start, None);
+        return Err(e.to_status(&rid));
+    }
+    match model_infer(state, req, &rid).await {
+        Ok((name, resp, result)) => {
+            state.finish(&rid, &name, protocol, tonic::Code::Ok, start, Some(&result));
+            Ok(with_id(Response::new(resp), &rid))
+        }
+        Err((name, e)) => {
+            state.finish(&rid, &name, protocol, e.code(), start, None);
+            Err(e.to_status(&rid))
+        }
+    }
+}
+
 /// Decodes serialized ModelInferRequest bytes into the model input exactly as the service
 /// does (protobuf, then the input checks and conversions of `decode_input`); for fuzzing.
 pub fn decode_infer_request(
@@ -304,25 +331,7 @@ impl GrpcInferenceService for KServe {
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
-        let start = Instant::now();
-        let _in_flight = self.state.metrics.start();
-        let rid = request_id();
-        if let Err(e) = self.state.keys.check(req.metadata()) {
-            let name = req.get_ref().model_name.clone();
-            self.state.finish(&rid, &name, "kserve", e.code(), start, None);
-            return Err(e.to_status(&rid));
-        }
-        match model_infer(&self.state, req, &rid).await {
-            Ok((name, resp, result)) => {
-                self.state
-                    .finish(&rid, &name, "kserve", tonic::Code::Ok, start, Some(&result));
-                Ok(with_id(Response::new(resp), &rid))
-            }
-            Err((name, e)) => {
-                self.state.finish(&rid, &name, "kserve", e.code(), start, None);
-                Err(e.to_status(&rid))
-            }
-        }
+        infer_as(&self.state, req, "kserve").await
     }
 
     async fn model_config(&self, req: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {

@@ -17,6 +17,7 @@ mod http;
 mod kserve;
 mod metrics;
 pub mod proto;
+mod rest;
 mod server;
 mod tfserving;
 

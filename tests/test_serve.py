@@ -521,3 +521,27 @@ def test_rest_bad_requests_get_http_statuses_and_the_server_keeps_serving(server
         assert status == want, (path, headers, status, text)
         assert "error" in json.loads(text) and h["request-id"], text
     assert post("/v2/models/r8/infer", ok)[0] == 200
+
+
+def test_statistics_report_each_phase_and_batch_sizes(server):
+    """ModelStatistics: non-zero compute_input, compute_infer and compute_output, counted once
+    per successful request, and batch_stats whose executions add up to execution_count; the
+    REST API reports the same."""
+    x = np.random.default_rng(5).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    inp = tc.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    with cf.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: client(server).infer("r8", [inp], headers=H), range(24)))
+    s = client(server).get_inference_statistics("r8", headers=H, as_json=True)["model_stats"][0]
+    i = s["inference_stats"]
+    success = int(i["success"]["count"])
+    assert success >= 24
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert int(i[phase]["count"]) == success and int(i[phase]["ns"]) > 0, (phase, i[phase])
+    batches = s["batch_stats"]
+    assert batches and all(1 <= int(b["batch_size"]) <= 8 * 2 for b in batches), batches
+    assert sum(int(b["compute_infer"]["count"]) for b in batches) == int(s["execution_count"])
+    assert all(int(b["compute_infer"]["ns"]) > 0 and int(b["compute_input"]["ns"]) > 0 for b in batches)
+    rest = http_client(server).get_inference_statistics("r8", headers=dict(H))["model_stats"][0]
+    assert int(rest["inference_stats"]["compute_infer"]["count"]) >= success
+    assert {b["batch_size"] for b in rest["batch_stats"]} >= {int(b["batch_size"]) for b in batches}

@@ -94,6 +94,9 @@ pub struct Session {
     plans: HashMap<usize, Prepared>,
     profile: bool,
     last_profile: Vec<LayerProfile>,
+    /// Host time the last run spent putting its inputs on the device (host quantization and
+    /// the blocking writes).
+    last_upload: Duration,
     guard_bytes: usize,
     poison: Option<u8>,
     lane_conv: bool,
@@ -249,6 +252,7 @@ impl Session {
             plans: HashMap::new(),
             profile: opts.profile,
             last_profile: Vec::new(),
+            last_upload: Duration::ZERO,
             guard_bytes: opts.guard_bytes,
             poison: opts.poison,
             lane_conv: opts.lane_conv || std::env::var_os("WEFT_LANE_CONV").is_some_and(|v| v != "0"),
@@ -283,6 +287,12 @@ impl Session {
     }
 
     /// Per-layer timings of the last run (with `profile` on).
+    /// Host time the last `run` spent uploading its inputs (quantizing them on the host and
+    /// the blocking writes); the rest of the run is the network and its output reads.
+    pub fn last_upload_time(&self) -> Duration {
+        self.last_upload
+    }
+
     pub fn last_profile(&self) -> &[LayerProfile] {
         &self.last_profile
     }
@@ -451,6 +461,7 @@ impl Session {
         let mut fork: Option<Event> = None;
         let mut side: Vec<Event> = Vec::new();
         let mut reads = Reads::new(&self.queue);
+        let mut upload = Duration::ZERO;
         if let Some(byte) = self.poison {
             for (slot, &n) in slots.iter_mut().zip(&plan.slot_sizes) {
                 fill(&self.queue, slot, byte, n.max(16))?;
@@ -485,6 +496,8 @@ impl Session {
                 | Step::UploadQuantized { value, slot, .. }
                 | Step::UploadU8 { value, slot, .. } => {
                     reads.settle(&mut host)?;
+                    let began = Instant::now();
+                    let is_input = !host.contains_key(value);
                     let t = host
                         .get(value)
                         .or_else(|| inputs.get(value))
@@ -497,6 +510,9 @@ impl Session {
                             .enqueue_write_buffer(&mut slots[*slot], CL_BLOCKING, 0, &bytes, &[])
                     }
                     .map_err(|e| OpenClError::api("clEnqueueWriteBuffer", e))?;
+                    if is_input {
+                        upload += began.elapsed();
+                    }
                 }
                 Step::Launch {
                     kernel,
@@ -562,6 +578,7 @@ impl Session {
             }
         }
         reads.settle(&mut host)?;
+        self.last_upload = upload;
         self.side_queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         self.queue.finish().map_err(|e| OpenClError::api("clFinish", e))?;
         if self.guard_bytes > 0 {

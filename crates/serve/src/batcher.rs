@@ -29,6 +29,15 @@ impl Engine {
         }
     }
 
+    /// Host time the last run spent putting its input on the device (none for the
+    /// reference executor, which reads it in place).
+    fn last_upload_time(&self) -> Duration {
+        match self {
+            Engine::Reference(_) => Duration::ZERO,
+            Engine::OpenCl(s) => s.last_upload_time(),
+        }
+    }
+
     /// Runs a batch of zeros (plans it and triggers any first-launch compilation).
     pub fn warm_up(&mut self, package: &Package, batch: usize) -> Result<(), String> {
         let Some(input) = package.graph.inputs.first() else {
@@ -64,8 +73,31 @@ pub struct Job {
 pub struct JobResult {
     pub outputs: Vec<(String, Tensor)>,
     pub queue: Duration,
+    /// The whole batch's time on the worker (input, network, output).
     pub compute: Duration,
+    /// The batch's input preparation: joining the requests' rows, quantizing and uploading.
+    pub compute_input: Duration,
+    /// The network on the device, its output reads included.
+    pub compute_infer: Duration,
+    /// Cutting this request's rows out of the batch's outputs.
+    pub compute_output: Duration,
     pub batch_rows: usize,
+}
+
+/// One batch size's cumulative executions and nanoseconds, as Triton's `batch_stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchCounters {
+    pub count: u64,
+    pub input_ns: u64,
+    pub infer_ns: u64,
+    pub output_ns: u64,
+}
+
+/// Executions by batch size (rows).
+pub type BatchStats = std::sync::Mutex<std::collections::BTreeMap<u64, BatchCounters>>;
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Batching limits.
@@ -103,6 +135,8 @@ pub struct Worker {
     pub description: String,
     /// Batches executed.
     pub executions: Arc<std::sync::atomic::AtomicU64>,
+    /// Batches executed, by size.
+    pub batch_stats: Arc<BatchStats>,
     /// Requests admitted for this model and not yet answered.
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -123,6 +157,8 @@ impl Worker {
         let flag = ready.clone();
         let executions = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let exec_count = executions.clone();
+        let batch_stats = Arc::new(BatchStats::default());
+        let by_size = batch_stats.clone();
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let waiting = pending.clone();
         let input_name = package.graph.inputs.first().map(|i| i.name.clone()).unwrap_or_default();
@@ -136,6 +172,7 @@ impl Worker {
                 metrics: &metrics,
                 ready: &flag,
                 executions: &exec_count,
+                batch_stats: &by_size,
                 busy: &busy,
                 epoch,
                 health: &mut health,
@@ -154,6 +191,7 @@ impl Worker {
             epoch,
             description,
             executions,
+            batch_stats,
             pending,
         }
     }
@@ -185,6 +223,7 @@ struct WorkerState<'a> {
     metrics: &'a Metrics,
     ready: &'a AtomicBool,
     executions: &'a std::sync::atomic::AtomicU64,
+    batch_stats: &'a BatchStats,
     busy: &'a std::sync::atomic::AtomicU64,
     epoch: Instant,
     health: &'a mut Health,
@@ -332,6 +371,7 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
     };
     let rows = input.shape().first().copied().unwrap_or(1);
     let feeds = HashMap::from([(input_name.to_string(), input)]);
+    let joined = start.elapsed();
     w.batches += 1;
     let fault = w.health.faults.at(w.batches).cloned();
     w.busy.store(w.epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
@@ -346,7 +386,10 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
         engine.run(&feeds)
     }));
     w.busy.store(0, Ordering::SeqCst);
-    let compute = start.elapsed();
+    let ran = start.elapsed();
+    let upload = engine.last_upload_time();
+    let compute_input = joined + upload;
+    let compute_infer = ran.saturating_sub(joined).saturating_sub(upload);
     let result = match result {
         Ok(r) => r.map_err(|e| (e, false)),
         Err(p) => {
@@ -363,14 +406,28 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
             w.failures = 0;
             ready.store(true, Ordering::SeqCst);
             executions.fetch_add(1, Ordering::Relaxed);
-            metrics.batch(name, rows, compute);
             let mut offset = 0;
+            let mut answers = Vec::with_capacity(live.len());
             for (j, n) in live.into_iter().zip(counts) {
+                let cut = Instant::now();
                 let outs = outputs
                     .iter()
                     .map(|(k, t)| Ok((k.clone(), rows_of(t, offset, n)?)))
                     .collect::<Result<Vec<_>, String>>();
                 offset += n;
+                answers.push((j, outs, cut.elapsed()));
+            }
+            let compute = start.elapsed();
+            metrics.batch(name, rows, compute);
+            let output_total: Duration = answers.iter().map(|(_, _, d)| *d).sum();
+            if let Ok(mut stats) = w.batch_stats.lock() {
+                let c = stats.entry(rows as u64).or_default();
+                c.count += 1;
+                c.input_ns += ns(compute_input);
+                c.infer_ns += ns(compute_infer);
+                c.output_ns += ns(output_total);
+            }
+            for (j, outs, compute_output) in answers {
                 let queue = start.saturating_duration_since(j.enqueued);
                 metrics.queue(name, queue);
                 let _ = j.reply.send(
@@ -378,6 +435,9 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
                         outputs,
                         queue,
                         compute,
+                        compute_input,
+                        compute_infer,
+                        compute_output,
                         batch_rows: rows,
                     })
                     .map_err(ServeError::Internal),

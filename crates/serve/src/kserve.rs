@@ -89,7 +89,9 @@ async fn model_infer(
         .map_err(|e| (req.model_name.clone(), e))?;
     let name = model.name.clone();
     let fail = |e: ServeError| (name.clone(), e);
+    let decoding = Instant::now();
     let input = decode_input(&model.spec, &req).map_err(fail)?;
+    let decoded = decoding.elapsed();
     let wanted: Vec<String> = if req.outputs.is_empty() {
         model.package.graph.outputs.iter().map(|o| o.name.clone()).collect()
     } else {
@@ -102,7 +104,8 @@ async fn model_infer(
             ))));
         }
     }
-    let result = state.infer(model, input, dl, rid).await.map_err(fail)?;
+    let mut result = state.infer(model, input, dl, rid).await.map_err(fail)?;
+    let encoding = Instant::now();
     let mut resp = ModelInferResponse {
         model_name: model.name.clone(),
         model_version: "1".into(),
@@ -124,6 +127,9 @@ async fn model_infer(
         });
         resp.raw_output_contents.push(f32_bytes(t));
     }
+    // the request's own share of the input and output work: decoding, encoding
+    result.compute_input += decoded;
+    result.compute_output += encoding.elapsed();
     Ok((name, resp, result))
 }
 
@@ -413,11 +419,24 @@ impl GrpcInferenceService for KServe {
                         success: d(c.success),
                         fail: d(c.fail),
                         queue: d(c.queue),
-                        compute_input: d((c.compute.0, 0)),
-                        compute_infer: d(c.compute),
-                        compute_output: d((c.compute.0, 0)),
+                        compute_input: d(c.compute_input),
+                        compute_infer: d(c.compute_infer),
+                        compute_output: d(c.compute_output),
                     }),
-                    batch_stats: vec![],
+                    batch_stats: m
+                        .worker
+                        .batch_stats
+                        .lock()
+                        .map(|s| s.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(size, b)| InferBatchStatistics {
+                            batch_size: size,
+                            compute_input: d((b.count, b.input_ns)),
+                            compute_infer: d((b.count, b.infer_ns)),
+                            compute_output: d((b.count, b.output_ns)),
+                        })
+                        .collect(),
                 }
             })
             .collect();

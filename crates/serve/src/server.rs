@@ -68,7 +68,9 @@ pub struct ModelCounters {
     pub success: (u64, u64),
     pub fail: (u64, u64),
     pub queue: (u64, u64),
-    pub compute: (u64, u64),
+    pub compute_input: (u64, u64),
+    pub compute_infer: (u64, u64),
+    pub compute_output: (u64, u64),
     pub last_inference_ms: u64,
 }
 
@@ -141,8 +143,16 @@ impl AppState {
                     c.success.1 += ns;
                     c.queue.0 += 1;
                     c.queue.1 += r.queue.as_nanos() as u64;
-                    c.compute.0 += 1;
-                    c.compute.1 += r.compute.as_nanos() as u64;
+                    let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                    let c = &mut *c;
+                    for (slot, d) in [
+                        (&mut c.compute_input, r.compute_input),
+                        (&mut c.compute_infer, r.compute_infer),
+                        (&mut c.compute_output, r.compute_output),
+                    ] {
+                        slot.0 += 1;
+                        slot.1 += ns(d);
+                    }
                     c.inference_count += r
                         .outputs
                         .first()

@@ -201,6 +201,14 @@ impl InputSpec {
 }
 
 /// Splits KServe BYTES raw contents (4-byte little-endian length, then the bytes).
+/// Runs `f` on tokio's blocking pool. Image decoding and preprocessing are CPU work of
+/// milliseconds that would otherwise hold an async worker (and every request queued on it).
+pub async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ServeError::Internal(format!("the decoding task failed: {e}")))
+}
+
 pub fn split_bytes(raw: &[u8], count: usize) -> Result<Vec<&[u8]>, ServeError> {
     let mut out = Vec::with_capacity(count.min(1024));
     let mut rest = raw;

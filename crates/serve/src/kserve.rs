@@ -90,7 +90,16 @@ async fn model_infer(
     let name = model.name.clone();
     let fail = |e: ServeError| (name.clone(), e);
     let decoding = Instant::now();
-    let input = decode_input(&model.spec, &req).map_err(fail)?;
+    // images are decoded on the blocking pool; tensors, a copy, right here
+    let (input, req) = if req.inputs.iter().any(|i| i.datatype == "BYTES") {
+        let m = model.clone();
+        crate::convert::off_runtime(move || (decode_input(&m.spec, &req), req))
+            .await
+            .map_err(fail)?
+    } else {
+        (decode_input(&model.spec, &req), req)
+    };
+    let input = input.map_err(fail)?;
     let decoded = decoding.elapsed();
     let wanted: Vec<String> = if req.outputs.is_empty() {
         model.package.graph.outputs.iter().map(|o| o.name.clone()).collect()

@@ -143,7 +143,16 @@ async fn predict(
         _ => req.inputs.get(&model.spec.name),
     }
     .ok_or_else(|| fail(bad(format!("the model takes one input, '{}'", model.spec.name))))?;
-    let input = decode(model, tensor).map_err(fail)?;
+    // images are decoded on the blocking pool; tensors, a copy, right here
+    let input = if tensor.dtype == DataType::DtString as i32 {
+        let (m, t) = (model.clone(), tensor.clone());
+        crate::convert::off_runtime(move || decode(&m, &t))
+            .await
+            .map_err(fail)?
+    } else {
+        decode(model, tensor)
+    }
+    .map_err(fail)?;
     let outputs: Vec<String> = model.package.graph.outputs.iter().map(|o| o.name.clone()).collect();
     for f in &req.output_filter {
         if !outputs.contains(f) && f != "output_alias" {

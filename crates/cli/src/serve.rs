@@ -76,6 +76,23 @@ pub struct ServeArgs {
     /// No per-request log lines.
     #[arg(long)]
     pub quiet: bool,
+    /// A model repository in Triton's layout: DIR/NAME/VERSION/model.weft, with an optional
+    /// DIR/NAME/config.json or config.pbtxt (max_batch_size, dynamic_batching's
+    /// max_queue_delay_microseconds and default_queue_policy.max_queue_size, version_policy
+    /// latest / all / specific). Served beside `--model` packages.
+    #[arg(long)]
+    pub model_repository: Option<PathBuf>,
+    /// none: load the repository at start; poll: also rescan it every
+    /// --repository-poll-secs (new versions load, warm up and take over; removed ones drain);
+    /// explicit: load and unload on request (Triton's repository API) and `--load-model`.
+    #[arg(long, default_value = "none", requires = "model_repository")]
+    pub model_control_mode: weft_serve::ControlMode,
+    /// Seconds between repository scans in poll mode.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_seconds)]
+    pub repository_poll_secs: f64,
+    /// A repository model to load at start in explicit mode (repeatable; `*` for all).
+    #[arg(long = "load-model")]
+    pub load_models: Vec<String>,
     /// Log lines as `text` (timestamp, level, message, fields) or `json` (one object a line,
     /// fields at the top level, for log collectors).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -177,7 +194,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         models.push((name.to_string(), Arc::new(load(std::path::Path::new(path))?)));
     }
-    if models.is_empty() {
+    if let Some(dir) = &args.model_repository
+        && !dir.is_dir()
+    {
+        bail!("--model-repository {}: not a directory", dir.display());
+    }
+    if models.is_empty() && args.model_repository.is_none() {
         let p = Package::from_bytes(DEFAULT_MODEL).context("the embedded default model")?;
         crate::model::prefer_generic_work_groups(&p);
         models.push((DEFAULT_MODEL_NAME.to_string(), Arc::new(p)));
@@ -214,6 +236,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_image_pixels: args.max_image_pixels,
         log_requests: !args.quiet,
         device_timeout: Duration::from_secs_f64(args.device_timeout),
+        repository: args.model_repository.clone().map(|dir| weft_serve::RepositoryConfig {
+            dir,
+            mode: args.model_control_mode,
+            poll: Duration::from_secs_f64(args.repository_poll_secs),
+            load: args.load_models.clone(),
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -82,6 +82,8 @@ pub struct JobResult {
     /// Cutting this request's rows out of the batch's outputs.
     pub compute_output: Duration,
     pub batch_rows: usize,
+    /// The model version that answered (set by the server).
+    pub version: String,
 }
 
 /// One batch size's cumulative executions and nanoseconds, as Triton's `batch_stats`.
@@ -439,6 +441,7 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
                         compute_infer,
                         compute_output,
                         batch_rows: rows,
+                        version: String::new(),
                     })
                     .map_err(ServeError::Internal),
                 );

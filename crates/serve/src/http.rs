@@ -1,7 +1,6 @@
 //! The HTTP side, on axum: KServe v2 REST (`rest.rs`), `/metrics` (OpenMetrics text, `metrics.rs`), `/healthz` (the process
 //! is up) and `/readyz` (models loaded and serving).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -41,11 +40,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    let ready = state.app().is_some_and(|a| {
-        a.ready.load(Ordering::SeqCst)
-            && !a.models.is_empty()
-            && a.models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst))
-    });
+    let ready = state.app().is_some_and(|a| a.all_ready());
     if ready {
         text(StatusCode::OK, "ready\n")
     } else {

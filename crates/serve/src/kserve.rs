@@ -32,6 +32,13 @@ impl KServe {
     fn auth<T>(&self, req: &Request<T>, rid: &str) -> Result<(), Status> {
         self.state.keys.check(req.metadata()).map_err(|e| e.to_status(rid))
     }
+
+    fn repository(&self, rid: &str) -> Result<&crate::repository::Repository, Status> {
+        self.state.repository.as_ref().ok_or_else(|| {
+            ServeError::InvalidArgument("this server has no model repository (--model-repository DIR)".into())
+                .to_status(rid)
+        })
+    }
 }
 
 fn output_metadata(model: &Model) -> Vec<TensorMetadata> {
@@ -89,6 +96,7 @@ async fn model_infer(
         .map_err(|e| (req.model_name.clone(), e))?;
     let name = model.name.clone();
     let fail = |e: ServeError| (name.clone(), e);
+    let model = &model;
     let decoding = Instant::now();
     // images are decoded on the blocking pool; tensors, a copy, right here
     let (input, req) = if req.inputs.iter().any(|i| i.datatype == "BYTES") {
@@ -117,7 +125,7 @@ async fn model_infer(
     let encoding = Instant::now();
     let mut resp = ModelInferResponse {
         model_name: model.name.clone(),
-        model_version: "1".into(),
+        model_version: model.version.clone(),
         id: req.id.clone(),
         ..Default::default()
     };
@@ -281,8 +289,7 @@ impl GrpcInferenceService for KServe {
     async fn server_ready(&self, req: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         let rid = request_id();
         self.auth(&req, &rid)?;
-        let ready = self.state.ready.load(Ordering::SeqCst)
-            && self.state.models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst));
+        let ready = self.state.all_ready();
         Ok(with_id(Response::new(ServerReadyResponse { ready }), &rid))
     }
 
@@ -290,13 +297,14 @@ impl GrpcInferenceService for KServe {
         let rid = request_id();
         self.auth(&req, &rid)?;
         let r = req.into_inner();
-        let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
-        Ok(with_id(
-            Response::new(ModelReadyResponse {
-                ready: m.worker.ready.load(Ordering::SeqCst) && self.state.ready.load(Ordering::SeqCst),
-            }),
-            &rid,
-        ))
+        // a version not served (unloaded, refused, never loaded) is not ready; a model
+        // name never served is NOT_FOUND
+        let ready = match self.state.model(&r.name, &r.version) {
+            Ok(m) => m.worker.ready.load(Ordering::SeqCst) && self.state.ready.load(Ordering::SeqCst),
+            Err(_) if !r.version.is_empty() && self.state.model(&r.name, "").is_ok() => false,
+            Err(e) => return Err(e.to_status(&rid)),
+        };
+        Ok(with_id(Response::new(ModelReadyResponse { ready }), &rid))
     }
 
     async fn server_metadata(
@@ -329,17 +337,24 @@ impl GrpcInferenceService for KServe {
         let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
         let mut shape = vec![-1];
         shape.extend(m.spec.dims());
+        let versions = self
+            .state
+            .models()
+            .iter()
+            .filter(|v| v.name == m.name)
+            .map(|v| v.version.clone())
+            .collect();
         Ok(with_id(
             Response::new(ModelMetadataResponse {
                 name: m.name.clone(),
-                versions: vec!["1".into()],
+                versions,
                 platform: format!("weft_{}", m.package.precision),
                 inputs: vec![TensorMetadata {
                     name: m.spec.name.clone(),
                     datatype: "FP32".into(),
                     shape,
                 }],
-                outputs: output_metadata(m),
+                outputs: output_metadata(&m),
             }),
             &rid,
         ))
@@ -373,14 +388,14 @@ impl GrpcInferenceService for KServe {
             name: m.name.clone(),
             platform: format!("weft_{}", m.package.precision),
             backend: "weft".into(),
-            max_batch_size: i32::try_from(self.state.policy.max_batch).unwrap_or(i32::MAX),
+            max_batch_size: i32::try_from(m.policy.max_batch).unwrap_or(i32::MAX),
             input: vec![ModelInput {
                 name: m.spec.name.clone(),
                 data_type: DataType::TypeFp32 as i32,
                 dims: m.spec.dims(),
                 ..Default::default()
             }],
-            output: output_dims(m)
+            output: output_dims(&m)
                 .into_iter()
                 .map(|(name, dims)| ModelOutput {
                     name,
@@ -390,7 +405,7 @@ impl GrpcInferenceService for KServe {
                 })
                 .collect(),
             scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
-                max_queue_delay_microseconds: self.state.policy.max_delay.as_micros() as u64,
+                max_queue_delay_microseconds: m.policy.max_delay.as_micros() as u64,
                 ..Default::default()
             })),
             parameters,
@@ -408,8 +423,16 @@ impl GrpcInferenceService for KServe {
         let rid = request_id();
         self.auth(&req, &rid)?;
         let r = req.into_inner();
-        let models: Vec<&Arc<Model>> = if r.name.is_empty() {
-            self.state.models.iter().collect()
+        let models: Vec<Arc<Model>> = if r.name.is_empty() {
+            self.state.models()
+        } else if r.version.is_empty() {
+            // every version of the model
+            let found = self.state.model(&r.name, "").map_err(|e| e.to_status(&rid))?;
+            self.state
+                .models()
+                .into_iter()
+                .filter(|m| m.name == found.name)
+                .collect()
         } else {
             vec![self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?]
         };
@@ -420,7 +443,7 @@ impl GrpcInferenceService for KServe {
                 let c = m.stats.lock().map(|c| c.clone()).unwrap_or_default();
                 ModelStatistics {
                     name: m.name.clone(),
-                    version: "1".into(),
+                    version: m.version.clone(),
                     last_inference: c.last_inference_ms,
                     inference_count: c.inference_count,
                     execution_count: m.worker.executions.load(Ordering::Relaxed),
@@ -450,5 +473,53 @@ impl GrpcInferenceService for KServe {
             })
             .collect();
         Ok(with_id(Response::new(ModelStatisticsResponse { model_stats }), &rid))
+    }
+
+    async fn repository_index(
+        &self,
+        req: Request<RepositoryIndexRequest>,
+    ) -> Result<Response<RepositoryIndexResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let repo = self.repository(&rid)?;
+        let rows = repo
+            .index(&self.state, req.get_ref().ready)
+            .map_err(|e| e.to_status(&rid))?;
+        let models = rows
+            .into_iter()
+            .map(|r| repository_index_response::ModelIndex {
+                name: r.name,
+                version: r.version,
+                state: r.state,
+                reason: r.reason,
+            })
+            .collect();
+        Ok(with_id(Response::new(RepositoryIndexResponse { models }), &rid))
+    }
+
+    async fn repository_model_load(
+        &self,
+        req: Request<RepositoryModelLoadRequest>,
+    ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let repo = self.repository(&rid)?;
+        repo.load(&self.state, &req.get_ref().model_name)
+            .await
+            .map_err(|e| e.to_status(&rid))?;
+        Ok(with_id(Response::new(RepositoryModelLoadResponse {}), &rid))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        req: Request<RepositoryModelUnloadRequest>,
+    ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
+        let rid = request_id();
+        self.auth(&req, &rid)?;
+        let repo = self.repository(&rid)?;
+        repo.unload(&self.state, &req.get_ref().model_name)
+            .await
+            .map_err(|e| e.to_status(&rid))?;
+        Ok(with_id(Response::new(RepositoryModelUnloadResponse {}), &rid))
     }
 }

@@ -17,10 +17,12 @@ mod http;
 mod kserve;
 mod metrics;
 pub mod proto;
+mod repository;
 mod rest;
 mod server;
 mod tfserving;
 
 pub use error::ServeError;
 pub use kserve::decode_infer_request;
+pub use repository::{ControlMode, RepositoryConfig};
 pub use server::{REQUEST_TARGET, ServeConfig, Served, serve};

@@ -140,7 +140,7 @@ async fn server_live(State(state): State<Arc<HttpState>>, headers: HeaderMap) ->
 async fn server_ready(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> Response {
     let svc = svc_or_503!(state);
     match svc.server_ready(grpc_request(&headers, ServerReadyRequest {})).await {
-        Ok(r) => health(r.get_ref().ready && !svc.state.models.is_empty()),
+        Ok(r) => health(r.get_ref().ready),
         Err(s) => error(&s),
     }
 }
@@ -539,6 +539,84 @@ async fn model_infer(
     resp
 }
 
+// ---------------------------------------------------------------- repository
+
+#[derive(Deserialize, Default)]
+struct IndexRequestJson {
+    #[serde(default)]
+    ready: bool,
+}
+
+async fn repository_index(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let svc = svc_or_503!(state);
+    let ready = if body.is_empty() {
+        false
+    } else {
+        match serde_json::from_slice::<IndexRequestJson>(&body) {
+            Ok(r) => r.ready,
+            Err(e) => {
+                return error(&Status::invalid_argument(format!(
+                    "not a repository index request: {e}"
+                )));
+            }
+        }
+    };
+    let req = RepositoryIndexRequest {
+        repository_name: String::new(),
+        ready,
+    };
+    match svc.repository_index(grpc_request(&headers, req)).await {
+        Ok(r) => {
+            let rows: Vec<Value> = r
+                .get_ref()
+                .models
+                .iter()
+                .map(|m| {
+                    let mut row = json!({"name": m.name, "version": m.version, "state": m.state});
+                    if !m.reason.is_empty() {
+                        row["reason"] = json!(m.reason);
+                    }
+                    row
+                })
+                .collect();
+            json_with_id(Value::Array(rows), r.metadata())
+        }
+        Err(s) => error(&s),
+    }
+}
+
+async fn repository_load(
+    State(state): State<Arc<HttpState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let svc = svc_or_503!(state);
+    let req = RepositoryModelLoadRequest {
+        model_name: name,
+        ..Default::default()
+    };
+    match svc.repository_model_load(grpc_request(&headers, req)).await {
+        Ok(r) => json_with_id(json!({}), r.metadata()),
+        Err(s) => error(&s),
+    }
+}
+
+async fn repository_unload(
+    State(state): State<Arc<HttpState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let svc = svc_or_503!(state);
+    let req = RepositoryModelUnloadRequest {
+        model_name: name,
+        ..Default::default()
+    };
+    match svc.repository_model_unload(grpc_request(&headers, req)).await {
+        Ok(r) => json_with_id(json!({}), r.metadata()),
+        Err(s) => error(&s),
+    }
+}
+
 /// The KServe v2 REST routes; request bodies up to `max_body` bytes (larger: 413).
 pub fn routes(max_body: usize) -> Router<Arc<HttpState>> {
     Router::new()
@@ -556,6 +634,9 @@ pub fn routes(max_body: usize) -> Router<Arc<HttpState>> {
         .route("/v2/models/{name}/versions/{version}/stats", get(model_stats))
         .route("/v2/models/{name}/infer", post(model_infer))
         .route("/v2/models/{name}/versions/{version}/infer", post(model_infer))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{name}/load", post(repository_load))
+        .route("/v2/repository/models/{name}/unload", post(repository_unload))
         .layer(DefaultBodyLimit::max(max_body))
 }
 

@@ -50,11 +50,19 @@ pub struct ServeConfig {
     /// A batch running longer than this means the device hangs: the server reports it,
     /// answers what is waiting with UNAVAILABLE and stops (for the orchestrator to restart).
     pub device_timeout: Duration,
+    /// A Triton-layout model repository (`--model-repository`), served beside `models`.
+    pub repository: Option<crate::repository::RepositoryConfig>,
 }
 
 /// One served model.
 pub struct Model {
     pub name: String,
+    /// "1" for `--model` packages; the version directory's name for repository models.
+    pub version: String,
+    /// This model's batching (a repository model's config may set its own).
+    pub policy: BatchPolicy,
+    /// Loaded from the model repository (so polling and unloading may remove it).
+    pub from_repository: bool,
     pub package: Arc<Package>,
     pub spec: InputSpec,
     pub worker: Worker,
@@ -76,14 +84,19 @@ pub struct ModelCounters {
 
 /// State shared by every handler.
 pub struct AppState {
-    pub models: Vec<Arc<Model>>,
+    /// The served models and versions; replaced whole as models load and unload, so a
+    /// request holds its model (and drains on it) however the list changes.
+    pub models: std::sync::RwLock<Vec<Arc<Model>>>,
+    /// Opens models (absent in the placeholder state served while loading).
+    pub loader: Option<Arc<Loader>>,
+    /// The model repository and its control mode, when serving one.
+    pub repository: Option<crate::repository::Repository>,
     pub keys: Keys,
     pub metrics: Arc<Metrics>,
     pub collector: Option<Collector>,
     pub ready: AtomicBool,
     /// Set with the reason when a device failed beyond recovery.
     pub fatal: tokio::sync::watch::Receiver<Option<String>>,
-    pub policy: BatchPolicy,
     pub log_requests: bool,
     /// Largest request accepted (`--max-message-bytes`); larger ones get RESOURCE_EXHAUSTED.
     pub max_message_bytes: usize,
@@ -134,7 +147,13 @@ impl AppState {
     ) {
         let total = start.elapsed();
         self.metrics.request(model, protocol, code, total);
-        if let Some(m) = self.models.iter().find(|m| m.name == model) {
+        let version = result.map(|r| r.version.as_str());
+        let target = self
+            .models()
+            .into_iter()
+            .filter(|m| m.name == model && version.is_none_or(|v| v == m.version))
+            .max_by_key(|m| version_key(&m.version));
+        if let Some(m) = target {
             let mut c = m.stats.lock().unwrap_or_else(|e| e.into_inner());
             let ns = total.as_nanos() as u64;
             match result {
@@ -199,29 +218,89 @@ impl AppState {
         Ok(())
     }
 
-    /// A model by name; an empty name picks the only (or first) model.
-    pub fn model(&self, name: &str, version: &str) -> Result<&Arc<Model>, ServeError> {
-        if !version.is_empty() && version != "1" {
+    /// The models and versions served now.
+    pub fn models(&self) -> Vec<Arc<Model>> {
+        self.models.read().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Whether every loaded model can take requests (and, without a repository, that there
+    /// is one: a repository in explicit mode may be ready with none loaded).
+    pub fn all_ready(&self) -> bool {
+        let models = self.models();
+        self.ready.load(Ordering::SeqCst)
+            && (self.repository.is_some() || !models.is_empty())
+            && models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst))
+    }
+
+    /// A model by name and version. An empty name picks the first model; an empty version
+    /// the newest ready version (by number), or the newest when none is ready.
+    pub fn model(&self, name: &str, version: &str) -> Result<Arc<Model>, ServeError> {
+        let models = self.models();
+        let name = match (name.is_empty(), models.first()) {
+            (true, Some(first)) => first.name.clone(),
+            (true, None) => return Err(ServeError::NotFound("no model is loaded".into())),
+            (false, _) => name.to_string(),
+        };
+        let versions: Vec<&Arc<Model>> = models.iter().filter(|m| m.name == name).collect();
+        if versions.is_empty() {
+            let mut names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+            names.dedup();
             return Err(ServeError::NotFound(format!(
-                "model '{name}' has no version '{version}' (weft serves version 1)"
+                "unknown model '{name}' (serving: {})",
+                names.join(", ")
             )));
         }
-        if name.is_empty() {
-            return self
-                .models
-                .first()
-                .ok_or_else(|| ServeError::NotFound("no model is loaded".into()));
+        if !version.is_empty() {
+            return versions
+                .iter()
+                .find(|m| m.version == version)
+                .map(|m| Arc::clone(m))
+                .ok_or_else(|| {
+                    let have: Vec<&str> = versions.iter().map(|m| m.version.as_str()).collect();
+                    ServeError::NotFound(format!(
+                        "model '{name}' has no version '{version}' (serving: {})",
+                        have.join(", ")
+                    ))
+                });
         }
-        self.models.iter().find(|m| m.name == name).ok_or_else(|| {
-            ServeError::NotFound(format!(
-                "unknown model '{name}' (serving: {})",
-                self.models
-                    .iter()
-                    .map(|m| m.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })
+        let newest = |ready_only: bool| {
+            versions
+                .iter()
+                .filter(|m| !ready_only || m.worker.ready.load(Ordering::SeqCst))
+                .max_by_key(|m| version_key(&m.version))
+                .map(|m| Arc::clone(m))
+        };
+        newest(true)
+            .or_else(|| newest(false))
+            .ok_or_else(|| ServeError::NotFound(format!("unknown model '{name}'")))
+    }
+
+    /// Adds a model version, replacing the same name and version if served.
+    pub fn insert_model(&self, model: Arc<Model>) {
+        if let Ok(mut list) = self.models.write() {
+            let mut next: Vec<Arc<Model>> = list
+                .iter()
+                .filter(|m| !(m.name == model.name && m.version == model.version))
+                .cloned()
+                .collect();
+            next.push(model);
+            next.sort_by(|a, b| {
+                a.name
+                    .cmp(&b.name)
+                    .then(version_key(&a.version).cmp(&version_key(&b.version)))
+            });
+            *list = next;
+        }
+    }
+
+    /// Stops serving the versions `which` selects; requests holding them finish first.
+    pub fn remove_models(&self, which: impl Fn(&Model) -> bool) -> Vec<Arc<Model>> {
+        let Ok(mut list) = self.models.write() else {
+            return vec![];
+        };
+        let (gone, kept): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|m| which(m));
+        *list = kept;
+        gone
     }
 
     /// Queues `input` for `model` and waits for its rows of the batch result.
@@ -267,6 +346,8 @@ impl AppState {
         if let (Some(c), Some(input)) = (&self.collector, keep) {
             c.maybe_collect(&model.name, request_id, &input, &result.outputs);
         }
+        let mut result = result;
+        result.version = model.version.clone();
         Ok(result)
     }
 }
@@ -317,6 +398,78 @@ fn engine_for(
     }
 }
 
+/// Opens models: a package's engine (warmed up at batch 1 and its largest batch), its
+/// worker thread and its input checks.
+pub struct Loader {
+    device: String,
+    portable: bool,
+    kernels: weft_opencl::KernelSet,
+    max_pixels: u64,
+    /// The command line's batching, for models whose configuration sets none.
+    pub policy: BatchPolicy,
+    metrics: Arc<Metrics>,
+    faults: crate::fault::FaultPlan,
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+}
+
+impl Loader {
+    pub async fn load(
+        &self,
+        name: &str,
+        version: &str,
+        package: Arc<Package>,
+        policy: BatchPolicy,
+        from_repository: bool,
+    ) -> Result<Arc<Model>, ServeError> {
+        let spec = InputSpec::new(&package, self.max_pixels, policy.max_batch)?;
+        let (package2, device, portable, kernels) = (package.clone(), self.device.clone(), self.portable, self.kernels);
+        // Opens the engine and runs batch 1 and the largest batch once, so that no request
+        // pays for planning or for the device's first-launch kernel compilation. Also how a
+        // worker reopens its device after a failure.
+        let open = move || -> Result<Engine, ServeError> {
+            let mut e = engine_for(&package2, &device, portable, kernels)?;
+            for batch in [1, policy.max_batch] {
+                e.warm_up(&package2, batch).map_err(ServeError::Setup)?;
+            }
+            Ok(e)
+        };
+        let first = open.clone();
+        let engine = tokio::task::spawn_blocking(first)
+            .await
+            .map_err(|e| ServeError::Setup(e.to_string()))??;
+        let health = crate::batcher::Health {
+            rebuild: Box::new(move || open().map_err(|e| e.to_string())),
+            faults: self.faults.clone(),
+            max_failures: 3,
+            fatal: self.fatal.clone(),
+        };
+        let worker = Worker::start(
+            name.to_string(),
+            package.clone(),
+            engine,
+            policy,
+            self.metrics.clone(),
+            health,
+        );
+        tracing::info!(model = %name, version, precision = %package.precision, engine = %worker.description, "model loaded");
+        Ok(Arc::new(Model {
+            name: name.to_string(),
+            version: version.to_string(),
+            policy,
+            from_repository,
+            package,
+            spec,
+            worker,
+            stats: Default::default(),
+        }))
+    }
+}
+
+/// Orders versions by number (non-numeric names sort first, by name).
+pub fn version_key(v: &str) -> (u64, String) {
+    (v.parse().unwrap_or(0), v.to_string())
+}
+
 /// A running server: its bound addresses and a way to stop it.
 #[derive(Debug)]
 pub struct Served {
@@ -356,74 +509,55 @@ pub async fn serve(
         None => None,
     };
     let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-    let state = Arc::new(AppState {
-        models: Vec::new(),
+    let loader = Arc::new(Loader {
+        device: config.device.clone(),
+        portable: config.portable_kernels,
+        kernels: config.kernels,
+        max_pixels: config.max_image_pixels,
+        policy,
+        metrics: metrics.clone(),
+        faults,
+        fatal: fatal_tx.clone(),
+    });
+    let placeholder = Arc::new(AppState {
+        models: Default::default(),
+        loader: None,
+        repository: None,
         keys: Keys::new(config.api_keys.clone()),
         metrics: metrics.clone(),
-        collector: config.collect.clone().map(|(d, r)| Collector::new(d, r)),
+        collector: None,
         ready: AtomicBool::new(false),
         fatal: fatal_rx.clone(),
-        policy,
         log_requests: false,
         max_message_bytes: config.max_message_bytes,
     });
     // HTTP comes up first so /healthz answers and /readyz says "not ready" while models load.
     let http_state = Arc::new(crate::http::HttpState {
-        app: std::sync::RwLock::new(state.clone()),
+        app: std::sync::RwLock::new(placeholder),
     });
     if let Some(listener) = http {
         tokio::spawn(crate::http::run(listener, http_state.clone()));
     }
     let mut models = Vec::new();
     for (name, package) in &config.models {
-        let spec = InputSpec::new(package, config.max_image_pixels, policy.max_batch)?;
-        let (package2, device, portable, kernels) = (
-            package.clone(),
-            config.device.clone(),
-            config.portable_kernels,
-            config.kernels,
-        );
-        // Opens the engine and runs batch 1 and the largest batch once, so that no request
-        // pays for planning or for the device's first-launch kernel compilation. Also how a
-        // worker reopens its device after a failure.
-        let open = move || -> Result<Engine, ServeError> {
-            let mut e = engine_for(&package2, &device, portable, kernels)?;
-            for batch in [1, policy.max_batch] {
-                e.warm_up(&package2, batch).map_err(ServeError::Setup)?;
-            }
-            Ok(e)
-        };
-        let first = open.clone();
-        let engine = tokio::task::spawn_blocking(first)
-            .await
-            .map_err(|e| ServeError::Setup(e.to_string()))??;
-        let health = crate::batcher::Health {
-            rebuild: Box::new(move || open().map_err(|e| e.to_string())),
-            faults: faults.clone(),
-            max_failures: 3,
-            fatal: fatal_tx.clone(),
-        };
-        let worker = Worker::start(name.clone(), package.clone(), engine, policy, metrics.clone(), health);
-        tracing::info!(model = %name, precision = %package.precision, engine = %worker.description, "model loaded");
-        models.push(Arc::new(Model {
-            name: name.clone(),
-            package: package.clone(),
-            spec,
-            worker,
-            stats: Default::default(),
-        }));
+        models.push(loader.load(name, "1", package.clone(), policy, false).await?);
     }
     let state = Arc::new(AppState {
-        models,
+        models: std::sync::RwLock::new(models),
+        loader: Some(loader),
+        repository: config.repository.clone().map(crate::repository::Repository::new),
         keys: Keys::new(config.api_keys.clone()),
         metrics,
         collector: config.collect.clone().map(|(d, r)| Collector::new(d, r)),
-        ready: AtomicBool::new(true),
+        ready: AtomicBool::new(false),
         fatal: fatal_rx.clone(),
-        policy,
         log_requests: config.log_requests,
         max_message_bytes: config.max_message_bytes,
     });
+    if let Some(repo) = &state.repository {
+        repo.start(&state).await?;
+    }
+    state.ready.store(true, Ordering::SeqCst);
     if state.keys.is_enabled() {
         tracing::info!(active = config.api_keys.len(), "API keys required");
     }
@@ -483,7 +617,7 @@ pub async fn serve(
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tick.tick().await;
-            for m in &watched.models {
+            for m in watched.models() {
                 if m.worker.busy_for().is_some_and(|d| d > timeout) {
                     m.worker.ready.store(false, Ordering::SeqCst);
                     let why = format!(

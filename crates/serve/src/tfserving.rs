@@ -135,6 +135,7 @@ async fn predict(
         None => (String::new(), String::new()),
     };
     let model = state.model(&name, &version).map_err(|e| (name.clone(), e))?;
+    let model = &model;
     let mname = model.name.clone();
     let fail = |e: ServeError| (mname.clone(), e);
     let tensor = match req.inputs.len() {
@@ -272,7 +273,7 @@ impl PredictionService for TfServing {
             value: map.encode_to_vec(),
         };
         let resp = GetModelMetadataResponse {
-            model_spec: Some(spec_name(m)),
+            model_spec: Some(spec_name(&m)),
             metadata: HashMap::from([("signature_def".to_string(), any)]),
         };
         let mut r = Response::new(resp);

@@ -129,6 +129,7 @@ def test_explicit_mode_loads_and_unloads_under_load(weft, tmp_path):
         g = tc.InferenceServerClient(s.url)
         h = th.InferenceServerClient(f"127.0.0.1:{s.http_port}")
         assert g.is_server_ready() and h.is_server_ready()
+        assert "model_repository" in h.get_server_metadata()["extensions"]
         index = {(m["name"], m["version"]): m["state"] for m in h.get_model_repository_index()}
         assert index == {("a", "1"): "READY", ("b", "1"): "UNAVAILABLE", ("b", "2"): "UNAVAILABLE", ("empty", ""): "UNAVAILABLE"}
         loop = Loop(s.url, "a")

@@ -317,11 +317,12 @@ impl GrpcInferenceService for KServe {
             Response::new(ServerMetadataResponse {
                 name: "weft".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
-                extensions: vec![
-                    "model_configuration".into(),
-                    "statistics".into(),
-                    "binary_tensor_data".into(),
-                ],
+                // only what this server has: the repository extension with a repository
+                extensions: ["model_configuration", "statistics", "binary_tensor_data"]
+                    .into_iter()
+                    .chain(self.state.repository.as_ref().map(|_| "model_repository"))
+                    .map(String::from)
+                    .collect(),
             }),
             &rid,
         ))

@@ -10,6 +10,7 @@ mod fpga;
 mod fpga_build;
 mod head;
 mod inspect;
+mod malloc;
 mod model;
 mod progress;
 mod run;

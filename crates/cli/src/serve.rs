@@ -168,6 +168,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Package> {
 }
 
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    crate::malloc::return_large_buffers_to_the_system();
     init_logging(args.log_format, args.log_level);
     if args.max_batch == 0 || args.queue_depth == 0 || args.max_message_bytes == 0 {
         bail!("--max-batch, --queue-depth and --max-message-bytes must be at least 1");

@@ -25,3 +25,38 @@ def model(nodes, inputs, outputs, initializers=(), opset=17, name="case"):
 
 def rand(rng, *shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def several_inputs_and_types():
+    """A model with three inputs of two element types and outputs of three: `image` FP32
+    [N,3,8,8] through a convolution, plus `bias` FP32 [N,4] and `offset` INT64 [N,4] (cast
+    to float); outputs `sum` FP32, `half` FP16 (a cast of sum) and `code` UINT8 (a cast of
+    offset, so offsets in 0..255 come back exactly)."""
+    from onnx import checker
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Cast", ["offset"], ["of"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["f", "bias"], ["s0"]),
+        helper.make_node("Add", ["s0", "of"], ["sum"]),
+        helper.make_node("Cast", ["sum"], ["half"], to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["offset"], ["code"], to=TensorProto.UINT8),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "several",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 8, 8]),
+         helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("offset", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("half", TensorProto.FLOAT16, ["N", 4]),
+         helper.make_tensor_value_info("code", TensorProto.UINT8, ["N", 4])],
+        [numpy_helper.from_array(rand(rng, 4, 3, 3, 3, scale=0.3), "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="weft-tests")
+    m.ir_version = ir_version(17)
+    checker.check_model(m, full_check=True)
+    return m

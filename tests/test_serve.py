@@ -545,3 +545,109 @@ def test_statistics_report_each_phase_and_batch_sizes(server):
     rest = http_client(server).get_inference_statistics("r8", headers=dict(H))["model_stats"][0]
     assert int(rest["inference_stats"]["compute_infer"]["count"]) >= success
     assert {b["batch_size"] for b in rest["batch_stats"]} >= {int(b["batch_size"]) for b in batches}
+
+
+def several_inputs_feeds(rng, n):
+    return {"image": rng.standard_normal((n, 3, 8, 8)).astype(np.float32),
+            "bias": rng.standard_normal((n, 4)).astype(np.float32),
+            "offset": rng.integers(0, 256, (n, 4)).astype(np.int64)}
+
+
+def test_several_inputs_and_typed_outputs(weft, tmp_path):
+    """A model with FP32 and INT64 inputs and FP32, FP16 and UINT8 outputs, over gRPC, REST
+    (JSON and binary) and TF Serving's Predict: onnxruntime's answers in the model's own
+    types; concurrent requests batched together each get their own rows; a missing input, a
+    wrong datatype and disagreeing batch sizes are refused by name."""
+    import onnx
+    import onnxruntime as ort
+    import tritonclient.http as th
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    import onnx_build
+
+    onnx.save(onnx_build.several_inputs_and_types(), tmp_path / "several.onnx")
+    subprocess.run([weft, "compile", tmp_path / "several.onnx", "--precision", "f32", "-o", tmp_path / "several.weft"], check=True, capture_output=True)
+    ref = ort.InferenceSession(str(tmp_path / "several.onnx"))
+    s = Server(weft, "--model", f"several={tmp_path / 'several.weft'}", "--max-batch", "8", "--max-queue-delay-us", "50000")
+    try:
+        c, hc = tc.InferenceServerClient(s.url), th.InferenceServerClient(f"127.0.0.1:{s.http_port}")
+        meta = c.get_model_metadata("several", as_json=True)
+        assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
+            ("image", "FP32", ["-1", "3", "8", "8"]), ("bias", "FP32", ["-1", "4"]), ("offset", "INT64", ["-1", "4"])]
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("sum", "FP32"), ("half", "FP16"), ("code", "UINT8")]
+        types = {i["name"]: i["data_type"] for i in c.get_model_config("several", as_json=True)["config"]["input"]}
+        assert types == {"image": "TYPE_FP32", "bias": "TYPE_FP32", "offset": "TYPE_INT64"}
+
+        def grpc_inputs(x, order=("offset", "image", "bias")):
+            out = []
+            for k in order:  # any order: inputs are matched by name
+                i = tc.InferInput(k, list(x[k].shape), "INT64" if k == "offset" else "FP32")
+                i.set_data_from_numpy(x[k])
+                out.append(i)
+            return out
+
+        def check(got, x):
+            want = dict(zip(["sum", "half", "code"], ref.run(None, x)))
+            assert got("half").dtype == np.float16 and got("code").dtype == np.uint8
+            assert np.allclose(got("sum"), want["sum"], atol=1e-5)
+            assert np.allclose(got("half").astype(np.float32), want["half"].astype(np.float32), atol=2e-3)
+            assert np.array_equal(got("code"), want["code"])
+
+        rng = np.random.default_rng(7)
+        x = several_inputs_feeds(rng, 3)
+        r = c.infer("several", grpc_inputs(x))
+        check(r.as_numpy, x)
+        # REST, binary and JSON tensors: the gRPC answer's bytes
+        for binary in (True, False):
+            ins = []
+            for k in ("image", "bias", "offset"):
+                i = th.InferInput(k, list(x[k].shape), "INT64" if k == "offset" else "FP32")
+                i.set_data_from_numpy(x[k], binary_data=binary)
+                ins.append(i)
+            outs = [th.InferRequestedOutput(n, binary_data=binary) for n in ("sum", "half", "code")]
+            hr = hc.infer("several", ins, outputs=outs)
+            for n in ("sum", "half", "code"):
+                assert hr.as_numpy(n).dtype == r.as_numpy(n).dtype
+                assert hr.as_numpy(n).tobytes() == r.as_numpy(n).tobytes(), (binary, n)
+        # concurrent requests of different sizes, batched together, each get their own rows
+        xs = [several_inputs_feeds(rng, n) for n in (1, 2, 3, 1, 2)]
+        with cf.ThreadPoolExecutor(5) as pool:
+            rs = list(pool.map(lambda xi: tc.InferenceServerClient(s.url).infer("several", grpc_inputs(xi)), xs))
+        for xi, ri in zip(xs, rs):
+            check(ri.as_numpy, xi)
+        # TF Serving's Predict, each input under its own key, outputs in their own types
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(s.url))
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "several"
+        for k, v in x.items():
+            req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+        resp = stub.Predict(req, timeout=30)
+        check(lambda n: tf.make_ndarray(resp.outputs[n]), x)
+        # refused by name, and the server keeps serving
+        bad_cases = {
+            "input 'bias' is missing": grpc_inputs(x, ("offset", "image")) + [grpc_inputs(x, ("offset",))[0]],
+            "takes 3 inputs": grpc_inputs(x, ("offset", "image")),
+        }
+        wrong = grpc_inputs(x, ("image", "bias"))
+        f = tc.InferInput("offset", [3, 4], "FP32")
+        f.set_data_from_numpy(x["offset"].astype(np.float32))
+        bad_cases["datatype FP32 is not accepted for input 'offset' (INT64)"] = wrong + [f]
+        y = several_inputs_feeds(rng, 2)
+        bad_cases["inputs disagree on the batch size"] = grpc_inputs(x, ("image", "bias")) + grpc_inputs(y, ("offset",))
+        for want, inputs in bad_cases.items():
+            with pytest.raises(InferenceServerException) as e:
+                c.infer("several", inputs)
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and want in e.value.message(), (want, e.value.message())
+        check(c.infer("several", grpc_inputs(x)).as_numpy, x)
+        # weft client, one --input NAME=X.npy per input; an INT64 .npy goes as INT64
+        for k, v in x.items():
+            np.save(tmp_path / f"{k}.npy", v)
+        out = subprocess.run([weft, "client", "--url", s.url, "--output-name", "code",
+                              *[a for k in x for a in ("--input", f"{k}={tmp_path / (k + '.npy')}")]],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "output 'code' [3, 4]" in out.stdout, out.stderr
+        out = subprocess.run([weft, "client", "--url", s.url, "--input", tmp_path / "image.npy"], capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "give --input NAME=X.npy for each" in out.stderr
+    finally:
+        code, err = s.stop()
+    assert code == 0, err

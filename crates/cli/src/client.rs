@@ -19,9 +19,10 @@ pub struct ClientArgs {
     /// An encoded image (JPEG or PNG) to send as BYTES.
     #[arg(long, conflicts_with = "input")]
     pub image: Option<PathBuf>,
-    /// A float32 .npy tensor (with the batch dimension) to send as FP32.
-    #[arg(long)]
-    pub input: Option<PathBuf>,
+    /// A .npy tensor (with the batch dimension), sent in the input's datatype; for a model
+    /// with several inputs, `NAME=X.npy` once per input.
+    #[arg(long, value_name = "[NAME=]X.npy")]
+    pub input: Vec<String>,
     /// Output to print (default: the first).
     #[arg(long)]
     pub output_name: Option<String>,
@@ -98,44 +99,58 @@ async fn run(args: &ClientArgs) -> anyhow::Result<()> {
         .and_then(|c| c.parameters.get("labels"))
         .and_then(|p| serde_json::from_str(&p.string_value).ok())
         .unwrap_or_default();
-    let input_name = meta
-        .inputs
-        .first()
-        .map(|i| i.name.clone())
-        .context("the model has no inputs")?;
-    let (tensor, raw) = match (&args.image, &args.input) {
+    let first_input = meta.inputs.first().context("the model has no inputs")?;
+    let mut inputs = Vec::new();
+    let mut raws = Vec::new();
+    match (&args.image, args.input.as_slice()) {
         (Some(path), _) => {
             let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let mut framed = (bytes.len() as u32).to_le_bytes().to_vec();
             framed.extend_from_slice(&bytes);
-            (
-                InferInputTensor {
-                    name: input_name,
-                    datatype: "BYTES".into(),
-                    shape: vec![1],
-                    ..Default::default()
-                },
-                framed,
-            )
+            inputs.push(InferInputTensor {
+                name: first_input.name.clone(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                ..Default::default()
+            });
+            raws.push(framed);
         }
-        (None, Some(path)) => {
-            let t = weft_core::npy::read(path)?.cast(weft_core::DType::F32);
-            (
-                InferInputTensor {
-                    name: input_name,
-                    datatype: "FP32".into(),
+        (None, []) => bail!("give --image FILE or --input X.npy"),
+        (None, given) => {
+            for spec in given {
+                let (name, path) = match spec.split_once('=') {
+                    Some((n, p)) if meta.inputs.iter().any(|i| i.name == n) => (n.to_string(), p),
+                    _ if meta.inputs.len() == 1 => (first_input.name.clone(), spec.as_str()),
+                    _ => bail!(
+                        "the model has several inputs ({}): give --input NAME=X.npy for each",
+                        meta.inputs
+                            .iter()
+                            .map(|i| i.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                let datatype = meta
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == name)
+                    .map_or("FP32", |i| i.datatype.as_str());
+                let dtype = dtype_of(datatype).unwrap_or(weft_core::DType::F32);
+                let t = weft_core::npy::read(std::path::Path::new(path))?.cast(dtype);
+                inputs.push(InferInputTensor {
+                    name,
+                    datatype: weft_serve::kserve_datatype(dtype).into(),
                     shape: t.shape().iter().map(|&d| d as i64).collect(),
                     ..Default::default()
-                },
-                t.to_le_bytes(),
-            )
+                });
+                raws.push(t.to_le_bytes());
+            }
         }
-        (None, None) => bail!("give --image FILE or --input X.npy"),
-    };
+    }
     let req = ModelInferRequest {
         model_name: meta.name.clone(),
-        inputs: vec![tensor],
-        raw_input_contents: vec![raw],
+        inputs,
+        raw_input_contents: raws,
         ..Default::default()
     };
     let start = std::time::Instant::now();
@@ -163,9 +178,12 @@ async fn run(args: &ClientArgs) -> anyhow::Result<()> {
         .raw_output_contents
         .get(idx)
         .context("the response has no output data")?;
-    let values: Vec<f32> = raw
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    let dtype = dtype_of(&out.datatype).with_context(|| format!("output datatype {} is not shown", out.datatype))?;
+    let shape: Vec<usize> = out.shape.iter().map(|&d| d.max(0) as usize).collect();
+    let values: Vec<f32> = weft_core::Tensor::from_le_bytes(dtype, &shape, raw)?
+        .to_f32()
+        .iter()
+        .copied()
         .collect();
     println!(
         "model {} output '{}' {:?} in {:.1} ms (request {request_id})",
@@ -196,4 +214,12 @@ async fn run(args: &ClientArgs) -> anyhow::Result<()> {
         println!("  row {r}: {}", top.join(", "));
     }
     Ok(())
+}
+
+/// The element type of a KServe datatype name.
+fn dtype_of(datatype: &str) -> Option<weft_core::DType> {
+    use weft_core::DType;
+    [DType::F32, DType::F16, DType::I8, DType::U8, DType::I32, DType::I64]
+        .into_iter()
+        .find(|&d| weft_serve::kserve_datatype(d) == datatype)
 }

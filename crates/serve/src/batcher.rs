@@ -40,12 +40,13 @@ impl Engine {
 
     /// Runs a batch of zeros (plans it and triggers any first-launch compilation).
     pub fn warm_up(&mut self, package: &Package, batch: usize) -> Result<(), String> {
-        let Some(input) = package.graph.inputs.first() else {
-            return Ok(());
-        };
-        let shape = input.concrete_shape(batch);
-        let zeros = Tensor::from_f32(&shape, vec![0.0; shape.iter().product()]).map_err(|e| e.to_string())?;
-        self.run(&HashMap::from([(input.name.clone(), zeros)])).map(|_| ())
+        let mut feeds = HashMap::new();
+        for input in &package.graph.inputs {
+            let shape = input.concrete_shape(batch);
+            let zeros = Tensor::from_f32(&shape, vec![0.0; shape.iter().product()]).map_err(|e| e.to_string())?;
+            feeds.insert(input.name.clone(), zeros.cast(input.dtype));
+        }
+        self.run(&feeds).map(|_| ())
     }
 
     pub fn describe(&self) -> String {
@@ -63,7 +64,8 @@ impl Engine {
 
 /// One request's rows, waiting for a batch.
 pub struct Job {
-    pub input: Tensor,
+    /// Every model input, in the graph's order, all with the same rows.
+    pub inputs: Vec<(String, Tensor)>,
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<JobResult, ServeError>>,
@@ -143,11 +145,20 @@ pub struct Worker {
     pub pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl Job {
+    /// The request's rows (its batch size).
+    fn rows(&self) -> usize {
+        self.inputs
+            .first()
+            .and_then(|(_, t)| t.shape().first().copied())
+            .unwrap_or(1)
+    }
+}
+
 impl Worker {
     /// Starts the worker thread for `package` on `engine`.
     pub fn start(
         name: String,
-        package: Arc<Package>,
         mut engine: Engine,
         policy: BatchPolicy,
         metrics: Arc<Metrics>,
@@ -163,14 +174,12 @@ impl Worker {
         let by_size = batch_stats.clone();
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let waiting = pending.clone();
-        let input_name = package.graph.inputs.first().map(|i| i.name.clone()).unwrap_or_default();
         let busy_since = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let epoch = Instant::now();
         let busy = busy_since.clone();
         let spawn = std::thread::Builder::new().name(format!("weft-{name}")).spawn(move || {
             let mut w = WorkerState {
                 name: &name,
-                input_name: &input_name,
                 metrics: &metrics,
                 ready: &flag,
                 executions: &exec_count,
@@ -221,7 +230,6 @@ impl Worker {
 /// A worker thread's view of its model.
 struct WorkerState<'a> {
     name: &'a str,
-    input_name: &'a str,
     metrics: &'a Metrics,
     ready: &'a AtomicBool,
     executions: &'a std::sync::atomic::AtomicU64,
@@ -244,7 +252,7 @@ fn run_worker(
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
-        let mut rows: usize = jobs[0].input.shape().first().copied().unwrap_or(1);
+        let mut rows: usize = jobs[0].rows();
         let until = Instant::now() + policy.max_delay;
         while rows < policy.max_batch {
             // Nobody else is on the way: waiting would only add latency.
@@ -256,7 +264,7 @@ fn run_worker(
                 // take what is already waiting without blocking
                 match rx.try_recv() {
                     Ok(j) => {
-                        rows += j.input.shape().first().copied().unwrap_or(1);
+                        rows += j.rows();
                         jobs.push(j);
                         continue;
                     }
@@ -265,7 +273,7 @@ fn run_worker(
             }
             match rx.recv_timeout(until - now) {
                 Ok(j) => {
-                    rows += j.input.shape().first().copied().unwrap_or(1);
+                    rows += j.rows();
                     jobs.push(j);
                 }
                 Err(RecvTimeoutError::Timeout) => break,
@@ -277,7 +285,7 @@ fn run_worker(
         let mut later = Vec::new();
         let mut taken = 0;
         for j in jobs {
-            let n = j.input.shape().first().copied().unwrap_or(1);
+            let n = j.rows();
             if taken + n <= policy.max_batch || now_jobs.is_empty() {
                 taken += n;
                 now_jobs.push(j);
@@ -347,7 +355,7 @@ fn recover(w: &mut WorkerState<'_>, engine: &mut Engine, reason: &str) -> bool {
 /// Runs one batch and answers its jobs. Returns false when the device failed beyond
 /// recovery.
 fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bool {
-    let (name, input_name, metrics, ready, executions) = (w.name, w.input_name, w.metrics, w.ready, w.executions);
+    let (name, metrics, ready, executions) = (w.name, w.metrics, w.ready, w.executions);
     let start = Instant::now();
     let (live, expired): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
@@ -358,12 +366,17 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
     if live.is_empty() {
         return true;
     }
-    let counts: Vec<usize> = live
-        .iter()
-        .map(|j| j.input.shape().first().copied().unwrap_or(1))
-        .collect();
-    let input = match concat(&live.iter().map(|j| &j.input).collect::<Vec<_>>()) {
-        Ok(t) => t,
+    let counts: Vec<usize> = live.iter().map(Job::rows).collect();
+    let rows = counts.iter().sum();
+    // each input's rows joined across the batch's requests
+    let joined_feeds = (0..live[0].inputs.len())
+        .map(|k| {
+            let parts: Vec<&Tensor> = live.iter().filter_map(|j| j.inputs.get(k).map(|(_, t)| t)).collect();
+            Ok((live[0].inputs[k].0.clone(), concat(&parts)?))
+        })
+        .collect::<Result<HashMap<String, Tensor>, String>>();
+    let feeds = match joined_feeds {
+        Ok(f) => f,
         Err(e) => {
             for j in live {
                 let _ = j.reply.send(Err(ServeError::Internal(e.clone())));
@@ -371,8 +384,6 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
             return true;
         }
     };
-    let rows = input.shape().first().copied().unwrap_or(1);
-    let feeds = HashMap::from([(input_name.to_string(), input)]);
     let joined = start.elapsed();
     w.batches += 1;
     let fault = w.health.faults.at(w.batches).cloned();
@@ -464,41 +475,71 @@ fn run_batch(w: &mut WorkerState<'_>, engine: &mut Engine, jobs: Vec<Job>) -> bo
     true
 }
 
-/// Concatenates f32 tensors along the first axis.
+/// Concatenates tensors of one element type along the first axis.
 pub fn concat(parts: &[&Tensor]) -> Result<Tensor, String> {
     let first = parts.first().ok_or("empty batch")?;
+    if let [only] = parts {
+        return Ok((*only).clone());
+    }
     let mut shape = first.shape().to_vec();
-    let mut data = Vec::new();
+    let mut bytes = Vec::new();
     let mut n = 0;
     for p in parts {
-        if p.shape().get(1..) != first.shape().get(1..) {
+        if p.shape().get(1..) != first.shape().get(1..) || p.dtype() != first.dtype() {
             return Err(format!(
-                "batch rows of different shapes {:?} and {:?}",
+                "batch rows of different types or shapes: {} {:?} and {} {:?}",
+                p.dtype(),
                 p.shape(),
+                first.dtype(),
                 first.shape()
             ));
         }
         n += p.shape().first().copied().unwrap_or(1);
-        data.extend(p.to_f32().iter().copied());
+        bytes.extend_from_slice(&p.to_le_bytes());
     }
     if let Some(s) = shape.first_mut() {
         *s = n;
     }
-    Tensor::from_f32(&shape, data).map_err(|e| e.to_string())
+    Tensor::from_le_bytes(first.dtype(), &shape, &bytes).map_err(|e| e.to_string())
 }
 
-/// Rows `offset .. offset + n` of a tensor, as f32.
+/// Rows `offset .. offset + n` of a tensor, in its own element type.
 pub fn rows_of(t: &Tensor, offset: usize, n: usize) -> Result<Tensor, String> {
     let total = t.shape().first().copied().unwrap_or(1).max(1);
-    let row: usize = t.len() / total;
-    let v = t.to_f32();
-    let flat: Vec<f32> = v.iter().copied().collect();
-    let slice = flat
+    if offset == 0 && n == total {
+        return Ok(t.clone());
+    }
+    let row = t.len() / total * t.dtype().size_of();
+    let bytes = t.to_le_bytes();
+    let slice = bytes
         .get(offset * row..(offset + n) * row)
         .ok_or("output rows out of range")?;
     let mut shape = t.shape().to_vec();
     if let Some(s) = shape.first_mut() {
         *s = n;
     }
-    Tensor::from_f32(&shape, slice.to_vec()).map_err(|e| e.to_string())
+    Tensor::from_le_bytes(t.dtype(), &shape, slice).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::DType;
+
+    #[test]
+    fn concat_and_rows_keep_the_element_type() {
+        let a = Tensor::from_le_bytes(DType::I64, &[1, 2], &[1i64, -2].map(i64::to_le_bytes).concat()).unwrap();
+        let b = Tensor::from_le_bytes(DType::I64, &[2, 2], &[3i64, 4, 5, 6].map(i64::to_le_bytes).concat()).unwrap();
+        let j = concat(&[&a, &b]).unwrap();
+        assert_eq!(j.dtype(), DType::I64);
+        assert_eq!(j.shape(), &[3, 2]);
+        assert_eq!(j.to_i64_vec(), vec![1, -2, 3, 4, 5, 6]);
+        let r = rows_of(&j, 1, 2).unwrap();
+        assert_eq!(r.dtype(), DType::I64);
+        assert_eq!(r.to_i64_vec(), vec![3, 4, 5, 6]);
+        let h = Tensor::from_f32(&[2, 1], vec![0.5, 1.5]).unwrap().cast(DType::F16);
+        assert_eq!(rows_of(&h, 1, 1).unwrap().to_le_bytes(), h.to_le_bytes()[2..].to_vec());
+        assert!(concat(&[&a, &h]).is_err());
+        assert!(rows_of(&j, 2, 2).is_err());
+    }
 }

@@ -22,8 +22,16 @@ impl Collector {
         }
     }
 
-    /// Writes this request's tensors when it falls in the sample (every 1/rate-th request).
-    pub fn maybe_collect(&self, model: &str, request_id: &str, input: &Tensor, outputs: &[(String, Tensor)]) {
+    /// Writes this request's tensors when it falls in the sample (every 1/rate-th request):
+    /// `<stamp>_<id>_input.npy` for a single-input model, `..._input_<name>.npy` for each
+    /// input of a model with several, and `..._<output>.npy` for each output.
+    pub fn maybe_collect(
+        &self,
+        model: &str,
+        request_id: &str,
+        inputs: &[(String, Tensor)],
+        outputs: &[(String, Tensor)],
+    ) {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
         if self.rate <= 0.0 || ((n as f64 * self.rate).floor() == (((n + 1) as f64) * self.rate).floor()) {
             return;
@@ -37,13 +45,23 @@ impl Collector {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         let base = format!("{stamp}_{request_id}");
-        let _ = weft_core::npy::write(&dir.join(format!("{base}_input.npy")), input);
-        for (name, t) in outputs {
-            let safe: String = name
-                .chars()
+        let safe = |name: &str| -> String {
+            name.chars()
                 .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            let _ = weft_core::npy::write(&dir.join(format!("{base}_{safe}.npy")), t);
+                .collect()
+        };
+        match inputs {
+            [(_, t)] => {
+                let _ = weft_core::npy::write(&dir.join(format!("{base}_input.npy")), t);
+            }
+            several => {
+                for (name, t) in several {
+                    let _ = weft_core::npy::write(&dir.join(format!("{base}_input_{}.npy", safe(name))), t);
+                }
+            }
+        }
+        for (name, t) in outputs {
+            let _ = weft_core::npy::write(&dir.join(format!("{base}_{}.npy", safe(name))), t);
         }
     }
 }

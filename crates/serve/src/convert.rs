@@ -1,17 +1,32 @@
 //! Request tensors to model inputs: raw FP32 / FP16 tensors as they are, UINT8 tensors as
 //! pixels (normalised with the package's spec), encoded JPEG/PNG images decoded and
-//! preprocessed on the server. Every shape, size and framing is checked.
+//! preprocessed on the server; inputs of other types (INT64 ids, INT8 codes) in their own
+//! datatype. Every shape, size and framing is checked.
 
-use weft_core::Tensor;
+use weft_core::{DType, Tensor};
 use weft_image::{Layout, Preprocess};
 use weft_package::Package;
 
 use crate::ServeError;
 
-/// What a model's (single) input expects.
+/// KServe's name of a tensor element type.
+pub fn kserve_datatype(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "FP32",
+        DType::F16 => "FP16",
+        DType::I8 => "INT8",
+        DType::U8 => "UINT8",
+        DType::I32 => "INT32",
+        DType::I64 => "INT64",
+    }
+}
+
+/// What one of a model's inputs expects.
 #[derive(Clone, Debug)]
 pub struct InputSpec {
     pub name: String,
+    /// The element type the model reads.
+    pub dtype: DType,
     /// Full shape, batch first; `None` for symbolic dims.
     pub shape: Vec<Option<usize>>,
     pub preprocess: Preprocess,
@@ -24,22 +39,38 @@ fn bad(m: impl Into<String>) -> ServeError {
 }
 
 impl InputSpec {
-    pub fn new(package: &Package, max_pixels: u64, max_batch: usize) -> Result<InputSpec, ServeError> {
-        if package.graph.inputs.len() != 1 {
-            return Err(ServeError::Setup(format!(
-                "model '{}' has {} inputs; weft serves single-input models",
-                package.name,
-                package.graph.inputs.len()
-            )));
+    /// Every input of the package, in the graph's order.
+    pub fn all(package: &Package, max_pixels: u64, max_batch: usize) -> Result<Vec<InputSpec>, ServeError> {
+        if package.graph.inputs.is_empty() {
+            return Err(ServeError::Setup(format!("model '{}' has no inputs", package.name)));
         }
-        let i = &package.graph.inputs[0];
-        Ok(InputSpec {
-            name: i.name.clone(),
-            shape: i.shape.clone(),
-            preprocess: package.preprocess.clone(),
-            max_pixels,
-            max_batch,
-        })
+        Ok(package
+            .graph
+            .inputs
+            .iter()
+            .map(|i| InputSpec {
+                name: i.name.clone(),
+                dtype: i.dtype,
+                shape: i.shape.clone(),
+                preprocess: package.preprocess.clone(),
+                max_pixels,
+                max_batch,
+            })
+            .collect())
+    }
+
+    /// The KServe datatype this input is described with.
+    pub fn datatype(&self) -> &'static str {
+        kserve_datatype(self.dtype)
+    }
+
+    /// The request datatypes this input takes, for error messages.
+    fn accepted(&self) -> String {
+        match self.dtype {
+            DType::F32 => "FP32, FP16, UINT8 pixels, or BYTES images".into(),
+            DType::F16 => "FP16 or FP32".into(),
+            d => kserve_datatype(d).into(),
+        }
     }
 
     /// The model's dims after the batch, as `-1` where symbolic (for metadata).
@@ -116,36 +147,40 @@ impl InputSpec {
         Ok(out)
     }
 
-    /// A raw tensor of KServe datatype `FP32`, `FP16` or `UINT8` (pixels).
+    /// A raw tensor of a KServe datatype: for a float input FP32, FP16 or UINT8 (pixels,
+    /// normalised); for any other input its own datatype.
     pub fn decode_raw(&self, datatype: &str, shape: &[i64], bytes: &[u8]) -> Result<Tensor, ServeError> {
         let dims = self.check_shape(shape)?;
         let n: usize = dims.iter().product();
-        let size = match datatype {
-            "FP32" => 4,
-            "FP16" => 2,
-            "UINT8" => 1,
-            other => {
+        let sent = match (self.dtype, datatype) {
+            (DType::F32, "FP32" | "FP16" | "UINT8") | (DType::F16, "FP32" | "FP16") => match datatype {
+                "FP32" => DType::F32,
+                "FP16" => DType::F16,
+                _ => DType::U8,
+            },
+            (d, dt) if dt == kserve_datatype(d) => d,
+            (_, other) => {
                 return Err(bad(format!(
-                    "datatype {other} is not accepted for input '{}' (FP32, FP16, UINT8, or BYTES images)",
-                    self.name
+                    "datatype {other} is not accepted for input '{}' ({})",
+                    self.name,
+                    self.accepted()
                 )));
             }
         };
-        if bytes.len() != n * size {
+        if bytes.len() != n * sent.size_of() {
             return Err(bad(format!(
                 "input '{}' of shape {shape:?} needs {} bytes of {datatype}, got {}",
                 self.name,
-                n * size,
+                n * sent.size_of(),
                 bytes.len()
             )));
         }
-        match datatype {
-            "FP32" => Tensor::from_le_bytes(weft_core::DType::F32, &dims, bytes).map_err(|e| bad(e.to_string())),
-            "FP16" => Ok(Tensor::from_le_bytes(weft_core::DType::F16, &dims, bytes)
-                .map_err(|e| bad(e.to_string()))?
-                .cast(weft_core::DType::F32)),
-            _ => self.decode_pixels(&dims, bytes),
+        if self.dtype == DType::F32 && sent == DType::U8 {
+            return self.decode_pixels(&dims, bytes);
         }
+        Ok(Tensor::from_le_bytes(sent, &dims, bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .cast(self.dtype))
     }
 
     /// u8 pixels in the model's layout, normalised as the preprocessing spec says.
@@ -173,6 +208,13 @@ impl InputSpec {
 
     /// Encoded images (JPEG/PNG), one per batch row.
     pub fn decode_images(&self, images: &[&[u8]]) -> Result<Tensor, ServeError> {
+        if !self.dtype.is_float() {
+            return Err(bad(format!(
+                "input '{}' takes {}, not images",
+                self.name,
+                self.accepted()
+            )));
+        }
         if images.is_empty() {
             return Err(bad(format!("no image for input '{}'", self.name)));
         }
@@ -193,14 +235,15 @@ impl InputSpec {
             rows.push(t);
         }
         let refs: Vec<&Tensor> = rows.iter().collect();
-        let t = crate::batcher::concat(&refs).map_err(ServeError::Internal)?;
+        let t = crate::batcher::concat(&refs)
+            .map_err(ServeError::Internal)?
+            .cast(self.dtype);
         let want: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
         self.check_shape(&want).map_err(|_| bad(format!("preprocessed images have shape {want:?}, which the model does not take: check the package's preprocessing spec")))?;
         Ok(t)
     }
 }
 
-/// Splits KServe BYTES raw contents (4-byte little-endian length, then the bytes).
 /// Runs `f` on tokio's blocking pool. Image decoding and preprocessing are CPU work of
 /// milliseconds that would otherwise hold an async worker (and every request queued on it).
 pub async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ServeError> {
@@ -209,6 +252,7 @@ pub async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stat
         .map_err(|e| ServeError::Internal(format!("the decoding task failed: {e}")))
 }
 
+/// Splits KServe BYTES raw contents (4-byte little-endian length, then the bytes).
 pub fn split_bytes(raw: &[u8], count: usize) -> Result<Vec<&[u8]>, ServeError> {
     let mut out = Vec::with_capacity(count.min(1024));
     let mut rest = raw;
@@ -233,9 +277,43 @@ pub fn split_bytes(raw: &[u8], count: usize) -> Result<Vec<&[u8]>, ServeError> {
     Ok(out)
 }
 
-/// Little-endian bytes of an f32 tensor.
-pub fn f32_bytes(t: &Tensor) -> Vec<u8> {
-    t.cast(weft_core::DType::F32).to_le_bytes()
+/// Several request tensors as the model's feeds: each input exactly once, in the graph's
+/// order, all with the same batch size.
+pub fn feeds(specs: &[InputSpec], mut given: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>, ServeError> {
+    let mut out = Vec::with_capacity(specs.len());
+    for s in specs {
+        let i = given
+            .iter()
+            .position(|(n, _)| n == &s.name)
+            .ok_or_else(|| bad(format!("input '{}' is missing", s.name)))?;
+        out.push(given.swap_remove(i));
+    }
+    if let Some((n, _)) = given.first() {
+        return Err(bad(format!(
+            "input '{n}' is given twice or is not one of the model's ({})",
+            names(specs)
+        )));
+    }
+    let batch = |t: &Tensor| t.shape().first().copied().unwrap_or(1);
+    if let Some((first, t0)) = out.first()
+        && let Some((other, t)) = out.iter().find(|(_, t)| batch(t) != batch(t0))
+    {
+        return Err(bad(format!(
+            "inputs disagree on the batch size: '{first}' has {}, '{other}' has {}",
+            batch(t0),
+            batch(t)
+        )));
+    }
+    Ok(out)
+}
+
+/// The model's input names, for error messages.
+pub fn names(specs: &[InputSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| format!("'{}'", s.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

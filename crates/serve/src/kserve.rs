@@ -10,7 +10,7 @@ use weft_core::Tensor;
 
 use crate::ServeError;
 use crate::batcher::JobResult;
-use crate::convert::{f32_bytes, split_bytes};
+use crate::convert::{kserve_datatype, split_bytes};
 use crate::proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use crate::proto::inference::model_infer_response::InferOutputTensor;
 use crate::proto::inference::model_metadata_response::TensorMetadata;
@@ -41,6 +41,30 @@ impl KServe {
     }
 }
 
+/// The element type the model declares for an output.
+pub fn output_dtype(model: &Model, name: &str) -> weft_core::DType {
+    model
+        .package
+        .graph
+        .outputs
+        .iter()
+        .find(|o| o.name == name)
+        .map_or(weft_core::DType::F32, |o| o.dtype)
+}
+
+/// Triton's ModelConfig type of an element type.
+fn config_type(d: weft_core::DType) -> i32 {
+    use weft_core::DType;
+    (match d {
+        DType::F32 => DataType::TypeFp32,
+        DType::F16 => DataType::TypeFp16,
+        DType::I8 => DataType::TypeInt8,
+        DType::U8 => DataType::TypeUint8,
+        DType::I32 => DataType::TypeInt32,
+        DType::I64 => DataType::TypeInt64,
+    }) as i32
+}
+
 fn output_metadata(model: &Model) -> Vec<TensorMetadata> {
     model
         .package
@@ -49,7 +73,7 @@ fn output_metadata(model: &Model) -> Vec<TensorMetadata> {
         .iter()
         .map(|o| TensorMetadata {
             name: o.name.clone(),
-            datatype: "FP32".into(),
+            datatype: kserve_datatype(o.dtype).into(),
             shape: o.shape.iter().map(|d| d.map_or(-1, |v| v as i64)).collect(),
         })
         .collect()
@@ -101,11 +125,11 @@ async fn model_infer(
     // images are decoded on the blocking pool; tensors, a copy, right here
     let (input, req) = if req.inputs.iter().any(|i| i.datatype == "BYTES") {
         let m = model.clone();
-        crate::convert::off_runtime(move || (decode_input(&m.spec, &req), req))
+        crate::convert::off_runtime(move || (decode_inputs(&m.inputs, &req), req))
             .await
             .map_err(fail)?
     } else {
-        (decode_input(&model.spec, &req), req)
+        (decode_inputs(&model.inputs, &req), req)
     };
     let input = input.map_err(fail)?;
     let decoded = decoding.elapsed();
@@ -136,13 +160,15 @@ async fn model_infer(
             .find(|(n, _)| n == w)
             .map(|(_, t)| t)
             .ok_or_else(|| fail(ServeError::Internal(format!("output {w} missing"))))?;
+        // each output in the model's own element type
+        let dtype = output_dtype(model, w);
         resp.outputs.push(InferOutputTensor {
             name: w.clone(),
-            datatype: "FP32".into(),
+            datatype: kserve_datatype(dtype).into(),
             shape: t.shape().iter().map(|&d| d as i64).collect(),
             ..Default::default()
         });
-        resp.raw_output_contents.push(f32_bytes(t));
+        resp.raw_output_contents.push(t.cast(dtype).to_le_bytes());
     }
     // the request's own share of the input and output work: decoding, encoding
     result.compute_input += decoded;
@@ -177,105 +203,137 @@ pub async fn infer_as(
     }
 }
 
-/// Decodes serialized ModelInferRequest bytes into the model input exactly as the service
-/// does (protobuf, then the input checks and conversions of `decode_input`); for fuzzing.
+/// Decodes serialized ModelInferRequest bytes into the model's feeds exactly as the service
+/// does (protobuf, then the input checks and conversions of `decode_inputs`); for fuzzing.
 pub fn decode_infer_request(
     package: &weft_package::Package,
     bytes: &[u8],
     max_pixels: u64,
     max_batch: usize,
-) -> Result<Tensor, ServeError> {
+) -> Result<Vec<(String, Tensor)>, ServeError> {
     use prost::Message;
     let req = ModelInferRequest::decode(bytes)
         .map_err(|e| ServeError::InvalidArgument(format!("not a ModelInferRequest: {e}")))?;
-    let spec = InputSpec::new(package, max_pixels, max_batch)?;
-    decode_input(&spec, &req)
+    let specs = InputSpec::all(package, max_pixels, max_batch)?;
+    decode_inputs(&specs, &req)
 }
 
-fn decode_input(spec: &InputSpec, req: &ModelInferRequest) -> Result<Tensor, ServeError> {
-    let [inp] = req.inputs.as_slice() else {
-        return Err(ServeError::InvalidArgument(format!(
-            "the model takes exactly one input, '{}'; the request has {}",
-            spec.name,
+fn decode_inputs(specs: &[InputSpec], req: &ModelInferRequest) -> Result<Vec<(String, Tensor)>, ServeError> {
+    let bad = |m: String| ServeError::InvalidArgument(m);
+    if req.inputs.len() != specs.len() {
+        return Err(bad(format!(
+            "the model takes {} input{} ({}); the request has {}",
+            specs.len(),
+            if specs.len() == 1 { "" } else { "s" },
+            crate::convert::names(specs),
             req.inputs.len()
         )));
-    };
-    if !inp.name.is_empty() && inp.name != spec.name {
-        return Err(ServeError::InvalidArgument(format!(
-            "unknown input '{}' (the model's input is '{}')",
-            inp.name, spec.name
+    }
+    if !req.raw_input_contents.is_empty() && req.raw_input_contents.len() != req.inputs.len() {
+        return Err(bad(format!(
+            "{} raw_input_contents for {} input{}",
+            req.raw_input_contents.len(),
+            req.inputs.len(),
+            if req.inputs.len() == 1 { "" } else { "s" }
         )));
     }
-    let raw = match req.raw_input_contents.len() {
-        0 => None,
-        1 => Some(req.raw_input_contents[0].as_slice()),
-        n => {
-            return Err(ServeError::InvalidArgument(format!(
-                "{n} raw_input_contents for 1 input"
-            )));
-        }
-    };
+    let mut given = Vec::with_capacity(specs.len());
+    for (k, inp) in req.inputs.iter().enumerate() {
+        // a single-input model takes its input under any name, as it always has
+        let spec = match specs {
+            [only] if inp.name.is_empty() || inp.name == only.name => only,
+            [only] => {
+                return Err(bad(format!(
+                    "unknown input '{}' (the model's input is '{}')",
+                    inp.name, only.name
+                )));
+            }
+            _ => specs.iter().find(|s| s.name == inp.name).ok_or_else(|| {
+                bad(format!(
+                    "unknown input '{}' (the model's inputs are {})",
+                    inp.name,
+                    crate::convert::names(specs)
+                ))
+            })?,
+        };
+        let raw = req.raw_input_contents.get(k).map(Vec::as_slice);
+        given.push((spec.name.clone(), decode_one(spec, inp, raw)?));
+    }
+    crate::convert::feeds(specs, given)
+}
+
+fn decode_one(
+    spec: &InputSpec,
+    inp: &model_infer_request::InferInputTensor,
+    raw: Option<&[u8]>,
+) -> Result<Tensor, ServeError> {
+    let bad = |m: String| ServeError::InvalidArgument(m);
     let contents = inp.contents.as_ref();
     if raw.is_some() && contents.is_some_and(|c| c != &InferTensorContents::default()) {
-        return Err(ServeError::InvalidArgument(
-            "both raw_input_contents and contents are set".into(),
-        ));
+        return Err(bad(format!(
+            "input '{}' has both raw_input_contents and contents",
+            spec.name
+        )));
     }
-    match inp.datatype.as_str() {
-        "BYTES" => {
-            let count = inp
-                .shape
-                .iter()
-                .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
-                .ok_or_else(|| ServeError::InvalidArgument(format!("bad BYTES shape {:?}", inp.shape)))?;
-            let images: Vec<&[u8]> = match raw {
-                Some(r) => split_bytes(r, count)?,
-                None => {
-                    let c = contents
-                        .map(|c| &c.bytes_contents)
-                        .ok_or_else(|| ServeError::InvalidArgument("BYTES input without data".into()))?;
-                    if c.len() != count {
-                        return Err(ServeError::InvalidArgument(format!(
-                            "BYTES tensor holds {} elements, its shape says {count}",
-                            c.len()
-                        )));
-                    }
-                    c.iter().map(Vec::as_slice).collect()
+    if inp.datatype == "BYTES" {
+        let count = inp
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+            .ok_or_else(|| bad(format!("bad BYTES shape {:?}", inp.shape)))?;
+        let images: Vec<&[u8]> = match raw {
+            Some(r) => split_bytes(r, count)?,
+            None => {
+                let c = contents
+                    .map(|c| &c.bytes_contents)
+                    .ok_or_else(|| bad("BYTES input without data".into()))?;
+                if c.len() != count {
+                    return Err(bad(format!(
+                        "BYTES tensor holds {} elements, its shape says {count}",
+                        c.len()
+                    )));
+                }
+                c.iter().map(Vec::as_slice).collect()
+            }
+        };
+        return spec.decode_images(&images);
+    }
+    if inp.datatype.is_empty() {
+        return Err(bad(format!("input '{}' has no datatype", spec.name)));
+    }
+    let bytes: Vec<u8> = match raw {
+        Some(r) => r.to_vec(),
+        None => {
+            let c = contents.ok_or_else(|| bad(format!("input '{}' has no data", spec.name)))?;
+            let narrow = |v: i64, lo: i64, hi: i64| {
+                if (lo..=hi).contains(&v) {
+                    Ok(v)
+                } else {
+                    Err(bad(format!("{} value {v} out of range", inp.datatype)))
                 }
             };
-            spec.decode_images(&images)
-        }
-        dt @ ("FP32" | "FP16" | "UINT8") => {
-            let bytes: Vec<u8> = match raw {
-                Some(r) => r.to_vec(),
-                None => {
-                    let c = contents
-                        .ok_or_else(|| ServeError::InvalidArgument(format!("input '{}' has no data", spec.name)))?;
-                    match dt {
-                        "FP32" => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                        "UINT8" => c
-                            .uint_contents
-                            .iter()
-                            .map(|&v| {
-                                u8::try_from(v)
-                                    .map_err(|_| ServeError::InvalidArgument(format!("UINT8 value {v} out of range")))
-                            })
-                            .collect::<Result<_, _>>()?,
-                        _ => {
-                            return Err(ServeError::InvalidArgument(
-                                "FP16 data must be sent as raw_input_contents".into(),
-                            ));
-                        }
-                    }
+            match inp.datatype.as_str() {
+                "FP32" => c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                "UINT8" => c
+                    .uint_contents
+                    .iter()
+                    .map(|&v| narrow(v.into(), 0, 255).map(|v| v as u8))
+                    .collect::<Result<_, _>>()?,
+                "INT8" => c
+                    .int_contents
+                    .iter()
+                    .map(|&v| narrow(v.into(), -128, 127).map(|v| v as u8))
+                    .collect::<Result<_, _>>()?,
+                "INT32" => c.int_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                "INT64" => c.int64_contents.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                "FP16" => {
+                    return Err(bad("FP16 data must be sent as raw_input_contents".into()));
                 }
-            };
-            spec.decode_raw(dt, &inp.shape, &bytes)
+                _ => Vec::new(), // refused by decode_raw with the datatypes the input takes
+            }
         }
-        "" => Err(ServeError::InvalidArgument("input datatype is missing".into())),
-        other => Err(ServeError::InvalidArgument(format!(
-            "datatype {other} is not accepted (FP32, FP16, UINT8, or BYTES images)"
-        ))),
-    }
+    };
+    spec.decode_raw(&inp.datatype, &inp.shape, &bytes)
 }
 
 #[tonic::async_trait]
@@ -336,8 +394,6 @@ impl GrpcInferenceService for KServe {
         self.auth(&req, &rid)?;
         let r = req.into_inner();
         let m = self.state.model(&r.name, &r.version).map_err(|e| e.to_status(&rid))?;
-        let mut shape = vec![-1];
-        shape.extend(m.spec.dims());
         let versions = self
             .state
             .models()
@@ -350,11 +406,15 @@ impl GrpcInferenceService for KServe {
                 name: m.name.clone(),
                 versions,
                 platform: format!("weft_{}", m.package.precision),
-                inputs: vec![TensorMetadata {
-                    name: m.spec.name.clone(),
-                    datatype: "FP32".into(),
-                    shape,
-                }],
+                inputs: m
+                    .inputs
+                    .iter()
+                    .map(|i| TensorMetadata {
+                        name: i.name.clone(),
+                        datatype: i.datatype().into(),
+                        shape: std::iter::once(-1).chain(i.dims()).collect(),
+                    })
+                    .collect(),
                 outputs: output_metadata(&m),
             }),
             &rid,
@@ -390,17 +450,21 @@ impl GrpcInferenceService for KServe {
             platform: format!("weft_{}", m.package.precision),
             backend: "weft".into(),
             max_batch_size: i32::try_from(m.policy.max_batch).unwrap_or(i32::MAX),
-            input: vec![ModelInput {
-                name: m.spec.name.clone(),
-                data_type: DataType::TypeFp32 as i32,
-                dims: m.spec.dims(),
-                ..Default::default()
-            }],
+            input: m
+                .inputs
+                .iter()
+                .map(|i| ModelInput {
+                    name: i.name.clone(),
+                    data_type: config_type(i.dtype),
+                    dims: i.dims(),
+                    ..Default::default()
+                })
+                .collect(),
             output: output_dims(&m)
                 .into_iter()
                 .map(|(name, dims)| ModelOutput {
+                    data_type: config_type(output_dtype(&m, &name)),
                     name,
-                    data_type: DataType::TypeFp32 as i32,
                     dims,
                     ..Default::default()
                 })

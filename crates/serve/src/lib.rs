@@ -22,6 +22,7 @@ mod rest;
 mod server;
 mod tfserving;
 
+pub use convert::kserve_datatype;
 pub use error::ServeError;
 pub use kserve::decode_infer_request;
 pub use repository::{ControlMode, RepositoryConfig};

@@ -64,7 +64,8 @@ pub struct Model {
     /// Loaded from the model repository (so polling and unloading may remove it).
     pub from_repository: bool,
     pub package: Arc<Package>,
-    pub spec: InputSpec,
+    /// The model's inputs, in the graph's order.
+    pub inputs: Vec<InputSpec>,
     pub worker: Worker,
     pub stats: std::sync::Mutex<ModelCounters>,
 }
@@ -307,7 +308,7 @@ impl AppState {
     pub async fn infer(
         &self,
         model: &Model,
-        input: Tensor,
+        inputs: Vec<(String, Tensor)>,
         deadline: Option<Instant>,
         request_id: &str,
     ) -> Result<JobResult, ServeError> {
@@ -320,7 +321,7 @@ impl AppState {
             return Err(ServeError::DeadlineExceeded);
         }
         let (reply, rx) = oneshot::channel();
-        let keep = self.collector.as_ref().map(|_| input.clone());
+        let keep = self.collector.as_ref().map(|_| inputs.clone());
         /// Counts this request as pending for the batcher until it is answered.
         struct Pending<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Pending<'_> {
@@ -331,7 +332,7 @@ impl AppState {
         model.worker.pending.fetch_add(1, Ordering::SeqCst);
         let _pending = Pending(&model.worker.pending);
         model.worker.submit(Job {
-            input,
+            inputs,
             deadline,
             enqueued: Instant::now(),
             reply,
@@ -343,8 +344,8 @@ impl AppState {
                 return Err(ServeError::Unavailable("the device failed; the server is restarting".into()));
             }
         };
-        if let (Some(c), Some(input)) = (&self.collector, keep) {
-            c.maybe_collect(&model.name, request_id, &input, &result.outputs);
+        if let (Some(c), Some(inputs)) = (&self.collector, keep) {
+            c.maybe_collect(&model.name, request_id, &inputs, &result.outputs);
         }
         let mut result = result;
         result.version = model.version.clone();
@@ -421,7 +422,7 @@ impl Loader {
         policy: BatchPolicy,
         from_repository: bool,
     ) -> Result<Arc<Model>, ServeError> {
-        let spec = InputSpec::new(&package, self.max_pixels, policy.max_batch)?;
+        let inputs = InputSpec::all(&package, self.max_pixels, policy.max_batch)?;
         let (package2, device, portable, kernels) = (package.clone(), self.device.clone(), self.portable, self.kernels);
         // Opens the engine and runs batch 1 and the largest batch once, so that no request
         // pays for planning or for the device's first-launch kernel compilation. Also how a
@@ -443,14 +444,7 @@ impl Loader {
             max_failures: 3,
             fatal: self.fatal.clone(),
         };
-        let worker = Worker::start(
-            name.to_string(),
-            package.clone(),
-            engine,
-            policy,
-            self.metrics.clone(),
-            health,
-        );
+        let worker = Worker::start(name.to_string(), engine, policy, self.metrics.clone(), health);
         tracing::info!(model = %name, version, precision = %package.precision, engine = %worker.description, "model loaded");
         Ok(Arc::new(Model {
             name: name.to_string(),
@@ -458,7 +452,7 @@ impl Loader {
             policy,
             from_repository,
             package,
-            spec,
+            inputs,
             worker,
             stats: Default::default(),
         }))

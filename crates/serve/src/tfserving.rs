@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
-use weft_core::Tensor;
+use weft_core::{DType, Tensor};
 
 use crate::ServeError;
 use crate::batcher::JobResult;
+use crate::convert::InputSpec;
 use crate::proto::tensorflow::serving::prediction_service_server::PredictionService;
 use crate::proto::tensorflow::serving::{
     GetModelMetadataRequest, GetModelMetadataResponse, ModelSpec, PredictRequest, PredictResponse, SignatureDefMap,
@@ -37,8 +38,14 @@ fn shape_of(t: &TensorProto) -> Result<Vec<i64>, ServeError> {
     }
 }
 
-fn decode(model: &Model, t: &TensorProto) -> Result<Tensor, ServeError> {
-    let spec = &model.spec;
+fn decode(spec: &InputSpec, t: &TensorProto) -> Result<Tensor, ServeError> {
+    let content = |values: Vec<u8>| {
+        if t.tensor_content.is_empty() {
+            values
+        } else {
+            t.tensor_content.clone()
+        }
+    };
     match DataType::try_from(t.dtype).unwrap_or(DataType::DtInvalid) {
         DataType::DtString => {
             let count = shape_of(t).ok().map(|s| s.iter().product::<i64>());
@@ -82,16 +89,49 @@ fn decode(model: &Model, t: &TensorProto) -> Result<Tensor, ServeError> {
             };
             spec.decode_raw("UINT8", &shape, &bytes)
         }
+        DataType::DtInt8 => {
+            let values = t
+                .int_val
+                .iter()
+                .map(|&v| {
+                    i8::try_from(v)
+                        .map(|v| v as u8)
+                        .map_err(|_| bad(format!("int8 value {v} out of range")))
+                })
+                .collect::<Result<_, _>>()?;
+            spec.decode_raw("INT8", &shape_of(t)?, &content(values))
+        }
+        DataType::DtInt32 => {
+            let values = t.int_val.iter().flat_map(|v| v.to_le_bytes()).collect();
+            spec.decode_raw("INT32", &shape_of(t)?, &content(values))
+        }
+        DataType::DtInt64 => {
+            let values = t.int64_val.iter().flat_map(|v| v.to_le_bytes()).collect();
+            spec.decode_raw("INT64", &shape_of(t)?, &content(values))
+        }
         other => Err(bad(format!(
-            "dtype {} is not accepted (DT_STRING images, DT_FLOAT, DT_HALF, DT_UINT8)",
+            "dtype {} is not accepted (DT_STRING images, DT_FLOAT, DT_HALF, DT_UINT8, DT_INT8, DT_INT32, DT_INT64)",
             other.as_str_name()
         ))),
     }
 }
 
-fn float_tensor(t: &Tensor) -> TensorProto {
+/// TensorFlow's type of an element type.
+fn tf_dtype(d: DType) -> DataType {
+    match d {
+        DType::F32 => DataType::DtFloat,
+        DType::F16 => DataType::DtHalf,
+        DType::I8 => DataType::DtInt8,
+        DType::U8 => DataType::DtUint8,
+        DType::I32 => DataType::DtInt32,
+        DType::I64 => DataType::DtInt64,
+    }
+}
+
+/// An output in the model's own element type, as `tensor_content`.
+fn output_tensor(t: &Tensor, dtype: DType) -> TensorProto {
     TensorProto {
-        dtype: DataType::DtFloat as i32,
+        dtype: tf_dtype(dtype) as i32,
         tensor_shape: Some(TensorShapeProto {
             dim: t
                 .shape()
@@ -103,7 +143,7 @@ fn float_tensor(t: &Tensor) -> TensorProto {
                 .collect(),
             unknown_rank: false,
         }),
-        tensor_content: crate::convert::f32_bytes(t),
+        tensor_content: t.cast(dtype).to_le_bytes(),
         ..Default::default()
     }
 }
@@ -138,22 +178,52 @@ async fn predict(
     let model = &model;
     let mname = model.name.clone();
     let fail = |e: ServeError| (mname.clone(), e);
-    let tensor = match req.inputs.len() {
-        0 => return Err(fail(bad("the request has no inputs"))),
-        1 => req.inputs.values().next(),
-        _ => req.inputs.get(&model.spec.name),
+    if req.inputs.is_empty() {
+        return Err(fail(bad("the request has no inputs")));
     }
-    .ok_or_else(|| fail(bad(format!("the model takes one input, '{}'", model.spec.name))))?;
-    // images are decoded on the blocking pool; tensors, a copy, right here
-    let input = if tensor.dtype == DataType::DtString as i32 {
-        let (m, t) = (model.clone(), tensor.clone());
-        crate::convert::off_runtime(move || decode(&m, &t))
-            .await
-            .map_err(fail)?
-    } else {
-        decode(model, tensor)
+    // A single-input model takes its tensor under any key (the Brainwave client names it
+    // after the graph's placeholder); a model with several takes each under its own name.
+    let tensors: Vec<(&InputSpec, &TensorProto)> = match (model.inputs.as_slice(), req.inputs.len()) {
+        ([only], 1) => vec![(only, req.inputs.values().next().ok_or_else(|| fail(bad("no input")))?)],
+        ([only], _) => vec![(
+            only,
+            req.inputs
+                .get(&only.name)
+                .ok_or_else(|| fail(bad(format!("the model takes one input, '{}'", only.name))))?,
+        )],
+        (specs, _) => {
+            if let Some(k) = req.inputs.keys().find(|k| !specs.iter().any(|s| &s.name == *k)) {
+                return Err(fail(bad(format!(
+                    "unknown input '{k}' (the model's inputs are {})",
+                    crate::convert::names(specs)
+                ))));
+            }
+            specs
+                .iter()
+                .map(|s| {
+                    req.inputs
+                        .get(&s.name)
+                        .map(|t| (s, t))
+                        .ok_or_else(|| fail(bad(format!("input '{}' is missing", s.name))))
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let mut given = Vec::with_capacity(tensors.len());
+    for (spec, tensor) in tensors {
+        // images are decoded on the blocking pool; tensors, a copy, right here
+        let t = if tensor.dtype == DataType::DtString as i32 {
+            let (s, t) = (spec.clone(), tensor.clone());
+            crate::convert::off_runtime(move || decode(&s, &t))
+                .await
+                .map_err(fail)?
+        } else {
+            decode(spec, tensor)
+        }
+        .map_err(fail)?;
+        given.push((spec.name.clone(), t));
     }
-    .map_err(fail)?;
+    let input = crate::convert::feeds(&model.inputs, given).map_err(fail)?;
     let outputs: Vec<String> = model.package.graph.outputs.iter().map(|o| o.name.clone()).collect();
     for f in &req.output_filter {
         if !outputs.contains(f) && f != "output_alias" {
@@ -167,14 +237,17 @@ async fn predict(
     let mut map = HashMap::new();
     for (n, t) in &result.outputs {
         if req.output_filter.is_empty() || req.output_filter.contains(n) {
-            map.insert(n.clone(), float_tensor(t));
+            map.insert(n.clone(), output_tensor(t, crate::kserve::output_dtype(model, n)));
         }
     }
     // Older Brainwave clients read the first output as "output_alias".
     if (req.output_filter.is_empty() || req.output_filter.iter().any(|f| f == "output_alias"))
-        && let Some((_, t)) = result.outputs.first()
+        && let Some((n, t)) = result.outputs.first()
     {
-        map.insert("output_alias".into(), float_tensor(t));
+        map.insert(
+            "output_alias".into(),
+            output_tensor(t, crate::kserve::output_dtype(model, n)),
+        );
     }
     Ok((
         mname,
@@ -232,9 +305,9 @@ impl PredictionService for TfServing {
         }
         let name = r.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
         let m = self.state.model(&name, "").map_err(|e| e.to_status(&rid))?;
-        let info = |name: &str, dims: Vec<i64>| TensorInfo {
+        let info = |name: &str, dtype: DType, dims: Vec<i64>| TensorInfo {
             encoding: Some(tensor_info::Encoding::Name(format!("{name}:0"))),
-            dtype: DataType::DtFloat as i32,
+            dtype: tf_dtype(dtype) as i32,
             tensor_shape: Some(TensorShapeProto {
                 dim: dims
                     .into_iter()
@@ -246,8 +319,6 @@ impl PredictionService for TfServing {
                 unknown_rank: false,
             }),
         };
-        let mut in_dims = vec![-1];
-        in_dims.extend(m.spec.dims());
         let outputs = m
             .package
             .graph
@@ -256,12 +327,23 @@ impl PredictionService for TfServing {
             .map(|o| {
                 (
                     o.name.clone(),
-                    info(&o.name, o.shape.iter().map(|d| d.map_or(-1, |v| v as i64)).collect()),
+                    info(
+                        &o.name,
+                        o.dtype,
+                        o.shape.iter().map(|d| d.map_or(-1, |v| v as i64)).collect(),
+                    ),
                 )
             })
             .collect();
         let sig = SignatureDef {
-            inputs: HashMap::from([(m.spec.name.clone(), info(&m.spec.name, in_dims))]),
+            inputs: m
+                .inputs
+                .iter()
+                .map(|i| {
+                    let dims = std::iter::once(-1).chain(i.dims()).collect();
+                    (i.name.clone(), info(&i.name, i.dtype, dims))
+                })
+                .collect(),
             outputs,
             method_name: "tensorflow/serving/predict".into(),
         };

@@ -74,12 +74,17 @@ def test_poll_mode_switches_versions_without_a_failed_request(weft, tmp_path):
     repo = tmp_path / "repo"
     add_version(repo, "fashion", 1)
     (repo / "fashion" / "config.pbtxt").write_text(
-        'name: "fashion"\nmax_batch_size: 4\ndynamic_batching { max_queue_delay_microseconds: 300 }\n')
+        '# all of it for weft\nname: "fashion"\nmax_batch_size: 4\n'
+        'dynamic_batching { max_queue_delay_microseconds: 300 default_queue_policy { max_queue_size: 16 } }\n'
+        'instance_group [ { count: 2 kind: KIND_CPU } ]\n'
+        'optimization { input_pinned_memory { enable: true } }\n')
     s = Server(weft, "--model-repository", repo, "--model-control-mode", "poll", "--repository-poll-secs", "0.5", "--quiet")
     try:
         c = tc.InferenceServerClient(s.url)
         cfg = c.get_model_config("fashion").config
         assert cfg.max_batch_size == 4 and cfg.dynamic_batching.max_queue_delay_microseconds == 300
+        assert cfg.dynamic_batching.default_queue_policy.max_queue_size == 16
+        assert [g.count for g in cfg.instance_group] == [2]
         loop = Loop(s.url, "fashion")
         time.sleep(0.5)
         add_version(repo, "fashion", 2)

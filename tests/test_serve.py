@@ -651,3 +651,38 @@ def test_several_inputs_and_typed_outputs(weft, tmp_path):
     finally:
         code, err = s.stop()
     assert code == 0, err
+
+
+def test_instances_share_one_queue(weft):
+    """--instance-count 3: three engines and worker threads take batches from one queue;
+    concurrent requests all answer with the single-request bytes, and the statistics add up."""
+    default = pathlib.Path(__file__).resolve().parent.parent / "models" / "fashion" / "fashion_resnet.weft"
+    s = Server(weft, "--model", f"fashion={default}", "--instance-count", "3", "--max-batch", "4", "--quiet")
+    try:
+        c = client(s)
+        cfg = c.get_model_config("fashion").config
+        assert [g.count for g in cfg.instance_group] == [3]
+        threads = {pathlib.Path(f"/proc/{s.proc.pid}/task/{t}/comm").read_text().strip()
+                   for t in os.listdir(f"/proc/{s.proc.pid}/task")}
+        assert {"weft-fashion-0", "weft-fashion-1", "weft-fashion-2"} <= threads, threads
+        xs = [np.random.default_rng(i).standard_normal((1, 1, 28, 28)).astype(np.float32) for i in range(12)]
+
+        def infer(x):
+            i = tc.InferInput("input", list(x.shape), "FP32")
+            i.set_data_from_numpy(x)
+            return tc.InferenceServerClient(s.url).infer("fashion", [i]).as_numpy("logits")
+
+        alone = [infer(x) for x in xs]
+        with cf.ThreadPoolExecutor(12) as pool:
+            together = list(pool.map(infer, xs * 4))
+        for k, got in enumerate(together):
+            assert got.tobytes() == alone[k % 12].tobytes()
+        st = c.get_inference_statistics("fashion").model_stats[0]
+        assert st.inference_stats.success.count == 60
+        assert sum(b.compute_infer.count for b in st.batch_stats) == st.execution_count
+        assert sum(b.batch_size * b.compute_infer.count for b in st.batch_stats) == 60
+        with pytest.raises(subprocess.CalledProcessError):
+            subprocess.run([weft, "serve", "--instance-count", "0"], check=True, capture_output=True, timeout=30)
+    finally:
+        code, err = s.stop()
+    assert code == 0, err

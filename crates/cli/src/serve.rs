@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// Requests waiting per model before the server answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 64)]
     pub queue_depth: usize,
+    /// Instances of each model, each with its own engine (device session) and worker
+    /// thread, all taking batches from the model's one queue: while one runs a batch the
+    /// next is gathered (a repository model's instance_group may set its own).
+    #[arg(long, default_value_t = 1)]
+    pub instance_count: usize,
     /// An accepted API key (repeat for rotation); also WEFT_API_KEYS (comma-separated).
     #[arg(long = "api-key")]
     pub api_keys: Vec<String>,
@@ -170,8 +175,8 @@ fn load(path: &std::path::Path) -> anyhow::Result<Package> {
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers_to_the_system();
     init_logging(args.log_format, args.log_level);
-    if args.max_batch == 0 || args.queue_depth == 0 || args.max_message_bytes == 0 {
-        bail!("--max-batch, --queue-depth and --max-message-bytes must be at least 1");
+    if args.max_batch == 0 || args.queue_depth == 0 || args.max_message_bytes == 0 || args.instance_count == 0 {
+        bail!("--max-batch, --queue-depth, --max-message-bytes and --instance-count must be at least 1");
     }
     if let Some(r) = args.collect_rate
         && !(0.0..=1.0).contains(&r)
@@ -230,6 +235,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_batch: args.max_batch,
         max_queue_delay: Duration::from_micros(args.max_queue_delay_us),
         queue_depth: args.queue_depth,
+        instances: args.instance_count,
         api_keys: keys,
         tls,
         max_message_bytes: args.max_message_bytes,

@@ -110,6 +110,8 @@ pub struct BatchPolicy {
     pub max_batch: usize,
     pub max_delay: Duration,
     pub queue_depth: usize,
+    /// Instances of the model (engines, each with its worker thread) sharing the queue.
+    pub instances: usize,
 }
 
 /// Opens a fresh engine for a model (after a device failure), warmed up.
@@ -128,13 +130,21 @@ pub struct Health {
     pub fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
-/// The handle requests use to reach a model's worker.
+/// One instance of a model: its own engine and thread, taking batches from the model's
+/// shared queue.
+pub struct Instance {
+    pub engine: Engine,
+    pub health: Health,
+}
+
+/// The handle requests use to reach a model's worker threads (one per instance).
 pub struct Worker {
     tx: SyncSender<Job>,
-    pub ready: Arc<AtomicBool>,
-    /// When the batch now on the device started (milliseconds since `epoch`, plus one; 0
-    /// when idle), for the server's device watchdog.
-    busy_since: Arc<std::sync::atomic::AtomicU64>,
+    /// Each instance's readiness (false while it reopens its device).
+    ready: Vec<Arc<AtomicBool>>,
+    /// When each instance's batch now on the device started (milliseconds since `epoch`,
+    /// plus one; 0 when idle), for the server's device watchdog.
+    busy_since: Vec<Arc<std::sync::atomic::AtomicU64>>,
     epoch: Instant,
     pub description: String,
     /// Batches executed.
@@ -156,44 +166,58 @@ impl Job {
 }
 
 impl Worker {
-    /// Starts the worker thread for `package` on `engine`.
-    pub fn start(
-        name: String,
-        mut engine: Engine,
-        policy: BatchPolicy,
-        metrics: Arc<Metrics>,
-        mut health: Health,
-    ) -> Worker {
+    /// Starts one thread per instance, all taking batches from one queue: while one
+    /// instance runs a batch on its device, the next gathers the following batch.
+    pub fn start(name: String, instances: Vec<Instance>, policy: BatchPolicy, metrics: Arc<Metrics>) -> Worker {
         let (tx, rx) = sync_channel::<Job>(policy.queue_depth.max(1));
-        let ready = Arc::new(AtomicBool::new(true));
-        let description = engine.describe();
-        let flag = ready.clone();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let count = instances.len();
+        let description = match instances.first() {
+            Some(i) if count > 1 => format!("{} x{count}", i.engine.describe()),
+            Some(i) => i.engine.describe(),
+            None => "no instances".into(),
+        };
         let executions = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let exec_count = executions.clone();
         let batch_stats = Arc::new(BatchStats::default());
-        let by_size = batch_stats.clone();
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let waiting = pending.clone();
-        let busy_since = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let epoch = Instant::now();
-        let busy = busy_since.clone();
-        let spawn = std::thread::Builder::new().name(format!("weft-{name}")).spawn(move || {
-            let mut w = WorkerState {
-                name: &name,
-                metrics: &metrics,
-                ready: &flag,
-                executions: &exec_count,
-                batch_stats: &by_size,
-                busy: &busy,
-                epoch,
-                health: &mut health,
-                batches: 0,
-                failures: 0,
+        let mut ready = Vec::with_capacity(count);
+        let mut busy_since = Vec::with_capacity(count);
+        for (k, Instance { mut engine, mut health }) in instances.into_iter().enumerate() {
+            let flag = Arc::new(AtomicBool::new(true));
+            let busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (name, metrics, rx) = (name.clone(), metrics.clone(), rx.clone());
+            let (exec_count, by_size, waiting, taken) =
+                (executions.clone(), batch_stats.clone(), pending.clone(), taken.clone());
+            let (flag2, busy2) = (flag.clone(), busy.clone());
+            let thread = if count > 1 {
+                format!("weft-{name}-{k}")
+            } else {
+                format!("weft-{name}")
             };
-            run_worker(&mut w, &mut engine, &rx, policy, &waiting);
-        });
-        if spawn.is_err() {
-            ready.store(false, Ordering::SeqCst);
+            let spawn = std::thread::Builder::new().name(thread).spawn(move || {
+                let mut w = WorkerState {
+                    name: &name,
+                    metrics: &metrics,
+                    ready: &flag2,
+                    executions: &exec_count,
+                    batch_stats: &by_size,
+                    busy: &busy2,
+                    epoch,
+                    health: &mut health,
+                    batches: 0,
+                    failures: 0,
+                    pending: &waiting,
+                    taken: &taken,
+                };
+                run_worker(&mut w, &mut engine, &rx, policy);
+            });
+            if spawn.is_err() {
+                flag.store(false, Ordering::SeqCst);
+            }
+            ready.push(flag);
+            busy_since.push(busy);
         }
         Worker {
             tx,
@@ -207,12 +231,27 @@ impl Worker {
         }
     }
 
-    /// How long the batch now on the device has been running, if one is.
-    pub fn busy_for(&self) -> Option<Duration> {
-        match self.busy_since.load(Ordering::SeqCst) {
-            0 => None,
-            t => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(t - 1))),
+    /// Whether any instance can run a batch.
+    pub fn is_ready(&self) -> bool {
+        self.ready.iter().any(|r| r.load(Ordering::SeqCst))
+    }
+
+    /// Marks every instance not ready (the device stopped responding).
+    pub fn set_unready(&self) {
+        for r in &self.ready {
+            r.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// How long the longest-running batch now on a device has been running, if one is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        self.busy_since
+            .iter()
+            .filter_map(|b| match b.load(Ordering::SeqCst) {
+                0 => None,
+                t => Some(self.epoch.elapsed().saturating_sub(Duration::from_millis(t - 1))),
+            })
+            .max()
     }
 
     /// Queues a job, or answers RESOURCE_EXHAUSTED when the queue is full.
@@ -241,28 +280,34 @@ struct WorkerState<'a> {
     batches: u64,
     /// Failed batches in a row.
     failures: u32,
+    /// The model's admitted, unanswered requests (all instances').
+    pending: &'a std::sync::atomic::AtomicUsize,
+    /// Of those, the ones instances have taken from the queue and not yet answered.
+    taken: &'a std::sync::atomic::AtomicUsize,
 }
 
-fn run_worker(
-    w: &mut WorkerState<'_>,
-    engine: &mut Engine,
-    rx: &Receiver<Job>,
-    policy: BatchPolicy,
-    pending: &std::sync::atomic::AtomicUsize,
-) {
-    while let Ok(first) = rx.recv() {
+fn run_worker(w: &mut WorkerState<'_>, engine: &mut Engine, rx: &std::sync::Mutex<Receiver<Job>>, policy: BatchPolicy) {
+    loop {
+        // One instance gathers a batch at a time; the others run theirs meanwhile.
+        let Ok(queue) = rx.lock() else { return };
+        let Ok(first) = queue.recv() else { return };
         let mut jobs = vec![first];
         let mut rows: usize = jobs[0].rows();
         let until = Instant::now() + policy.max_delay;
+        let on_the_way = |jobs: &Vec<Job>| {
+            w.pending
+                .load(Ordering::SeqCst)
+                .saturating_sub(w.taken.load(Ordering::SeqCst) + jobs.len())
+        };
         while rows < policy.max_batch {
             // Nobody else is on the way: waiting would only add latency.
-            if jobs.len() >= pending.load(Ordering::SeqCst) {
+            if on_the_way(&jobs) == 0 {
                 break;
             }
             let now = Instant::now();
             if now >= until {
                 // take what is already waiting without blocking
-                match rx.try_recv() {
+                match queue.try_recv() {
                     Ok(j) => {
                         rows += j.rows();
                         jobs.push(j);
@@ -271,7 +316,7 @@ fn run_worker(
                     Err(_) => break,
                 }
             }
-            match rx.recv_timeout(until - now) {
+            match queue.recv_timeout(until - now) {
                 Ok(j) => {
                     rows += j.rows();
                     jobs.push(j);
@@ -280,6 +325,9 @@ fn run_worker(
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
+        let held = jobs.len();
+        w.taken.fetch_add(held, Ordering::SeqCst);
+        drop(queue);
         // Rows beyond max_batch go back into a second round.
         let mut now_jobs = Vec::new();
         let mut later = Vec::new();
@@ -301,10 +349,13 @@ fn run_worker(
                 refuse(j);
             }
         }
+        w.taken.fetch_sub(held, Ordering::SeqCst);
         if !healthy {
             // answer what is queued: nothing more will run
-            while let Ok(j) = rx.try_recv() {
-                refuse(j);
+            if let Ok(queue) = rx.lock() {
+                while let Ok(j) = queue.try_recv() {
+                    refuse(j);
+                }
             }
             return;
         }

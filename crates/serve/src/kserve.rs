@@ -358,7 +358,7 @@ impl GrpcInferenceService for KServe {
         // a version not served (unloaded, refused, never loaded) is not ready; a model
         // name never served is NOT_FOUND
         let ready = match self.state.model(&r.name, &r.version) {
-            Ok(m) => m.worker.ready.load(Ordering::SeqCst) && self.state.ready.load(Ordering::SeqCst),
+            Ok(m) => m.worker.is_ready() && self.state.ready.load(Ordering::SeqCst),
             Err(_) if !r.version.is_empty() && self.state.model(&r.name, "").is_ok() => false,
             Err(e) => return Err(e.to_status(&rid)),
         };
@@ -471,8 +471,17 @@ impl GrpcInferenceService for KServe {
                 .collect(),
             scheduling_choice: Some(model_config::SchedulingChoice::DynamicBatching(ModelDynamicBatching {
                 max_queue_delay_microseconds: m.policy.max_delay.as_micros() as u64,
+                default_queue_policy: Some(ModelQueuePolicy {
+                    max_queue_size: u32::try_from(m.policy.queue_depth).unwrap_or(u32::MAX),
+                }),
                 ..Default::default()
             })),
+            instance_group: vec![ModelInstanceGroup {
+                name: m.name.clone(),
+                count: i32::try_from(m.policy.instances).unwrap_or(i32::MAX),
+                kind: model_instance_group::Kind::Model as i32,
+                ..Default::default()
+            }],
             parameters,
         };
         Ok(with_id(

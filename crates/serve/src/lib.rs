@@ -16,6 +16,7 @@ pub mod fault;
 mod http;
 mod kserve;
 mod metrics;
+mod pbtxt;
 pub mod proto;
 mod repository;
 mod rest;

@@ -64,6 +64,8 @@ pub struct ModelSettings {
     pub max_batch: Option<usize>,
     pub max_queue_delay_us: Option<u64>,
     pub queue_depth: Option<usize>,
+    /// Instances (engines and worker threads) of each version.
+    pub instances: Option<usize>,
     pub policy: VersionPolicy,
 }
 
@@ -73,6 +75,7 @@ impl Default for ModelSettings {
             max_batch: None,
             max_queue_delay_us: None,
             queue_depth: None,
+            instances: None,
             policy: VersionPolicy::Latest(1),
         }
     }
@@ -84,6 +87,7 @@ impl ModelSettings {
             max_batch: self.max_batch.filter(|&b| b > 0).unwrap_or(default.max_batch),
             max_delay: self.max_queue_delay_us.map_or(default.max_delay, Duration::from_micros),
             queue_depth: self.queue_depth.filter(|&q| q > 0).unwrap_or(default.queue_depth),
+            instances: self.instances.filter(|&n| n > 0).unwrap_or(default.instances),
         }
     }
 }
@@ -99,6 +103,10 @@ fn settings_from_json(text: &str) -> Result<ModelSettings, String> {
             .map(|x| x as usize),
         ..Default::default()
     };
+    if let Some(groups) = v.get("instance_group") {
+        let groups = groups.as_array().ok_or("config.json: instance_group is not a list")?;
+        s.instances = Some(groups.iter().map(|g| uint(g.get("count")).unwrap_or(1) as usize).sum());
+    }
     if let Some(p) = v.get("version_policy") {
         s.policy = if let Some(l) = p.get("latest") {
             VersionPolicy::Latest(uint(l.get("num_versions")).unwrap_or(1).max(1) as usize)
@@ -117,47 +125,41 @@ fn settings_from_json(text: &str) -> Result<ModelSettings, String> {
     Ok(s)
 }
 
-/// The numbers after `key:` in protobuf text (`key: 8`, `key: [1, 2]`).
-fn pbtxt_numbers(text: &str, key: &str) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find(key) {
-        let before_ok = at == 0 || !rest.as_bytes()[at - 1].is_ascii_alphanumeric() && rest.as_bytes()[at - 1] != b'_';
-        rest = &rest[at + key.len()..];
-        let after = rest.trim_start();
-        if !before_ok || !after.starts_with(':') {
-            continue;
+fn settings_from_pbtxt(text: &str) -> Result<ModelSettings, String> {
+    let in_file = |e: String| format!("config.pbtxt: {e}");
+    let m = crate::pbtxt::parse(text).map_err(in_file)?;
+    let batching = m.message("dynamic_batching").cloned().unwrap_or_default();
+    let queue = batching.message("default_queue_policy").cloned().unwrap_or_default();
+    let policy = match m.message("version_policy") {
+        None => VersionPolicy::Latest(1),
+        Some(p) => {
+            if let Some(l) = p.message("latest") {
+                VersionPolicy::Latest(l.uint("num_versions").map_err(in_file)?.unwrap_or(1).max(1) as usize)
+            } else if p.message("all").is_some() {
+                VersionPolicy::All
+            } else if let Some(sp) = p.message("specific") {
+                VersionPolicy::Specific(sp.uints("versions").map_err(in_file)?)
+            } else {
+                return Err(in_file("version_policy is none of latest, all, specific".into()));
+            }
         }
-        let value = after[1..].trim_start();
-        let end = value
-            .find(|c: char| !(c.is_ascii_digit() || c == '[' || c == ']' || c == ',' || c == ' '))
-            .unwrap_or(value.len());
-        out.extend(
-            value[..end]
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|d| d.parse::<u64>().ok()),
-        );
-    }
-    out
-}
-
-fn settings_from_pbtxt(text: &str) -> ModelSettings {
-    let first = |k: &str| pbtxt_numbers(text, k).first().copied();
-    let policy = if text.contains("latest") {
-        VersionPolicy::Latest(first("num_versions").unwrap_or(1).max(1) as usize)
-    } else if text.contains("specific") {
-        VersionPolicy::Specific(pbtxt_numbers(text, "versions"))
-    } else if text.contains("version_policy") && text.contains("all") {
-        VersionPolicy::All
-    } else {
-        VersionPolicy::Latest(1)
     };
-    ModelSettings {
-        max_batch: first("max_batch_size").map(|x| x as usize),
-        max_queue_delay_us: first("max_queue_delay_microseconds"),
-        queue_depth: first("max_queue_size").map(|x| x as usize),
-        policy,
+    // every instance group's count (1 when not given), as Triton adds them up
+    let mut instances = None;
+    for g in m.all("instance_group") {
+        let crate::pbtxt::Value::Message(g) = g else {
+            return Err(in_file("instance_group is not a message".into()));
+        };
+        let count = g.uint("count").map_err(in_file)?.unwrap_or(1) as usize;
+        instances = Some(instances.unwrap_or(0) + count);
     }
+    Ok(ModelSettings {
+        max_batch: m.uint("max_batch_size").map_err(in_file)?.map(|x| x as usize),
+        max_queue_delay_us: batching.uint("max_queue_delay_microseconds").map_err(in_file)?,
+        queue_depth: queue.uint("max_queue_size").map_err(in_file)?.map(|x| x as usize),
+        instances,
+        policy,
+    })
 }
 
 /// A model directory: its settings and its version directories holding a package.
@@ -183,7 +185,7 @@ fn read_entry(dir: &Path) -> Result<Entry, String> {
     let settings = if let Ok(text) = std::fs::read_to_string(dir.join("config.json")) {
         settings_from_json(&text)?
     } else if let Ok(text) = std::fs::read_to_string(dir.join("config.pbtxt")) {
-        settings_from_pbtxt(&text)
+        settings_from_pbtxt(&text)?
     } else {
         ModelSettings::default()
     };
@@ -469,9 +471,9 @@ impl Repository {
                 _ => vec![String::new()],
             };
             for version in versions {
-                let ready = models.iter().any(|m| {
-                    m.name == name && m.version == version && m.worker.ready.load(std::sync::atomic::Ordering::SeqCst)
-                });
+                let ready = models
+                    .iter()
+                    .any(|m| m.name == name && m.version == version && m.worker.is_ready());
                 let (st, reason) = match (&entry, ready, status.get(&(name.clone(), version.clone()))) {
                     (Err(why), _, _) => ("UNAVAILABLE", why.clone()),
                     (_, true, _) => ("READY", String::new()),
@@ -514,6 +516,8 @@ mod tests {
         assert_eq!(s.policy, VersionPolicy::Latest(2));
         let s = settings_from_json(r#"{"version_policy": {"specific": {"versions": [1, 3]}}}"#).unwrap_or_default();
         assert_eq!(s.policy, VersionPolicy::Specific(vec![1, 3]));
+        let s = settings_from_json(r#"{"instance_group": [{"count": 2}, {"kind": "KIND_CPU"}]}"#).unwrap_or_default();
+        assert_eq!(s.instances, Some(3));
         assert!(settings_from_json("{").is_err());
         assert!(settings_from_json(r#"{"version_policy": {"newest": {}}}"#).is_err());
     }
@@ -521,20 +525,36 @@ mod tests {
     #[test]
     fn pbtxt_settings() {
         let s = settings_from_pbtxt(
-            "name: \"m\"\nmax_batch_size: 16\nversion_policy: { specific: { versions: [2, 5] } }\n\
-             dynamic_batching { max_queue_delay_microseconds: 100 }",
-        );
+            "name: \"latest\"  # all of this is one model\nmax_batch_size: 16\n\
+             version_policy: { specific: { versions: [2, 5] } }\n\
+             instance_group [ { count: 2 kind: KIND_CPU }, { kind: KIND_GPU } ]\n\
+             dynamic_batching { max_queue_delay_microseconds: 100 default_queue_policy { max_queue_size: 9 } }\n\
+             optimization { execution_accelerators { cpu_execution_accelerator: [ { name: \"x\" } ] } }",
+        )
+        .unwrap();
         assert_eq!(s.max_batch, Some(16));
         assert_eq!(s.max_queue_delay_us, Some(100));
+        assert_eq!(s.queue_depth, Some(9));
+        assert_eq!(s.instances, Some(3));
         assert_eq!(s.policy, VersionPolicy::Specific(vec![2, 5]));
+        let policy = |t: &str| settings_from_pbtxt(t).map(|s| s.policy);
+        assert_eq!(policy("version_policy: { all: {} }"), Ok(VersionPolicy::All));
         assert_eq!(
-            settings_from_pbtxt("version_policy: { all: {} }").policy,
-            VersionPolicy::All
+            policy("version_policy: { latest: { num_versions: 3 } }"),
+            Ok(VersionPolicy::Latest(3))
         );
-        assert_eq!(
-            settings_from_pbtxt("version_policy: { latest: { num_versions: 3 } }").policy,
-            VersionPolicy::Latest(3)
-        );
+        // the words alone (in a name, a comment) choose nothing
+        assert_eq!(policy("name: \"all\" # specific"), Ok(VersionPolicy::Latest(1)));
+        for bad in [
+            "max_batch_size: -1",
+            "max_batch_size: [",
+            "version_policy { newest {} }",
+        ] {
+            assert!(
+                settings_from_pbtxt(bad).unwrap_err().starts_with("config.pbtxt: "),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

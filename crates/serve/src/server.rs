@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub max_batch: usize,
     pub max_queue_delay: Duration,
     pub queue_depth: usize,
+    /// Instances per model (a repository model's config may set its own).
+    pub instances: usize,
     pub api_keys: Vec<String>,
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
     pub max_message_bytes: usize,
@@ -230,7 +232,7 @@ impl AppState {
         let models = self.models();
         self.ready.load(Ordering::SeqCst)
             && (self.repository.is_some() || !models.is_empty())
-            && models.iter().all(|m| m.worker.ready.load(Ordering::SeqCst))
+            && models.iter().all(|m| m.worker.is_ready())
     }
 
     /// A model by name and version. An empty name picks the first model; an empty version
@@ -267,7 +269,7 @@ impl AppState {
         let newest = |ready_only: bool| {
             versions
                 .iter()
-                .filter(|m| !ready_only || m.worker.ready.load(Ordering::SeqCst))
+                .filter(|m| !ready_only || m.worker.is_ready())
                 .max_by_key(|m| version_key(&m.version))
                 .map(|m| Arc::clone(m))
         };
@@ -434,17 +436,23 @@ impl Loader {
             }
             Ok(e)
         };
-        let first = open.clone();
-        let engine = tokio::task::spawn_blocking(first)
-            .await
-            .map_err(|e| ServeError::Setup(e.to_string()))??;
-        let health = crate::batcher::Health {
-            rebuild: Box::new(move || open().map_err(|e| e.to_string())),
-            faults: self.faults.clone(),
-            max_failures: 3,
-            fatal: self.fatal.clone(),
-        };
-        let worker = Worker::start(name.to_string(), engine, policy, self.metrics.clone(), health);
+        let mut instances = Vec::with_capacity(policy.instances);
+        for _ in 0..policy.instances.max(1) {
+            let engine = tokio::task::spawn_blocking(open.clone())
+                .await
+                .map_err(|e| ServeError::Setup(e.to_string()))??;
+            let reopen = open.clone();
+            instances.push(crate::batcher::Instance {
+                engine,
+                health: crate::batcher::Health {
+                    rebuild: Box::new(move || reopen().map_err(|e| e.to_string())),
+                    faults: self.faults.clone(),
+                    max_failures: 3,
+                    fatal: self.fatal.clone(),
+                },
+            });
+        }
+        let worker = Worker::start(name.to_string(), instances, policy, self.metrics.clone());
         tracing::info!(model = %name, version, precision = %package.precision, engine = %worker.description, "model loaded");
         Ok(Arc::new(Model {
             name: name.to_string(),
@@ -489,6 +497,7 @@ pub async fn serve(
         max_batch: config.max_batch.max(1),
         max_delay: config.max_queue_delay,
         queue_depth: config.queue_depth.max(1),
+        instances: config.instances.max(1),
     };
     let grpc = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
@@ -613,7 +622,7 @@ pub async fn serve(
             tick.tick().await;
             for m in watched.models() {
                 if m.worker.busy_for().is_some_and(|d| d > timeout) {
-                    m.worker.ready.store(false, Ordering::SeqCst);
+                    m.worker.set_unready();
                     let why = format!(
                         "model {}: a batch has run for more than {:.1} s (--device-timeout); the device is not responding",
                         m.name,

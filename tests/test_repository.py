@@ -150,8 +150,25 @@ def test_explicit_mode_loads_and_unloads_under_load(weft, tmp_path):
             assert sorted(m.version for m in stats) == ["1", "2"]
             g.unload_model("b")
             assert not h.is_model_ready("b")
+        # a load with a config (over gRPC, then REST) reloads the served model with those
+        # settings while the loop on it sees no failure
+        reload_loop = Loop(s.url, "a")
+        g.load_model("a", config=json.dumps({"max_batch_size": 2, "instance_group": [{"count": 2}]}))
+        cfg = g.get_model_config("a").config
+        assert cfg.max_batch_size == 2 and [i.count for i in cfg.instance_group] == [2]
+        h.load_model("a", config=json.dumps({"max_batch_size": 3}))
+        assert h.get_model_config("a")["max_batch_size"] == 3
+        for bad in ('{"max_batch_size": ', '{"version_policy": {"newest": {}}}'):
+            with pytest.raises(InferenceServerException) as e:
+                g.load_model("a", config=bad)
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "config" in e.value.message()
+        with pytest.raises(InferenceServerException) as e:
+            g.load_model("a", files={"file:1/model.weft": b"x"})
+        assert "cannot carry model files" in e.value.message()
+        reload_loop.stop()
         loop.stop()
         assert loop.failures == [] and loop.ok > 10, loop.failures[:3]
+        assert reload_loop.failures == [] and reload_loop.ok > 5, reload_loop.failures[:3]
         with pytest.raises(InferenceServerException) as e:
             h.load_model("empty")
         assert e.value.status() == "400" and "no version directory" in e.value.message()

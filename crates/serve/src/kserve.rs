@@ -578,7 +578,28 @@ impl GrpcInferenceService for KServe {
         let rid = request_id();
         self.auth(&req, &rid)?;
         let repo = self.repository(&rid)?;
-        repo.load(&self.state, &req.get_ref().model_name)
+        let r = req.into_inner();
+        let mut config = None;
+        for (key, p) in &r.parameters {
+            use model_repository_parameter::ParameterChoice;
+            match (key.as_str(), &p.parameter_choice) {
+                ("config", Some(ParameterChoice::StringParam(text))) => config = Some(text.as_str()),
+                ("config", _) => {
+                    return Err(
+                        ServeError::InvalidArgument("the load parameter 'config' is a JSON string".into())
+                            .to_status(&rid),
+                    );
+                }
+                (k, _) if k.starts_with("file:") => {
+                    return Err(ServeError::InvalidArgument(format!(
+                        "a load request cannot carry model files ('{k}'): put the version directory in the repository"
+                    ))
+                    .to_status(&rid));
+                }
+                _ => {}
+            }
+        }
+        repo.load(&self.state, &r.model_name, config)
             .await
             .map_err(|e| e.to_status(&rid))?;
         Ok(with_id(Response::new(RepositoryModelLoadResponse {}), &rid))

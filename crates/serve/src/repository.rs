@@ -189,6 +189,14 @@ fn read_entry(dir: &Path) -> Result<Entry, String> {
     } else {
         ModelSettings::default()
     };
+    Ok(Entry {
+        settings,
+        versions: read_versions(dir)?,
+    })
+}
+
+/// A model directory's numbered version directories that hold a package.
+fn read_versions(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, String> {
     let mut versions = BTreeMap::new();
     let listing = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for item in listing.flatten() {
@@ -200,7 +208,7 @@ fn read_entry(dir: &Path) -> Result<Entry, String> {
             versions.insert(v, file);
         }
     }
-    Ok(Entry { settings, versions })
+    Ok(versions)
 }
 
 /// The repository's models by name (a model whose directory cannot be read maps to the
@@ -279,7 +287,7 @@ impl Repository {
                 ControlMode::Explicit => self.config.load.iter().any(|l| l == "*" || l == &name),
             };
             if load {
-                let _ = self.sync(state, &name, Some(entry)).await;
+                let _ = self.sync(state, &name, Some(entry), false).await;
             }
         }
         if self.config.mode == ControlMode::Poll {
@@ -315,18 +323,21 @@ impl Repository {
         }
         for name in names {
             let entry = found.get(&name).cloned();
-            let _ = self.sync(state, &name, entry).await;
+            let _ = self.sync(state, &name, entry, false).await;
         }
     }
 
     /// Brings `name` to what its entry wants: loads and warms up missing versions, then
     /// removes versions no longer wanted, but only once a wanted version is ready, so a
     /// broken package leaves the old version serving. `None`: the model left the repository.
+    /// `reload`: versions already served are loaded again too (with new settings), each
+    /// replacing the old one only once it is warm.
     async fn sync(
         &self,
         state: &Arc<AppState>,
         name: &str,
         entry: Option<Result<Entry, String>>,
+        reload: bool,
     ) -> Result<(), ServeError> {
         let _one_at_a_time = self.busy.lock().await;
         let Some(loader) = state.loader.clone() else {
@@ -348,7 +359,7 @@ impl Repository {
         let mut errors = Vec::new();
         for (v, path) in &wanted {
             let version = v.to_string();
-            if served(&version) {
+            if served(&version) && !reload {
                 continue;
             }
             let stamp = std::fs::metadata(path).map(|m| (m.modified().ok(), m.len())).ok();
@@ -415,19 +426,30 @@ impl Repository {
         }
     }
 
-    /// `RepositoryModelLoad`: (re)reads the model's directory and loads what it wants.
-    pub async fn load(&self, state: &Arc<AppState>, name: &str) -> Result<(), ServeError> {
+    /// `RepositoryModelLoad`: (re)reads the model's directory and loads what it wants. With
+    /// `config` (the model configuration as JSON, as Triton's load request carries it) the
+    /// model loads with those settings instead of its directory's, and versions already
+    /// served are reloaded with them.
+    pub async fn load(&self, state: &Arc<AppState>, name: &str, config: Option<&str>) -> Result<(), ServeError> {
         self.explicit()?;
         let mut found = scan(&self.config.dir)?;
-        let entry = found
+        let mut entry = found
             .remove(name)
             .ok_or_else(|| ServeError::NotFound(format!("the model repository has no model '{name}'")))?;
+        if let Some(text) = config {
+            let settings = settings_from_json(text)
+                .map_err(|e| ServeError::InvalidArgument(format!("the load request's config: {e}")))?;
+            let versions = entry
+                .map(|e| e.versions)
+                .or_else(|_| read_versions(&self.config.dir.join(name)));
+            entry = versions.map(|versions| Entry { settings, versions });
+        }
         // a load request retries packages refused before, changed or not
         let model_dir = self.config.dir.join(name);
         if let Ok(mut r) = self.refused.lock() {
             r.retain(|p, _| !p.starts_with(&model_dir));
         }
-        self.sync(state, name, Some(entry)).await
+        self.sync(state, name, Some(entry), config.is_some()).await
     }
 
     /// `RepositoryModelUnload`: stops serving every version of the model.

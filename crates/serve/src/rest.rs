@@ -589,10 +589,35 @@ async fn repository_load(
     State(state): State<Arc<HttpState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
     let svc = svc_or_503!(state);
+    use crate::proto::inference::model_repository_parameter::ParameterChoice;
+    // an optional body: {"parameters": {"config": "<the model configuration as JSON>"}}
+    let mut parameters = HashMap::new();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return error(&Status::invalid_argument(format!("not a model load request: {e}"))),
+        };
+        for (k, p) in v.get("parameters").and_then(Value::as_object).into_iter().flatten() {
+            let choice = match p {
+                Value::String(s) => ParameterChoice::StringParam(s.clone()),
+                Value::Bool(b) => ParameterChoice::BoolParam(*b),
+                Value::Number(n) if n.is_i64() => ParameterChoice::Int64Param(n.as_i64().unwrap_or_default()),
+                other => ParameterChoice::StringParam(other.to_string()),
+            };
+            parameters.insert(
+                k.clone(),
+                ModelRepositoryParameter {
+                    parameter_choice: Some(choice),
+                },
+            );
+        }
+    }
     let req = RepositoryModelLoadRequest {
         model_name: name,
+        parameters,
         ..Default::default()
     };
     match svc.repository_model_load(grpc_request(&headers, req)).await {

@@ -3,6 +3,7 @@ sending exactly the Brainwave request, perf_analyzer, gRPC health and reflection
 input; batching; keys; TLS; data collection; graceful shutdown."""
 
 import concurrent.futures as cf
+import gzip
 import json
 import os
 import pathlib
@@ -471,6 +472,12 @@ def test_rest_infer_gives_the_grpc_answer_bytes(server):
                 a, b = want.as_numpy(n), got.as_numpy(n)
                 assert a.dtype == b.dtype == np.float32 and a.tobytes() == b.tobytes(), (n, binary_in, binary_out)
             assert got.get_response()["id"] == "abc" and got.get_response()["model_version"] == "1"
+    # compressed requests and responses, as tritonclient sends and asks for them
+    for request_coding in (None, "gzip", "deflate"):
+        for response_coding in (None, "gzip", "deflate"):
+            got = c.infer("r8", [hi], headers=hh(), request_compression_algorithm=request_coding,
+                          response_compression_algorithm=response_coding)
+            assert got.as_numpy("features").tobytes() == want.as_numpy("features").tobytes(), (request_coding, response_coding)
     # no outputs named: all of them, as binary data (tritonclient asks binary_data_output)
     got = c.infer("r8", [hi], headers=hh(), model_version="1")
     assert got.as_numpy("logits").tobytes() == want.as_numpy("logits").tobytes()
@@ -512,6 +519,9 @@ def test_rest_bad_requests_get_http_statuses_and_the_server_keeps_serving(server
         ("/v2/models/r8/infer", ok, {"Inference-Header-Content-Length": "999999"}, 400),
         ("/v2/models/r8/infer", ok, {"Inference-Header-Content-Length": "x"}, 400),
         ("/v2/models/r8/infer", ok, {"Content-Encoding": "gzip"}, 400),
+        ("/v2/models/r8/infer", ok, {"Content-Encoding": "br"}, 400),
+        # a gzip bomb: 80 MB of zeros in 80 kB, past the server's 64 MiB message limit once inflated
+        ("/v2/models/r8/infer", gzip.compress(b"\0" * (80 << 20)), {"Content-Encoding": "gzip"}, 400),
         ("/v2/models/nope/infer", ok, {}, 404),
         ("/v2/models/r8/versions/3/infer", ok, {}, 404),
         ("/v2/models/r8/infer", ok, {"authorization": "Bearer wrong"}, 401),
@@ -520,6 +530,8 @@ def test_rest_bad_requests_get_http_statuses_and_the_server_keeps_serving(server
         status, text, h = post(path, body, headers)
         assert status == want, (path, headers, status, text)
         assert "error" in json.loads(text) and h["request-id"], text
+        if len(body) > 50_000 and headers.get("Content-Encoding") == "gzip":
+            assert "decompresses to more than the server's limit" in json.loads(text)["error"]
     assert post("/v2/models/r8/infer", ok)[0] == 200
 
 

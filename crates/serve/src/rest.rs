@@ -370,10 +370,73 @@ struct Parsed {
     binary_default: bool,
 }
 
-fn parse_infer(name: String, version: String, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, String> {
-    if headers.contains_key(header::CONTENT_ENCODING) {
-        return Err("compressed request bodies (Content-Encoding) are not supported".into());
+/// The request body as sent (`Content-Encoding` gzip or deflate, as tritonclient's
+/// `request_compression_algorithm` sends it) decompressed, at most `limit` bytes of it.
+fn decompressed<'a>(headers: &HeaderMap, body: &'a [u8], limit: usize) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+    use std::io::Read;
+    let encoding = match headers.get(header::CONTENT_ENCODING).map(HeaderValue::to_str) {
+        None => return Ok(body.into()),
+        Some(Ok(e)) => e.trim().to_ascii_lowercase(),
+        Some(Err(_)) => return Err("Content-Encoding is not text".into()),
+    };
+    let reader: Box<dyn Read + 'a> = match encoding.as_str() {
+        "" | "identity" => return Ok(body.into()),
+        "gzip" | "x-gzip" => Box::new(flate2::read::GzDecoder::new(body)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(body)),
+        other => return Err(format!("Content-Encoding '{other}' is not supported (gzip, deflate)")),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the {encoding} request body does not decompress: {e}"))?;
+    if out.len() > limit {
+        return Err(format!(
+            "the {encoding} request body decompresses to more than the server's limit of {limit} bytes"
+        ));
     }
+    Ok(out.into())
+}
+
+/// A response body compressed as the client's `Accept-Encoding` asks (gzip or deflate, as
+/// tritonclient's `response_compression_algorithm` asks), with the coding's name; as it is
+/// otherwise.
+fn compressed(headers: &HeaderMap, body: Vec<u8>) -> (Vec<u8>, Option<&'static str>) {
+    use std::io::Write;
+    let accept = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    // the first coding of the client's list weft has, unless refused with q=0
+    let wanted = accept.split(',').find_map(|c| {
+        let mut parts = c.split(';').map(str::trim);
+        let name = parts.next()?;
+        let refused = parts.any(|p| p.strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()) == Some(0.0));
+        match name {
+            "gzip" if !refused => Some("gzip"),
+            "deflate" if !refused => Some("deflate"),
+            _ => None,
+        }
+    });
+    let out = match wanted {
+        Some("gzip") => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&body).and_then(|_| e.finish())
+        }
+        Some(_) => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&body).and_then(|_| e.finish())
+        }
+        None => return (body, None),
+    };
+    match out {
+        Ok(c) => (c, wanted),
+        Err(_) => (body, None),
+    }
+}
+
+fn parse_infer(name: String, version: String, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, String> {
     let (json_part, mut binary) = match headers.get(HEADER_LENGTH) {
         Some(v) => {
             let n: usize = v
@@ -480,7 +543,8 @@ async fn model_infer(
 ) -> Response {
     let svc = svc_or_503!(state);
     let name = p.name.clone();
-    let parsed = match parse_infer(p.name, p.version.unwrap_or_default(), &headers, &body) {
+    let body = decompressed(&headers, &body, svc.state.max_message_bytes);
+    let parsed = match body.and_then(|body| parse_infer(p.name, p.version.unwrap_or_default(), &headers, &body)) {
         Ok(parsed) => parsed,
         Err(e) => {
             // Accounted and answered as the gRPC service answers a request it cannot decode
@@ -523,16 +587,24 @@ async fn model_infer(
     if !r.id.is_empty() {
         doc["id"] = json!(r.id);
     }
-    let mut resp = if binary.is_empty() {
-        axum::Json(doc).into_response()
+    let mut body = serde_json::to_vec(&doc).unwrap_or_default();
+    let json_len = body.len();
+    let content_type = if binary.is_empty() {
+        "application/json"
     } else {
-        let mut body = serde_json::to_vec(&doc).unwrap_or_default();
-        let json_len = body.len();
         body.extend_from_slice(&binary);
-        let mut resp = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
-        resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
-        resp
+        "application/octet-stream"
     };
+    let (body, coding) = compressed(&headers, body);
+    let mut resp = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if !binary.is_empty() {
+        // the JSON part's length before compression, as the binary extension defines it
+        resp.headers_mut().insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    }
+    if let Some(c) = coding {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+    }
     if let Some(v) = request_id_header(&meta) {
         resp.headers_mut().insert("request-id", v);
     }
@@ -732,5 +804,48 @@ mod tests {
         let raw: Vec<u8> = [0.25f32, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(raw_to_json("FP32", &raw), json!([0.25, -1.0]));
         assert_eq!(raw_to_json("INT8", &[255]), json!([-1]));
+    }
+
+    #[test]
+    fn codings_round_trip_and_bombs_stop_at_the_limit() {
+        use std::io::Read;
+        let body = b"{\"inputs\": []}".repeat(50);
+        for (accept, coding) in [
+            ("gzip", Some("gzip")),
+            ("br, deflate;q=0.5", Some("deflate")),
+            ("gzip;q=0, identity", None),
+            ("", None),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(accept));
+            let (out, got) = compressed(&h, body.clone());
+            assert_eq!(got, coding, "{accept}");
+            let mut back = Vec::new();
+            let _ = match got {
+                Some("gzip") => flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut back),
+                Some(_) => flate2::read::ZlibDecoder::new(&out[..]).read_to_end(&mut back),
+                None => (&out[..]).read_to_end(&mut back),
+            };
+            assert_eq!(back, body);
+            // and what the server decompresses is what was sent
+            if let Some(c) = got {
+                let mut h = HeaderMap::new();
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+                assert_eq!(decompressed(&h, &out, 1 << 20).map(|b| b.to_vec()), Ok(body.clone()));
+                assert!(
+                    decompressed(&h, &out, 100)
+                        .unwrap_err()
+                        .contains("more than the server's limit")
+                );
+                assert!(decompressed(&h, &out[..out.len() / 2], 1 << 20).is_err());
+            }
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+        assert!(
+            decompressed(&h, b"x", 10)
+                .unwrap_err()
+                .contains("'br' is not supported")
+        );
     }
 }

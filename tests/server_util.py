@@ -5,6 +5,7 @@ import io
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -25,6 +26,11 @@ class Server:
         self.grpc_port, self.http_port = free_port(), free_port()
         self.url = f"127.0.0.1:{self.grpc_port}"
         self.log = open(os.devnull, "w") if env and env.get("QUIET") else None
+        # with --tls-cert the HTTP side speaks TLS too
+        args = list(args)
+        cert = str(args[args.index("--tls-cert") + 1]) if "--tls-cert" in args else None
+        self.scheme = "https" if cert else "http"
+        self.ssl = ssl.create_default_context(cafile=cert) if cert else None
         cmd = [str(binary), "serve", *map(str, args), "--host", "127.0.0.1", "--port", str(self.grpc_port), "--http-port", str(self.http_port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         deadline = time.time() + 180
@@ -39,7 +45,7 @@ class Server:
 
     def http(self, path):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+            with urllib.request.urlopen(f"{self.scheme}://127.0.0.1:{self.http_port}{path}", timeout=5, context=self.ssl) as r:
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()

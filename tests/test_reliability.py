@@ -38,10 +38,13 @@ class LoggedServer:
         cmd = [str(binary), "serve", "--host", "127.0.0.1", "--port", str(self.grpc_port),
                "--http-port", str(self.http_port), "--api-key", KEY, *map(str, args)]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
+        # with --tls-cert the HTTP side speaks TLS too (readiness is polled without checking
+        # the certificate; the tests check it where it matters)
+        tls = "--tls-cert" in map(str, args)
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log_path.read_text()
-            if load_ready(self.http_port):
+            if load_ready(self.http_port, tls):
                 return
             time.sleep(0.2)
         raise RuntimeError("weft serve did not become ready")
@@ -60,10 +63,12 @@ class LoggedServer:
         return code, text
 
 
-def load_ready(port):
+def load_ready(port, tls=False):
+    import ssl
     import urllib.request
+    scheme, ctx = ("https", ssl._create_unverified_context()) if tls else ("http", None)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+        with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/readyz", timeout=2, context=ctx) as r:
             return r.status == 200
     except OSError:
         return False
@@ -251,6 +256,19 @@ def test_tls_with_a_generated_ca_and_a_client_that_refuses_another(weft, tmp_pat
         with pytest.raises(InferenceServerException) as e:
             wrong.infer("fashion", [x], headers=H)
         assert "UNAVAILABLE" in str(e.value.status())
+        # the REST side: the same certificate, trusted through the CA and refused through another
+        import ssl
+        import tritonclient.http as th
+        hx = th.InferInput("input", [1, 1, 28, 28], "FP32")
+        hx.set_data_from_numpy(np.zeros((1, 1, 28, 28), np.float32))
+        for trust, ok in ((ca, True), (other_ca, False)):
+            hc = th.InferenceServerClient(f"localhost:{s.http_port}", ssl=True,
+                                          ssl_context_factory=lambda t=trust: ssl.create_default_context(cafile=str(t)))
+            if ok:
+                assert hc.infer("fashion", [hx], headers=dict(H)).as_numpy("logits").shape == (1, 5)
+            else:
+                with pytest.raises(ssl.SSLError):
+                    hc.infer("fashion", [hx], headers=dict(H))
     finally:
         code, _ = s.stop()
     assert code == 0

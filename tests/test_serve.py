@@ -8,9 +8,11 @@ import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -278,8 +280,36 @@ def test_tls_and_data_collection(weft, r8pkg, tmp_path):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
                     "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
     collect = tmp_path / "collected"
-    s = Server(weft, r8pkg, "--tls-cert", cert, "--tls-key", key, "--collect-dir", collect, "--collect-rate", "1", "--quiet")
+    s = Server(weft, r8pkg, "--tls-cert", cert, "--tls-key", key, "--collect-dir", collect, "--collect-rate", "1",
+               "--http-header-timeout", "1", "--quiet")
     try:
+        # the HTTP side speaks TLS with the same certificate: REST, probes and metrics
+        import ssl
+        import tritonclient.http as th
+        hc = th.InferenceServerClient(f"localhost:{s.http_port}", ssl=True,
+                                      ssl_context_factory=lambda: ssl.create_default_context(cafile=str(cert)))
+        hi = th.InferInput("input", [1, 3, 32, 32], "FP32")
+        hi.set_data_from_numpy(np.ones((1, 3, 32, 32), np.float32))
+        assert hc.infer("r8", [hi]).as_numpy("logits").shape == (1, 10)
+        assert s.http("/readyz")[0] == 200 and "weft_requests_total" in s.http("/metrics")[1]
+        with pytest.raises(Exception):
+            urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/readyz", timeout=5)
+        # a client that never finishes its headers (or its handshake) is cut off after
+        # --http-header-timeout, and the server keeps answering others
+        ctx = ssl.create_default_context(cafile=str(cert))
+        for handshake in (False, True):
+            raw = socket.create_connection(("127.0.0.1", s.http_port), timeout=10)
+            conn = ctx.wrap_socket(raw, server_hostname="localhost") if handshake else raw
+            if handshake:
+                conn.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")  # no blank line: headers never end
+            started = time.time()
+            try:
+                got = conn.recv(1024)  # the server closes the connection
+            except (ConnectionResetError, ssl.SSLError):
+                got = b""
+            assert time.time() - started < 8 and b"200 OK" not in got, got
+            conn.close()
+        assert s.http("/readyz")[0] == 200
         c = tc.InferenceServerClient(s.url, ssl=True, root_certificates=str(cert))
         inp = tc.InferInput("input", [1, 3, 32, 32], "FP32")
         inp.set_data_from_numpy(np.ones((1, 3, 32, 32), np.float32))

@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// the orchestrator to restart it.
     #[arg(long, default_value_t = 60.0, value_parser = positive_seconds)]
     pub device_timeout: f64,
+    /// Seconds an HTTP client may take for its TLS handshake and each request's headers
+    /// (an idle keep-alive connection waiting for its next request included) before the
+    /// connection is closed.
+    #[arg(long, default_value_t = 75.0, value_parser = positive_seconds)]
+    pub http_header_timeout: f64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,6 +248,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_image_pixels: args.max_image_pixels,
         log_requests: !args.quiet,
         device_timeout: Duration::from_secs_f64(args.device_timeout),
+        http_header_timeout: Duration::from_secs_f64(args.http_header_timeout),
         repository: args.model_repository.clone().map(|dir| weft_serve::RepositoryConfig {
             dir,
             mode: args.model_control_mode,

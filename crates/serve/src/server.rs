@@ -52,6 +52,8 @@ pub struct ServeConfig {
     /// A batch running longer than this means the device hangs: the server reports it,
     /// answers what is waiting with UNAVAILABLE and stops (for the orchestrator to restart).
     pub device_timeout: Duration,
+    /// How long an HTTP client may take for its TLS handshake and each request's headers.
+    pub http_header_timeout: Duration,
     /// A Triton-layout model repository (`--model-repository`), served beside `models`.
     pub repository: Option<crate::repository::RepositoryConfig>,
 }
@@ -539,7 +541,16 @@ pub async fn serve(
         app: std::sync::RwLock::new(placeholder),
     });
     if let Some(listener) = http {
-        tokio::spawn(crate::http::run(listener, http_state.clone()));
+        // the HTTP side uses the gRPC side's certificate: keys never cross the wire in clear
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::http::tls_acceptor(cert, key).map_err(ServeError::Setup)?),
+            None => None,
+        };
+        let listen = crate::http::Listen {
+            tls,
+            header_timeout: config.http_header_timeout,
+        };
+        tokio::spawn(crate::http::run(listener, http_state.clone(), listen));
     }
     let mut models = Vec::new();
     for (name, package) in &config.models {

@@ -267,6 +267,13 @@ def test_image_is_reproducible_inspectable_and_serves_under_podman(w, pkg):
         r = w("deploy", "local", pkg, "--runtime", "podman", "--image-archive", a, "--name", name,
               "--port", grpc, "--http-port", http, timeout=600)
         assert f"127.0.0.1:{grpc}" in r.stdout
+        # the container runs on PoCL, not on a fallback: the ready line, ModelConfig and the
+        # device metric say so
+        assert re.search(r"serving fashion 1: .*Portable Computing Language", r.stdout), r.stdout + r.stderr
+        cfg = tc.InferenceServerClient(f"127.0.0.1:{grpc}").get_model_config("fashion").config
+        assert "Portable Computing Language" in cfg.parameters["device"].string_value
+        logs = podman("logs", name).stderr + podman("logs", name).stdout
+        assert "reference executor" not in logs, logs[-2000:]
         running = podman("ps", "--filter", f"name={name}", "--format", "{{.Image}} {{.Status}}").stdout
         assert "localhost/weft-test/fashion:ci" in running and "Up" in running
         # the service inside runs as the image's non-root user, on a read-only root

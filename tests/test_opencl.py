@@ -105,6 +105,24 @@ def test_devices_lists_pocl(w):
     assert "Portable Computing Language" in out and "int8 hook" in out
 
 
+def test_an_unwritable_cache_moves_to_the_temporary_directory(w, tmp_path):
+    """PoCL finds no device when its kernel cache cannot be created (a read-only root, a
+    root-owned volume): weft then moves both caches under TMPDIR, says so, and PoCL runs."""
+    import os
+    env = {**os.environ, "WEFT_CACHE_DIR": "/dev/null/weft", "XDG_CACHE_HOME": "/dev/null/cache",
+           "TMPDIR": str(tmp_path)}
+    env.pop("POCL_CACHE_DIR", None)
+    proc = subprocess.run([w.binary, "devices"], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "Portable Computing Language" in proc.stdout, proc.stderr
+    assert "/dev/null/weft is not writable" in proc.stderr and str(tmp_path) in proc.stderr
+    pkg = compile_int8(w, "resnet8", 32)
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    run = subprocess.run([w.binary, "run", pkg, "--device", "pocl", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert any((tmp_path / d).is_dir() for d in os.listdir(tmp_path) if d.startswith("weft-cache-"))
+
+
 def test_bad_devices_and_float_packages_are_clear_errors(w):
     model = w.tmp / "r8.onnx"
     w("zoo", "resnet8", "-o", model)

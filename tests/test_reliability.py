@@ -2,6 +2,7 @@
 serving with bounded memory; a short load run (2,000 requests at concurrency 32) has no
 unexpected errors; SIGTERM under load finishes what was accepted."""
 
+import http.client
 import json
 import os
 import re
@@ -47,6 +48,7 @@ class LoggedServer:
             if load_ready(self.http_port, tls):
                 return
             time.sleep(0.2)
+        self.proc.kill()
         raise RuntimeError("weft serve did not become ready")
 
     def rss_kib(self):
@@ -70,7 +72,7 @@ def load_ready(port, tls=False):
     try:
         with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}/readyz", timeout=2, context=ctx) as r:
             return r.status == 200
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or not speaking HTTP as asked
         return False
 
 

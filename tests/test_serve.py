@@ -429,7 +429,15 @@ def test_http_endpoints_and_statuses(server):
     import http.client
 
     assert server.http("/healthz") == (200, "ok\n")
-    assert server.http("/readyz") == (200, "ready\n")
+    # readiness names the device each model version runs on; so do ModelConfig and /metrics
+    code, body = server.http("/readyz")
+    lines = body.splitlines()
+    assert code == 200 and lines[0] == "ready", body
+    devices = dict(l.split(": ", 1) for l in lines[1:])
+    assert set(devices) == {"fashion 1", "r8 1"} and all("Portable Computing Language" in d for d in devices.values()), body
+    cfg = client(server).get_model_config("r8", headers=H).config
+    assert cfg.parameters["device"].string_value == devices["r8 1"]
+    assert f'weft_device_info{{model="r8",version="1",device="{devices["r8 1"]}"}} 1' in server.http("/metrics")[1]
     assert server.http("/nope")[0] == 404
     conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=5)
     conn.request("GET", "/healthz")
@@ -437,7 +445,7 @@ def test_http_endpoints_and_statuses(server):
     # the connection stays usable (keep-alive) for the next request
     conn.request("GET", "/metrics")
     r = conn.getresponse()
-    assert r.status == 200 and b"weft_requests" in r.read()
+    assert r.status == 200 and b"weft_in_flight_requests" in r.read()
     conn.request("POST", "/healthz", body=b"x")
     assert conn.getresponse().status == 405
     conn.close()

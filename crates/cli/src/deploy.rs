@@ -673,6 +673,10 @@ fn local_deploy(a: &LocalArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs(a.timeout),
     };
     let d = local::up(&o, &mut |m| eprintln!("weft deploy local: {m}"))?;
+    // the device each model runs on, said where the user looks
+    for line in &d.devices {
+        println!("serving {line}");
+    }
     println!(
         "ready: grpc {} (KServe v2 and TensorFlow Serving), http://{}/metrics ({} {}); stop: weft deploy local --down --name {}",
         d.grpc, d.http, d.runtime, d.id, d.name

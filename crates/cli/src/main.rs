@@ -198,6 +198,9 @@ fn quiet_broken_pipe() {
 fn main() -> ExitCode {
     // before any thread exists: PoCL reads it when the first device is opened
     weft_opencl::pin_pocl_workers();
+    if let Some(warning) = weft_opencl::ensure_writable_cache() {
+        eprintln!("{warning}");
+    }
     if let Err(e) = spinwait::init() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

@@ -29,9 +29,10 @@ pub struct ServeArgs {
     /// HTTP port for /metrics, /healthz and /readyz (0 picks one; see the startup line).
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
-    /// `auto` (PoCL when present, else the reference), `reference`,
-    /// `pocl` or `opencl:<platform substring>[:<index>]`.
-    #[arg(long, default_value = "auto")]
+    /// `auto` (PoCL when present, else the reference, with a warning), `reference`,
+    /// `pocl` or `opencl:<platform substring>[:<index>]`; images built by `weft image
+    /// build` set WEFT_DEVICE=pocl.
+    #[arg(long, env = "WEFT_DEVICE", default_value = "auto")]
     pub device: String,
     /// Use the portable OpenCL C definition of every target hook.
     #[arg(long)]

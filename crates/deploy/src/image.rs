@@ -575,6 +575,10 @@ pub fn build(opts: &ImageOptions, out: &Path, log: &mut dyn FnMut(&str)) -> Resu
                     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
                     format!("HOME={CACHE_DIR}"),
                     format!("XDG_CACHE_HOME={CACHE_DIR}"),
+                    // the image holds PoCL: when it cannot run, `weft serve` stops with the
+                    // reason instead of serving on the reference executor (`--device` or
+                    // another WEFT_DEVICE choose another device)
+                    "WEFT_DEVICE=pocl".to_string(),
                 ])
                 .entrypoint(vec![BINARY.to_string(), "serve".to_string()])
                 .cmd(serve_args(&opts.model_name, opts.grpc_port, opts.http_port))
@@ -741,7 +745,9 @@ pub fn dockerfile(opts: &ImageOptions, base_image: &str) -> Result<String, Deplo
         "COPY {name}.weft {MODEL_DIR}/{name}.weft\n",
         name = opts.model_name
     ));
-    d.push_str(&format!("ENV HOME={CACHE_DIR} XDG_CACHE_HOME={CACHE_DIR}\n"));
+    d.push_str(&format!(
+        "ENV HOME={CACHE_DIR} XDG_CACHE_HOME={CACHE_DIR} WEFT_DEVICE=pocl\n"
+    ));
     d.push_str(&format!("WORKDIR {CACHE_DIR}\n"));
     for (k, v) in &labels {
         d.push_str(&format!("LABEL {}={}\n", quote(k), quote(v)));

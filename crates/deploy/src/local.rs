@@ -62,10 +62,27 @@ pub struct Deployment {
     pub http: String,
     pub log: Option<PathBuf>,
     pub image: Option<String>,
+    /// What `/readyz` said once ready: each model version and the device that runs it.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 fn state_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.json"))
+}
+
+/// One HTTP GET; the status code and the body (up to 64 kB).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let sock = addr.to_socket_addrs().ok()?.next()?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    let _ = s.take(64 << 10).read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    Some((status, body))
 }
 
 /// One HTTP GET; the status code.
@@ -172,6 +189,7 @@ pub fn up(o: &LocalOptions, log: &mut dyn FnMut(&str)) -> Result<Deployment, Dep
                 http: http.clone(),
                 log: Some(log_path),
                 image: None,
+                devices: Vec::new(),
             }
         }
         Runtime::Podman => {
@@ -236,7 +254,10 @@ pub fn up(o: &LocalOptions, log: &mut dyn FnMut(&str)) -> Result<Deployment, Dep
                 "--tmpfs".into(),
                 "/tmp:rw,mode=1777".into(),
                 "--tmpfs".into(),
-                format!("{}:rw,mode=1777", crate::image::CACHE_DIR),
+                // owned by the image's user (`U`): podman 4.3 ignores `mode=` here and the
+                // tmpfs came up root's, so PoCL could not write its kernel cache and found no
+                // device
+                format!("{}:rw,U", crate::image::CACHE_DIR),
             ];
             if o.api_key.is_some() {
                 args.push("-e".into());
@@ -276,13 +297,17 @@ pub fn up(o: &LocalOptions, log: &mut dyn FnMut(&str)) -> Result<Deployment, Dep
                 http: http.clone(),
                 log: None,
                 image: Some(image),
+                devices: Vec::new(),
             }
         }
     };
     fs::write(&state, serde_json::to_vec_pretty(&d)?).map_err(|e| DeployError::io(&state, e))?;
     let start = Instant::now();
     loop {
-        if http_status(&http, "/readyz") == Some(200) {
+        if let Some((200, body)) = http_get(&http, "/readyz") {
+            let mut d = d;
+            d.devices = body.lines().skip(1).map(str::to_string).collect();
+            fs::write(&state, serde_json::to_vec_pretty(&d)?).map_err(|e| DeployError::io(&state, e))?;
             return Ok(d);
         }
         if !still_running(&d) {

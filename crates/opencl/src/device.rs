@@ -211,6 +211,54 @@ pub fn generic_pocl_work_groups() -> bool {
     set_pocl_default("POCL_WORK_GROUP_SPECIALIZATION", "0")
 }
 
+/// Makes sure the cache directory (weft's program cache, and PoCL's kernel cache, which
+/// PoCL needs to find any device at all) is writable. When it is not (a read-only root, a
+/// volume owned by another user), points both at a private directory under the system's
+/// temporary directory and says so: PoCL would otherwise report no device, and `--device
+/// auto` would fall back to the reference executor. Call it first in `main`, like
+/// [`pin_pocl_workers`]: it changes the environment only while the process has a single
+/// thread. Returns the warning to print, if any.
+pub fn ensure_writable_cache() -> Option<String> {
+    let wanted = crate::program::cache_dir();
+    let writable = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).is_ok() && {
+            let probe = dir.join(format!(".weft-probe-{}", std::process::id()));
+            let ok = std::fs::write(&probe, b"").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            ok
+        }
+    };
+    if writable(&wanted) || !single_threaded() {
+        return None;
+    }
+    // one directory per user id (the owner of /proc/self), so users do not share kernels
+    let user = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map_or_else(|_| format!("pid{}", std::process::id()), |m| m.uid().to_string())
+    };
+    let fallback = std::env::temp_dir().join(format!("weft-cache-{user}"));
+    if !writable(&fallback) {
+        return Some(format!(
+            "warning: neither the cache directory {} nor {} is writable: OpenCL devices may not open (set WEFT_CACHE_DIR to a writable directory)",
+            wanted.display(),
+            fallback.display()
+        ));
+    }
+    // SAFETY: the process has one thread (checked above), so nothing else reads or writes
+    // the environment meanwhile.
+    unsafe {
+        std::env::set_var("WEFT_CACHE_DIR", &fallback);
+        if std::env::var_os("POCL_CACHE_DIR").is_none() {
+            std::env::set_var("POCL_CACHE_DIR", fallback.join("pocl"));
+        }
+    }
+    Some(format!(
+        "warning: the cache directory {} is not writable; compiled kernels go to {} instead (kept only while it lasts; set WEFT_CACHE_DIR to keep them)",
+        wanted.display(),
+        fallback.display()
+    ))
+}
+
 /// Sets a PoCL variable to `value` unless it is set or the process has other threads; says
 /// whether it did.
 fn set_pocl_default(var: &str, value: &str) -> bool {

@@ -14,7 +14,9 @@ mod plan;
 mod program;
 mod session;
 
-pub use device::{DeviceInfo, DotHook, generic_pocl_work_groups, list_devices, pin_pocl_workers, select_device};
+pub use device::{
+    DeviceInfo, DotHook, ensure_writable_cache, generic_pocl_work_groups, list_devices, pin_pocl_workers, select_device,
+};
 pub use error::OpenClError;
 pub use fpga::{FPGA_WG, FpgaLayer, FpgaProgram, fpga_program, fpga_source};
 pub use pack::stem_fold_words;

@@ -39,13 +39,22 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     }
 }
 
+/// `ready` or `not ready`, then a line per served model version naming its device.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
-    let ready = state.app().is_some_and(|a| a.all_ready());
-    if ready {
-        text(StatusCode::OK, "ready\n")
-    } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    let Some(app) = state.app() else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+    };
+    let ready = app.all_ready();
+    let mut body = String::from(if ready { "ready\n" } else { "not ready\n" });
+    for m in app.models() {
+        body.push_str(&format!("{} {}: {}\n", m.name, m.version, m.worker.description));
     }
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
 }
 
 /// The router: KServe's REST API (`rest.rs`) beside the probes and metrics; unknown paths

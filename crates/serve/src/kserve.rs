@@ -439,6 +439,13 @@ impl GrpcInferenceService for KServe {
                 },
             );
         }
+        // the device that runs this version: never a surprise
+        parameters.insert(
+            "device".to_string(),
+            ModelParameter {
+                string_value: m.worker.description.clone(),
+            },
+        );
         parameters.insert(
             "precision".to_string(),
             ModelParameter {

@@ -25,6 +25,14 @@ struct RequestLabels {
     status: String,
 }
 
+/// A served model version and the device that runs it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeviceLabels {
+    model: String,
+    version: String,
+    device: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: String,
@@ -50,6 +58,7 @@ pub struct Metrics {
     total: Histograms,
     batch: Histograms,
     device_failures: Family<ModelLabel, Counter>,
+    devices: Family<DeviceLabels, Gauge>,
     in_flight: Gauge,
 }
 
@@ -63,6 +72,7 @@ impl Default for Metrics {
             total: Family::new_with_constructor(latency as fn() -> Histogram),
             batch: Family::new_with_constructor(batch_sizes as fn() -> Histogram),
             device_failures: Family::default(),
+            devices: Family::default(),
             in_flight: Gauge::default(),
         };
         let mut registry = Registry::default();
@@ -86,6 +96,11 @@ impl Default for Metrics {
             m.device_failures.clone(),
         );
         registry.register("weft_in_flight_requests", "Requests being handled", m.in_flight.clone());
+        registry.register(
+            "weft_device_info",
+            "1 for each served model version, labelled with the device that runs it",
+            m.devices.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -103,6 +118,14 @@ impl Drop for InFlight<'_> {
 fn model(model: &str) -> ModelLabel {
     ModelLabel {
         model: model.to_string(),
+    }
+}
+
+fn device_labels(model: &str, version: &str, device: &str) -> DeviceLabels {
+    DeviceLabels {
+        model: model.to_string(),
+        version: version.to_string(),
+        device: device.to_string(),
     }
 }
 
@@ -127,6 +150,18 @@ impl Metrics {
 
     pub fn queue(&self, model_name: &str, d: Duration) {
         self.queue.get_or_create(&model(model_name)).observe(d.as_secs_f64());
+    }
+
+    /// A model version now served on `device`.
+    pub fn device_info(&self, model_name: &str, version: &str, device: &str) {
+        self.devices
+            .get_or_create(&device_labels(model_name, version, device))
+            .set(1);
+    }
+
+    /// A model version no longer served on `device`.
+    pub fn device_gone(&self, model_name: &str, version: &str, device: &str) {
+        self.devices.remove(&device_labels(model_name, version, device));
     }
 
     /// A batch the device failed.
@@ -163,7 +198,17 @@ mod tests {
         m.request(name, "kserve", tonic::Code::Ok, Duration::from_millis(30));
         m.batch("r8", 2, Duration::from_micros(700));
         m.device_failure("r8");
+        m.device_info("r8", "1", "pthread (Portable Computing Language)");
+        m.device_info("r8", "2", "reference (CPU oracle)");
+        m.device_gone("r8", "2", "reference (CPU oracle)");
         let text = m.render();
+        assert!(
+            text.contains(
+                r#"weft_device_info{model="r8",version="1",device="pthread (Portable Computing Language)"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("CPU oracle"), "{text}");
         assert!(
             text.contains(r#"weft_requests_total{model="a \"quoted\"\\model\nname",protocol="kserve",status="Ok"} 2"#),
             "{text}"

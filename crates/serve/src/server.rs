@@ -283,11 +283,17 @@ impl AppState {
     /// Adds a model version, replacing the same name and version if served.
     pub fn insert_model(&self, model: Arc<Model>) {
         if let Ok(mut list) = self.models.write() {
-            let mut next: Vec<Arc<Model>> = list
+            let (replaced, mut next): (Vec<Arc<Model>>, Vec<Arc<Model>>) = list
                 .iter()
-                .filter(|m| !(m.name == model.name && m.version == model.version))
                 .cloned()
-                .collect();
+                .partition(|m| m.name == model.name && m.version == model.version);
+            for old in replaced
+                .iter()
+                .filter(|m| m.worker.description != model.worker.description)
+            {
+                self.metrics
+                    .device_gone(&old.name, &old.version, &old.worker.description);
+            }
             next.push(model);
             next.sort_by(|a, b| {
                 a.name
@@ -304,6 +310,9 @@ impl AppState {
             return vec![];
         };
         let (gone, kept): (Vec<_>, Vec<_>) = list.iter().cloned().partition(|m| which(m));
+        for m in &gone {
+            self.metrics.device_gone(&m.name, &m.version, &m.worker.description);
+        }
         *list = kept;
         gone
     }
@@ -455,6 +464,7 @@ impl Loader {
             });
         }
         let worker = Worker::start(name.to_string(), instances, policy, self.metrics.clone());
+        self.metrics.device_info(name, version, &worker.description);
         tracing::info!(model = %name, version, precision = %package.precision, engine = %worker.description, "model loaded");
         Ok(Arc::new(Model {
             name: name.to_string(),

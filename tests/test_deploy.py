@@ -138,9 +138,13 @@ def test_aci_yaml_validates_against_the_arm_schema(w, pkg, monkeypatch):
     assert {p["port"] for p in doc["properties"]["ipAddress"]["ports"]} == {50051, 8080}
     assert doc["properties"]["ipAddress"]["dnsNameLabel"] == "weft-fashion-demo"
     assert c["resources"]["requests"] == {"cpu": 0.5, "memoryInGB": 1.5}
-    # a whole CPU count is an integer, so even the schema's strict typing holds
-    w("deploy", "aci", pkg, "--image", "weft/fashion:1", "--cpu", "2", "--memory-gb", "4", "--out", out)
+    # a whole CPU count is an integer, so even the schema's strict typing holds; without
+    # --api-key-env a key is generated (the same rule on every target), and said
+    r = w("deploy", "aci", pkg, "--image", "weft/fashion:1", "--cpu", "2", "--memory-gb", "4", "--out", out)
+    assert "auth: generated an API key" in r.stdout
     doc = yaml.safe_load((out / "aci.yaml").read_text())
+    env = doc["properties"]["containers"][0]["properties"]["environmentVariables"]
+    assert env[0]["name"] == "WEFT_API_KEYS" and re.fullmatch(r"[0-9a-f]{48}", env[0]["secureValue"])
     assert doc["properties"]["containers"][0]["properties"]["resources"]["requests"] == {"cpu": 2, "memoryInGB": 4}
     assert not list(aci_validator().iter_errors(doc))
 
@@ -163,6 +167,15 @@ def test_edge_manifest_validates_and_create_options_parse(w, pkg):
     for m in agent["systemModules"].values():
         json.loads(m["settings"]["createOptions"])
     assert doc["modulesContent"]["$edgeHub"]["properties.desired"]["storeAndForwardConfiguration"]["timeToLiveSecs"] == 7200
+    # a key is generated unless one is given; without one, ports are published only when asked
+    assert re.fullmatch(r"[0-9a-f]{48}", agent["modules"]["weft"]["env"]["WEFT_API_KEYS"]["value"])
+    refused = w("deploy", "edge", pkg, "--image", "weft/fashion:1", "--no-auth", "--out", out, check=False)
+    assert refused.returncode != 0 and "--no-publish" in refused.stderr
+    r = w("deploy", "edge", pkg, "--image", "weft/fashion:1", "--no-auth", "--no-publish", "--out", out)
+    assert "auth: none (--no-auth)" in r.stdout and "not published" in r.stdout
+    doc = json.loads((out / "deployment.json").read_text())
+    assert "env" not in doc["modulesContent"]["$edgeAgent"]["properties.desired"]["modules"]["weft"]
+    jsonschema.Draft4Validator(schema("azure-iot-edge-deployment-2.0.json")).validate(doc)
 
 
 @pytest.mark.parametrize("args,message", [

@@ -111,9 +111,13 @@ pub struct TargetCommon {
     /// HTTP port (/metrics, /healthz, /readyz).
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
-    /// Environment variable holding the API key clients must send (read now, written as a secret).
+    /// Environment variable holding the API key clients must send (read now, written as a
+    /// secret). Without it (and without --no-auth) a key is generated into the artifacts.
     #[arg(long)]
     pub api_key_env: Option<String>,
+    /// Serve without an API key (every target requires one otherwise).
+    #[arg(long, conflicts_with = "api_key_env")]
+    pub no_auth: bool,
     /// An extra `weft serve` flag (repeatable), for example --serve-arg=--max-batch=16.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
@@ -194,9 +198,6 @@ pub struct AksArgs {
     /// ClusterIP or LoadBalancer.
     #[arg(long, default_value = "ClusterIP")]
     pub service_type: String,
-    /// No API key (default: --api-key-env's value, or a generated key in secret.yaml).
-    #[arg(long, conflicts_with = "api_key_env")]
-    pub no_auth: bool,
     /// `weft serve --device` in the pods.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -223,6 +224,9 @@ pub struct EdgeArgs {
     /// Do not publish the ports on the device's host network.
     #[arg(long)]
     pub no_publish: bool,
+    /// Publish the ports even with --no-auth (refused otherwise).
+    #[arg(long)]
+    pub publish_without_auth: bool,
     /// IoT Edge runtime version of edgeAgent and edgeHub.
     #[arg(long, default_value = "1.5")]
     pub edge_version: String,
@@ -489,7 +493,7 @@ fn report(files: &[PathBuf]) {
 pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
     match cmd {
         DeployCommand::Aci(a) => {
-            let key = optional_key(&a.common.api_key_env)?;
+            let (key, auth) = target_key(&a.common)?;
             if a.common.apply && a.resource_group.is_none() {
                 bail!("--apply needs --resource-group");
             }
@@ -505,9 +509,11 @@ pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
             };
             let files = targets::write_aci(&svc, &o, &a.common.out)?;
             report(&files);
-            if svc.api_key.is_none() {
-                println!("note: no --api-key-env, so the service accepts requests without a key");
-            }
+            say_auth(
+                auth,
+                "aci.yaml's secure environment variable WEFT_API_KEYS",
+                &a.common.out,
+            );
             let rg = a.resource_group.as_deref().unwrap_or("RG");
             let file = files[0].to_string_lossy();
             apply_or_show(
@@ -516,12 +522,7 @@ pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
             )
         }
         DeployCommand::Aks(a) => {
-            let key = match (&a.common.api_key_env, a.no_auth) {
-                (Some(v), _) => Some(read_env("--api-key-env", v)?),
-                (None, true) => None,
-                (None, false) => Some(random_key()?),
-            };
-            let generated = a.common.api_key_env.is_none() && key.is_some();
+            let (key, auth) = target_key(&a.common)?;
             let svc = service(&a.common, key)?;
             let o = AksOptions {
                 namespace: a.namespace.clone(),
@@ -554,17 +555,17 @@ pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
             };
             let files = targets::write_aks(&svc, &o, &a.common.out)?;
             report(&files);
-            if generated {
-                println!(
-                    "generated an API key for the service: it is in {}/secret.yaml (clients send it as `authorization: Bearer KEY`)",
-                    a.common.out.display()
-                );
-            }
+            say_auth(auth, "secret.yaml", &a.common.out);
             let dir = a.common.out.to_string_lossy();
             apply_or_show(a.common.apply, &["kubectl", "apply", "-k", &dir])
         }
         DeployCommand::Edge(a) => {
-            let key = optional_key(&a.common.api_key_env)?;
+            let (key, auth) = target_key(&a.common)?;
+            if key.is_none() && !a.no_publish && !a.publish_without_auth {
+                bail!(
+                    "--no-auth with ports published on the device's host network would let anyone on that network infer: add --no-publish (modules on the device reach it through the edge network) or --publish-without-auth"
+                );
+            }
             if a.common.apply && (a.hub.is_none() || a.device_id.is_none()) {
                 bail!("--apply needs --hub and --device-id");
             }
@@ -579,6 +580,19 @@ pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
             };
             let files = targets::write_edge(&svc, &o, &a.common.out)?;
             report(&files);
+            say_auth(
+                auth,
+                "deployment.json's module environment (WEFT_API_KEYS)",
+                &a.common.out,
+            );
+            println!(
+                "ports: {}",
+                if o.publish {
+                    "published on the device's host network"
+                } else {
+                    "not published (reachable on the edge network only)"
+                }
+            );
             let (hub, device) = (
                 a.hub.as_deref().unwrap_or("HUB"),
                 a.device_id.as_deref().unwrap_or("DEVICE"),
@@ -599,6 +613,36 @@ pub fn deploy(cmd: &DeployCommand) -> anyhow::Result<()> {
             apply_or_show(a.common.apply, &cmd)
         }
         DeployCommand::Local(a) => local_deploy(a),
+    }
+}
+
+/// Where a target's API key came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Auth {
+    FromEnv,
+    Generated,
+    None,
+}
+
+/// One rule for every target: the key from --api-key-env, none with --no-auth, otherwise
+/// a generated one.
+fn target_key(c: &TargetCommon) -> anyhow::Result<(Option<String>, Auth)> {
+    Ok(match (&c.api_key_env, c.no_auth) {
+        (Some(v), _) => (Some(read_env("--api-key-env", v)?), Auth::FromEnv),
+        (None, true) => (None, Auth::None),
+        (None, false) => (Some(random_key()?), Auth::Generated),
+    })
+}
+
+/// Says what a deployer did about keys.
+fn say_auth(auth: Auth, place: &str, out: &std::path::Path) {
+    match auth {
+        Auth::FromEnv => println!("auth: the API key from --api-key-env is in {place}"),
+        Auth::Generated => println!(
+            "auth: generated an API key; it is in {place} under {} (clients send it as `authorization: Bearer KEY`; --api-key-env VAR to choose it, --no-auth for none)",
+            out.display()
+        ),
+        Auth::None => println!("auth: none (--no-auth): the service answers anyone who reaches it"),
     }
 }
 

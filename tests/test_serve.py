@@ -736,3 +736,47 @@ def test_instances_share_one_queue(weft):
     finally:
         code, err = s.stop()
     assert code == 0, err
+
+
+def test_fixed_batch_models_compile_and_serve_without_joining(weft, tmp_path):
+    """A model exported with its batch dimension fixed at 1 calibrates in batches of 1 (the
+    last filled up), warns below 32 samples, and is served one request per batch: concurrent
+    requests all answer, a batch of 2 is refused by name, and no device failure is counted."""
+    import onnx
+    subprocess.run([weft, "zoo", "resnet8", "--seed", "1", "-o", tmp_path / "r8.onnx"], check=True, capture_output=True)
+    m = onnx.load(tmp_path / "r8.onnx")
+    for v in list(m.graph.input) + list(m.graph.output):
+        d = v.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = 1
+    onnx.save(m, tmp_path / "r8_b1.onnx")
+    rng = np.random.default_rng(0)
+    for n in (37, 5):
+        np.save(tmp_path / f"cal{n}.npy", rng.standard_normal((n, 3, 32, 32)).astype(np.float32))
+    out = subprocess.run([weft, "compile", tmp_path / "r8_b1.onnx", "--calib", tmp_path / "cal37.npy", "-o", tmp_path / "b1.weft"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "fixed at 1" in out.stderr and "warning" not in out.stderr, out.stderr
+    few = subprocess.run([weft, "compile", tmp_path / "r8_b1.onnx", "--calib", tmp_path / "cal5.npy", "-o", tmp_path / "b1s.weft"],
+                         capture_output=True, text=True)
+    assert few.returncode == 0 and "5 calibration sample(s); 32 or more" in few.stderr, few.stderr
+    s = Server(weft, "--model", f"b1={tmp_path / 'b1.weft'}", "--max-batch", "8", "--max-queue-delay-us", "20000")
+    try:
+        xs = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(16)]
+
+        def infer(x):
+            i = tc.InferInput("input", list(x.shape), "FP32")
+            i.set_data_from_numpy(x)
+            return tc.InferenceServerClient(s.url).infer("b1", [i]).as_numpy("logits")
+
+        alone = [infer(x) for x in xs]
+        with cf.ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(infer, xs))
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(alone, together))
+        with pytest.raises(InferenceServerException) as e:
+            infer(np.zeros((2, 3, 32, 32), np.float32))
+        assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "fixed at 1" in e.value.message()
+        assert tc.InferenceServerClient(s.url).get_model_config("b1").config.max_batch_size == 1
+        assert s.metric("weft_device_failures_total") == 0
+    finally:
+        code, err = s.stop()
+    assert code == 0, err

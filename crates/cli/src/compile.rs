@@ -79,21 +79,34 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         }
         None => graph,
     };
-    let batches = |path: &PathBuf| -> anyhow::Result<Vec<Batch>> {
+    // A model exported with a fixed batch dimension (often 1) takes data only in batches of
+    // that size: calibration and evaluation run in it, the last batch filled up.
+    let fixed_batch = graph.inputs.first().and_then(|i| i.shape.first().copied().flatten());
+    let batches = |path: &PathBuf, what: &str| -> anyhow::Result<Vec<Batch>> {
         let t = data::load_tensor(path, &graph, &args.preprocess)?;
+        let n = t.shape().first().copied().unwrap_or(0);
+        if what == "calibration" && n < 32 {
+            eprintln!("warning: {n} calibration sample(s); 32 or more give steadier int8 ranges");
+        }
         let name = graph.inputs[0].name.clone();
-        Ok(data::split(&t, args.batch)?
-            .into_iter()
-            .map(|b| HashMap::from([(name.clone(), b)]))
-            .collect())
+        let split = match fixed_batch {
+            Some(b) => {
+                if b != args.batch {
+                    eprintln!("note: the model's batch dimension is fixed at {b}: {what} runs in batches of {b}");
+                }
+                data::split_exact(&t, b)?
+            }
+            None => data::split(&t, args.batch)?,
+        };
+        Ok(split.into_iter().map(|b| HashMap::from([(name.clone(), b)])).collect())
     };
     let calibration = match &args.calib {
-        Some(p) => batches(p)?,
+        Some(p) => batches(p, "calibration")?,
         None => Vec::new(),
     };
     let evaluation = match (&args.report, &args.eval) {
         (None, _) => None,
-        (Some(_), Some(e)) => Some(batches(e)?),
+        (Some(_), Some(e)) => Some(batches(e, "evaluation")?),
         (Some(_), None) if !calibration.is_empty() => Some(calibration.clone()),
         (Some(_), None) => bail!("--report needs --eval data (or --calib)"),
     };

@@ -91,6 +91,28 @@ pub fn stack(parts: &[Tensor]) -> anyhow::Result<Tensor> {
 }
 
 /// Splits `[N, ...]` into batches of at most `batch` rows.
+/// Rows of `t` split into batches of exactly `batch` (a model whose batch dimension is
+/// fixed): the last batch is filled up with rows from the start of the set (real data, not
+/// zeros, so calibration statistics are barely moved).
+pub fn split_exact(t: &Tensor, batch: usize) -> anyhow::Result<Vec<Tensor>> {
+    let n = *t.shape().first().context("scalar input")?;
+    let batch = batch.max(1);
+    if n == 0 || n % batch == 0 {
+        return split(t, batch);
+    }
+    let row: usize = t.shape()[1..].iter().product();
+    let flat: Vec<f32> = t.to_f32().iter().copied().collect();
+    let padded_rows = n.div_ceil(batch) * batch;
+    let mut data = flat.clone();
+    for i in n..padded_rows {
+        let from = i % n;
+        data.extend_from_slice(&flat[from * row..(from + 1) * row]);
+    }
+    let mut shape = t.shape().to_vec();
+    shape[0] = padded_rows;
+    split(&Tensor::from_f32(&shape, data)?, batch)
+}
+
 pub fn split(t: &Tensor, batch: usize) -> anyhow::Result<Vec<Tensor>> {
     let n = *t.shape().first().context("scalar input")?;
     let row: usize = t.shape()[1..].iter().product();

@@ -123,6 +123,13 @@ impl InputSpec {
         for (i, (&d, m)) in shape.iter().zip(&self.shape).enumerate() {
             let d =
                 usize::try_from(d).map_err(|_| bad(format!("input '{}' has a negative dimension {d}", self.name)))?;
+            if i == 0 && m.is_some_and(|m| m != d) {
+                return Err(bad(format!(
+                    "input '{}' has batch {d}; the model's batch dimension is fixed at {}",
+                    self.name,
+                    m.unwrap_or(0)
+                )));
+            }
             if i > 0 && m.is_some_and(|m| m != d) {
                 return Err(bad(format!(
                     "input '{}' has shape {shape:?}, the model takes {}",

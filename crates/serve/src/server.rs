@@ -435,6 +435,20 @@ impl Loader {
         policy: BatchPolicy,
         from_repository: bool,
     ) -> Result<Arc<Model>, ServeError> {
+        // a model exported with a fixed batch dimension runs exactly that many rows: its
+        // batches are never joined beyond it (nor its requests split)
+        let policy = match package
+            .graph
+            .inputs
+            .iter()
+            .find_map(|i| i.shape.first().copied().flatten())
+        {
+            Some(fixed) => BatchPolicy {
+                max_batch: fixed.max(1),
+                ..policy
+            },
+            None => policy,
+        };
         let inputs = InputSpec::all(&package, self.max_pixels, policy.max_batch)?;
         let (package2, device, portable, kernels) = (package.clone(), self.device.clone(), self.portable, self.kernels);
         // Opens the engine and runs batch 1 and the largest batch once, so that no request

@@ -64,6 +64,10 @@ def test_featurize_image_directory_with_class_folders(w):
     w("featurize", PKG, "--images", w.tmp / "imgs", "-o", w.tmp / "f.npy", "--labels-out", w.tmp / "l.npy")
     assert np.load(w.tmp / "f.npy").shape == (6, 96)
     assert len(np.load(w.tmp / "l.npy")) == 6
+    # no model: the embedded default, which is the same package
+    proc = w("featurize", "--images", w.tmp / "imgs", "-o", w.tmp / "g.npy")
+    assert "embedded default model" in proc.stderr
+    assert np.load(w.tmp / "g.npy").tobytes() == np.load(w.tmp / "f.npy").tobytes()
 
 
 def train_subset(w, n, classes=(5, 6, 7, 8, 9), seed=0):

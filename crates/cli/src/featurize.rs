@@ -13,8 +13,9 @@ use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct FeaturizeArgs {
-    /// A package (.weft) or an ONNX model (run on the f32 reference).
-    pub model: PathBuf,
+    /// A package (.weft) or an ONNX model (run on the f32 reference); none: the embedded
+    /// default model (weft's Fashion-MNIST featurizer).
+    pub model: Option<PathBuf>,
     /// A directory of images (one folder per class gives labels), a .npy batch, or an IDX
     /// images file (labels from the matching labels file beside it).
     #[arg(long)]
@@ -123,7 +124,23 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
-    let loaded = crate::model::open(&args.model)?;
+    let model = match &args.model {
+        Some(p) => p.clone(),
+        None => {
+            let dir = weft_opencl::cache_dir().join("models");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let p = dir.join(format!("{}.weft", crate::serve::DEFAULT_MODEL_NAME));
+            if std::fs::read(&p).ok().as_deref() != Some(crate::serve::DEFAULT_MODEL) {
+                std::fs::write(&p, crate::serve::DEFAULT_MODEL).with_context(|| format!("writing {}", p.display()))?;
+            }
+            eprintln!(
+                "no model given: featurizing with the embedded default model ({})",
+                crate::serve::DEFAULT_MODEL_NAME
+            );
+            p
+        }
+    };
+    let loaded = crate::model::open(&model)?;
     let (mut runner, graph, pre) = match loaded {
         crate::model::Loaded::Package(p) => {
             let runner = if args.device == "reference" {

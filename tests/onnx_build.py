@@ -30,8 +30,8 @@ def rand(rng, *shape, scale=1.0):
 def several_inputs_and_types():
     """A model with three inputs of two element types and outputs of three: `image` FP32
     [N,3,8,8] through a convolution, plus `bias` FP32 [N,4] and `offset` INT64 [N,4] (cast
-    to float); outputs `sum` FP32, `half` FP16 (a cast of sum) and `code` UINT8 (a cast of
-    offset, so offsets in 0..255 come back exactly)."""
+    to float); outputs `sum` FP32, `half` FP16 (a cast of sum), `code` UINT8 (a cast of
+    offset, so offsets in 0..255 come back exactly) and `signed` INT8 (offset - 128)."""
     from onnx import checker
     rng = np.random.default_rng(0)
     nodes = [
@@ -44,6 +44,8 @@ def several_inputs_and_types():
         helper.make_node("Add", ["s0", "of"], ["sum"]),
         helper.make_node("Cast", ["sum"], ["half"], to=TensorProto.FLOAT16),
         helper.make_node("Cast", ["offset"], ["code"], to=TensorProto.UINT8),
+        helper.make_node("Sub", ["offset", "c128"], ["centred"]),
+        helper.make_node("Cast", ["centred"], ["signed"], to=TensorProto.INT8),
     ]
     g = helper.make_graph(
         nodes,
@@ -53,8 +55,10 @@ def several_inputs_and_types():
          helper.make_tensor_value_info("offset", TensorProto.INT64, ["N", 4])],
         [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 4]),
          helper.make_tensor_value_info("half", TensorProto.FLOAT16, ["N", 4]),
-         helper.make_tensor_value_info("code", TensorProto.UINT8, ["N", 4])],
-        [numpy_helper.from_array(rand(rng, 4, 3, 3, 3, scale=0.3), "w")],
+         helper.make_tensor_value_info("code", TensorProto.UINT8, ["N", 4]),
+         helper.make_tensor_value_info("signed", TensorProto.INT8, ["N", 4])],
+        [numpy_helper.from_array(rand(rng, 4, 3, 3, 3, scale=0.3), "w"),
+         numpy_helper.from_array(np.array(128, np.int64), "c128")],
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="weft-tests")
     m.ir_version = ir_version(17)

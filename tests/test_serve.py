@@ -604,7 +604,7 @@ def several_inputs_feeds(rng, n):
 
 
 def test_several_inputs_and_typed_outputs(weft, tmp_path):
-    """A model with FP32 and INT64 inputs and FP32, FP16 and UINT8 outputs, over gRPC, REST
+    """A model with FP32 and INT64 inputs and FP32, FP16, UINT8 and INT8 outputs, over gRPC, REST
     (JSON and binary) and TF Serving's Predict: onnxruntime's answers in the model's own
     types; concurrent requests batched together each get their own rows; a missing input, a
     wrong datatype and disagreeing batch sizes are refused by name."""
@@ -624,7 +624,7 @@ def test_several_inputs_and_typed_outputs(weft, tmp_path):
         meta = c.get_model_metadata("several", as_json=True)
         assert [(i["name"], i["datatype"], i["shape"]) for i in meta["inputs"]] == [
             ("image", "FP32", ["-1", "3", "8", "8"]), ("bias", "FP32", ["-1", "4"]), ("offset", "INT64", ["-1", "4"])]
-        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("sum", "FP32"), ("half", "FP16"), ("code", "UINT8")]
+        assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("sum", "FP32"), ("half", "FP16"), ("code", "UINT8"), ("signed", "INT8")]
         types = {i["name"]: i["data_type"] for i in c.get_model_config("several", as_json=True)["config"]["input"]}
         assert types == {"image": "TYPE_FP32", "bias": "TYPE_FP32", "offset": "TYPE_INT64"}
 
@@ -637,8 +637,9 @@ def test_several_inputs_and_typed_outputs(weft, tmp_path):
             return out
 
         def check(got, x):
-            want = dict(zip(["sum", "half", "code"], ref.run(None, x)))
-            assert got("half").dtype == np.float16 and got("code").dtype == np.uint8
+            want = dict(zip(["sum", "half", "code", "signed"], ref.run(None, x)))
+            assert got("half").dtype == np.float16 and got("code").dtype == np.uint8 and got("signed").dtype == np.int8
+            assert np.array_equal(got("signed"), want["signed"])
             assert np.allclose(got("sum"), want["sum"], atol=1e-5)
             assert np.allclose(got("half").astype(np.float32), want["half"].astype(np.float32), atol=2e-3)
             assert np.array_equal(got("code"), want["code"])
@@ -654,9 +655,9 @@ def test_several_inputs_and_typed_outputs(weft, tmp_path):
                 i = th.InferInput(k, list(x[k].shape), "INT64" if k == "offset" else "FP32")
                 i.set_data_from_numpy(x[k], binary_data=binary)
                 ins.append(i)
-            outs = [th.InferRequestedOutput(n, binary_data=binary) for n in ("sum", "half", "code")]
+            outs = [th.InferRequestedOutput(n, binary_data=binary) for n in ("sum", "half", "code", "signed")]
             hr = hc.infer("several", ins, outputs=outs)
-            for n in ("sum", "half", "code"):
+            for n in ("sum", "half", "code", "signed"):
                 assert hr.as_numpy(n).dtype == r.as_numpy(n).dtype
                 assert hr.as_numpy(n).tobytes() == r.as_numpy(n).tobytes(), (binary, n)
         # concurrent requests of different sizes, batched together, each get their own rows

@@ -53,6 +53,7 @@ fn with_key<T>(mut req: tonic::Request<T>, key: &Option<String>) -> anyhow::Resu
 
 async fn run(args: &ClientArgs) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_s);
+    let mut told = false;
     let mut c = loop {
         let attempt = async {
             let mut c = GrpcInferenceServiceClient::connect(format!("http://{}", args.url)).await?;
@@ -69,7 +70,19 @@ async fn run(args: &ClientArgs) -> anyhow::Result<()> {
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(e.context(format!("waiting for {}", args.url)));
             }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            Err(e) => {
+                if !told {
+                    // never wait in silence
+                    eprintln!(
+                        "waiting up to {} s for {} to be ready (--wait-s): {}",
+                        args.wait_s,
+                        args.url,
+                        e.root_cause()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await
+            }
         }
     };
     c = c.max_decoding_message_size(256 << 20);

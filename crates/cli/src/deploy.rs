@@ -148,9 +148,10 @@ pub struct AciArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// CPU cores (fractions allowed, e.g. 0.5).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub cpu: f64,
-    #[arg(long, default_value_t = 2.0)]
+    /// Memory in GB (fractions allowed).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     pub memory_gb: f64,
     /// DNS name label: NAME.REGION.azurecontainer.io.
     #[arg(long)]

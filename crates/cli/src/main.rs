@@ -232,10 +232,41 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error's chain of causes joined by ": ", each said once: a cause whose text the
+/// message before it already ends with (many libraries print their source inside their own
+/// message) is left out.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || out.ends_with(text) {
+            continue;
+        }
+        // a message repeating itself ("tcp connect error: tcp connect error: ...")
+        let mut text = text.to_string();
+        while let Some((head, tail)) = text.split_once(": ") {
+            if tail.starts_with(head) && !head.is_empty() {
+                text = tail.to_string();
+            } else {
+                break;
+            }
+        }
+        if out.ends_with(text.as_str()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn zoo(
@@ -329,4 +360,23 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::said_once;
+
+    #[test]
+    fn causes_are_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let e = anyhow::Error::new(io)
+            .context(format!("reading x: {text}"))
+            .context("loading x");
+        assert_eq!(said_once(&e), format!("loading x: reading x: {text}"));
+        let e = anyhow::anyhow!("tcp connect error: tcp connect error: Connection refused").context("waiting for h:1");
+        assert_eq!(said_once(&e), "waiting for h:1: tcp connect error: Connection refused");
+        let e = anyhow::anyhow!("a").context("b").context("c");
+        assert_eq!(said_once(&e), "c: b: a");
+    }
 }

@@ -24,6 +24,16 @@ impl Loaded {
 /// Opens an ONNX file or a `.weft` package (told apart by the package's magic bytes).
 pub fn open(path: &Path) -> anyhow::Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // a .weft file is a package, whatever it holds: an empty or foreign one is not reported
+    // as a broken ONNX model
+    let named_package = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("weft"));
+    if named_package && !Package::sniff(&bytes) {
+        anyhow::bail!(
+            "{} is not a weft package ({} bytes, without the package header): make one with `weft compile`",
+            path.display(),
+            bytes.len()
+        );
+    }
     if Package::sniff(&bytes) {
         let p = Package::from_bytes(&bytes).with_context(|| format!("loading package {}", path.display()))?;
         prefer_generic_work_groups(&p);

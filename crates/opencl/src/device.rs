@@ -184,6 +184,14 @@ pub fn select_device(spec: &str) -> Result<DeviceInfo, OpenClError> {
         .map(|d| (*d).clone())
         .ok_or_else(|| OpenClError::NoDevice {
             spec: spec.to_string(),
+            // the install hint only when there is nothing to run on
+            hint: if devices.iter().any(DeviceInfo::is_pocl) {
+                "; choose one of those (`pocl`, or `opencl:<platform substring>[:<index>]`)".into()
+            } else if devices.is_empty() {
+                format!("; {}", crate::error::INSTALL_HINT)
+            } else {
+                format!("; choose one of those, or {}", crate::error::INSTALL_HINT)
+            },
             found: if found.is_empty() { "none".into() } else { found },
         })
 }

@@ -8,8 +8,9 @@ pub const INSTALL_HINT: &str =
 pub enum OpenClError {
     #[error("no OpenCL platform found ({0}); {INSTALL_HINT}")]
     NoPlatform(String),
-    #[error("no OpenCL device matches '{spec}' (found: {found}); {INSTALL_HINT}")]
-    NoDevice { spec: String, found: String },
+    /// `hint`: how to get a device, or which to choose (with its leading "; ").
+    #[error("no OpenCL device matches '{spec}' (found: {found}){hint}")]
+    NoDevice { spec: String, found: String, hint: String },
     #[error("invalid device '{0}' (use pocl, opencl:<platform substring>[:<index>], or reference)")]
     BadSpec(String),
     #[error("building the OpenCL program failed on {device}:\n{log}")]

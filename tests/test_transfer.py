@@ -8,6 +8,7 @@ import json
 import pathlib
 import re
 import struct
+import subprocess
 
 import numpy as np
 import tritonclient.grpc as tc
@@ -64,6 +65,15 @@ def test_featurize_image_directory_with_class_folders(w):
     w("featurize", PKG, "--images", w.tmp / "imgs", "-o", w.tmp / "f.npy", "--labels-out", w.tmp / "l.npy")
     assert np.load(w.tmp / "f.npy").shape == (6, 96)
     assert len(np.load(w.tmp / "l.npy")) == 6
+    # the class folders' names go beside the labels, into the head and the package's labels
+    names = (w.tmp / "l.classes.txt").read_text().split()
+    assert names == sorted({f"class{label}" for label in labels})
+    head = w.tmp / "h.onnx"
+    proc = w("head", "train", w.tmp / "f.npy", w.tmp / "l.npy", "-o", head, "--epochs", "5")
+    assert "class names from" in proc.stderr
+    pkg = w.tmp / "named.weft"
+    w("compile", ONNX, "--head", head, "--precision", "f32", "-o", pkg)
+    assert all(n in w("inspect", pkg).stdout for n in names[:5])
     # no model: the embedded default, which is the same package
     proc = w("featurize", "--images", w.tmp / "imgs", "-o", w.tmp / "g.npy")
     assert "embedded default model" in proc.stderr
@@ -106,7 +116,7 @@ def test_featurizer_and_head_served_as_one_package(w, weft):
     try:
         c = tc.InferenceServerClient(s.url)
         meta = c.get_model_metadata("transfer")
-        assert [o.name for o in meta.outputs] == ["features", "probabilities"]
+        assert [o.name for o in meta.outputs] == ["probabilities", "features"]
         cfg = c.get_model_config("transfer").config
         assert json.loads(cfg.parameters["labels"].string_value) == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
         imgs, ys = fashion_test_images(50, classes=(5, 6, 7, 8, 9), seed=4)
@@ -118,6 +128,10 @@ def test_featurizer_and_head_served_as_one_package(w, weft):
             p = r.as_numpy("probabilities")
             assert abs(float(p.sum()) - 1.0) < 1e-3 and r.as_numpy("features").shape == (1, 96)
             hits += int([5, 6, 7, 8, 9][int(p.argmax())] == y)
+        # weft client shows the head's answer with the label names by default
+        out = subprocess.run([str(weft), "client", "--url", s.url, "--image", ROOT / "models" / "fashion" / "samples" / "13_dress.png"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "output 'probabilities'" in out.stdout, out.stdout + out.stderr
+        assert any(n in out.stdout for n in ("Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")), out.stdout
         # the int8 featurizer with a head trained on other images: about 92% on classes 5-9
         # (test_transfer_to_unseen_classes); 50 images, at least 40 right
         print(f"served featurizer + head: {hits} of 50 test-split images right")

@@ -71,10 +71,14 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let graph = match &args.head {
         Some(h) => {
             let head = weft_onnx::load(h).with_context(|| format!("loading head {}", h.display()))?;
-            head_labels = crate::head::head_classes(&head)?
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
+            // the class names the head was trained with, else its label values
+            head_labels = match crate::head::head_class_names(&head)? {
+                Some(names) => names,
+                None => crate::head::head_classes(&head)?
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+            };
             weft_transfer::attach_head(&graph, &args.features_output, &head.graph)?
         }
         None => graph,

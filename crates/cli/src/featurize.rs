@@ -238,6 +238,13 @@ pub fn featurize(args: &FeaturizeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.labels_out {
         let l = labels.context("--labels-out: these images have no labels (use a class-per-folder directory or an IDX file with its labels file)")?;
         weft_core::npy::write(path, &Tensor::from_i64(&[l.len()], l)?)?;
+        // the class folders' names beside the labels (line i names label i), which
+        // `weft head train` picks up so that a compiled head answers with them
+        if names.iter().any(|s| !s.is_empty()) {
+            let names_path = crate::head::class_names_path(path);
+            std::fs::write(&names_path, names.join("\n") + "\n")
+                .with_context(|| format!("writing {}", names_path.display()))?;
+        }
     }
     eprintln!(
         "featurized {n} images in {secs:.2} s ({:.1} images/s) on {}; wrote {:?} to {}{}",

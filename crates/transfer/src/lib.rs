@@ -294,7 +294,8 @@ pub fn attach_head(featurizer: &Graph, features_output: &str, head: &Graph) -> R
         g.nodes.push(n);
     }
     let features = featurizer.outputs.iter().find(|o| o.name == features_output).cloned();
-    g.outputs = features.into_iter().chain(head.outputs.iter().cloned()).collect();
+    // the head's answer first: clients and `weft run` take the first output by default
+    g.outputs = head.outputs.iter().cloned().chain(features).collect();
     g.sort()?;
     weft_core::shape::infer(&g, &Default::default())?;
     Ok(g)

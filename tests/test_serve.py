@@ -704,6 +704,13 @@ def test_several_inputs_and_typed_outputs(weft, tmp_path):
     assert code == 0, err
 
 
+def logits_of(url, model, x):
+    """One FP32 request on a fresh connection: the model's logits."""
+    i = tc.InferInput("input", list(x.shape), "FP32")
+    i.set_data_from_numpy(x)
+    return tc.InferenceServerClient(url).infer(model, [i]).as_numpy("logits")
+
+
 def test_instances_share_one_queue(weft):
     """--instance-count 3: three engines and worker threads take batches from one queue;
     concurrent requests all answer with the single-request bytes, and the statistics add up."""
@@ -717,11 +724,7 @@ def test_instances_share_one_queue(weft):
                    for t in os.listdir(f"/proc/{s.proc.pid}/task")}
         assert {"weft-fashion-0", "weft-fashion-1", "weft-fashion-2"} <= threads, threads
         xs = [np.random.default_rng(i).standard_normal((1, 1, 28, 28)).astype(np.float32) for i in range(12)]
-
-        def infer(x):
-            i = tc.InferInput("input", list(x.shape), "FP32")
-            i.set_data_from_numpy(x)
-            return tc.InferenceServerClient(s.url).infer("fashion", [i]).as_numpy("logits")
+        infer = lambda x: logits_of(s.url, "fashion", x)  # noqa: E731
 
         alone = [infer(x) for x in xs]
         with cf.ThreadPoolExecutor(12) as pool:
@@ -763,11 +766,7 @@ def test_fixed_batch_models_compile_and_serve_without_joining(weft, tmp_path):
     s = Server(weft, "--model", f"b1={tmp_path / 'b1.weft'}", "--max-batch", "8", "--max-queue-delay-us", "20000")
     try:
         xs = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(16)]
-
-        def infer(x):
-            i = tc.InferInput("input", list(x.shape), "FP32")
-            i.set_data_from_numpy(x)
-            return tc.InferenceServerClient(s.url).infer("b1", [i]).as_numpy("logits")
+        infer = lambda x: logits_of(s.url, "b1", x)  # noqa: E731
 
         alone = [infer(x) for x in xs]
         with cf.ThreadPoolExecutor(8) as pool:

@@ -121,6 +121,11 @@ impl Tensor {
         self.to_i64().iter().copied().collect()
     }
 
+    /// `cast`, taking the tensor: no copy when it already has that dtype.
+    pub fn into_dtype(self, to: DType) -> Tensor {
+        if self.dtype() == to { self } else { self.cast(to) }
+    }
+
     /// Converts to another dtype (floats to integers round to nearest and saturate).
     pub fn cast(&self, to: DType) -> Tensor {
         if self.dtype() == to {

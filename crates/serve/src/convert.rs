@@ -187,7 +187,7 @@ impl InputSpec {
         }
         Ok(Tensor::from_le_bytes(sent, &dims, bytes)
             .map_err(|e| bad(e.to_string()))?
-            .cast(self.dtype))
+            .into_dtype(self.dtype))
     }
 
     /// u8 pixels in the model's layout, normalised as the preprocessing spec says.
@@ -244,7 +244,7 @@ impl InputSpec {
         let refs: Vec<&Tensor> = rows.iter().collect();
         let t = crate::batcher::concat(&refs)
             .map_err(ServeError::Internal)?
-            .cast(self.dtype);
+            .into_dtype(self.dtype);
         let want: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
         self.check_shape(&want).map_err(|_| bad(format!("preprocessed images have shape {want:?}, which the model does not take: check the package's preprocessing spec")))?;
         Ok(t)
@@ -282,6 +282,15 @@ pub fn split_bytes(raw: &[u8], count: usize) -> Result<Vec<&[u8]>, ServeError> {
         )));
     }
     Ok(out)
+}
+
+/// A tensor's little-endian bytes as element type `d` (no intermediate copy when it has it).
+pub fn le_bytes_as(t: &Tensor, d: DType) -> Vec<u8> {
+    if t.dtype() == d {
+        t.to_le_bytes()
+    } else {
+        t.cast(d).to_le_bytes()
+    }
 }
 
 /// Several request tensors as the model's feeds: each input exactly once, in the graph's

@@ -168,7 +168,7 @@ async fn model_infer(
             shape: t.shape().iter().map(|&d| d as i64).collect(),
             ..Default::default()
         });
-        resp.raw_output_contents.push(t.cast(dtype).to_le_bytes());
+        resp.raw_output_contents.push(crate::convert::le_bytes_as(t, dtype));
     }
     // the request's own share of the input and output work: decoding, encoding
     result.compute_input += decoded;

@@ -143,7 +143,7 @@ fn output_tensor(t: &Tensor, dtype: DType) -> TensorProto {
                 .collect(),
             unknown_rank: false,
         }),
-        tensor_content: t.cast(dtype).to_le_bytes(),
+        tensor_content: crate::convert::le_bytes_as(t, dtype),
         ..Default::default()
     }
 }

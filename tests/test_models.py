@@ -1,6 +1,7 @@
 """Whole models: every zoo model, and ResNets exported the way PyTorch and Keras/tf2onnx
 write them, run by the reference executor and compared with onnxruntime."""
 
+import json
 import re
 
 import numpy as np
@@ -65,6 +66,16 @@ def test_inspect_layers_table(w):
     w("zoo", "resnet8", "-o", path)
     out = w("inspect", path, "--layers", "--batch", "2").stdout
     assert "layer3.0.conv1" in out and "[2, 64, 8, 8]" in out
+    # --json says the same for scripts
+    doc = json.loads(w("inspect", path, "--layers", "--batch", "2", "--json").stdout)
+    assert doc["macs"] == int(re.search(r"MACs\s+(\d+)", out).group(1))
+    assert doc["parameters"] == int(re.search(r"parameters\s+(\d+)", out).group(1))
+    assert doc["format"] == "onnx" and doc["batch"] == 2 and doc["nodes"] == len(doc["layers"])
+    assert doc["inputs"] == [{"name": "input", "dtype": "float32", "shape": [None, 3, 32, 32]}]
+    assert {o["name"]: o["shape"] for o in doc["outputs"]}["logits"] == [2, 10]
+    conv = next(l for l in doc["layers"] if l["name"] == "layer3.0.conv1")
+    assert conv["output_shape"] == [2, 64, 8, 8] and conv["macs"] > 0
+    assert sum(o["macs"] for o in doc["ops"]) == doc["macs"]
 
 
 @pytest.mark.parametrize("depth", [18, 50])

@@ -3,6 +3,7 @@ at batch 1 and 8; f32 and f16 packages within a stated tolerance of the f32 refe
 profiling; program binaries; the kernels' portable path compiles for a SPIR target (so no
 CPU-only construct leaks into the FPGA path)."""
 
+import json
 import shutil
 import subprocess
 
@@ -103,6 +104,14 @@ def test_program_binary_saved_and_loaded(w):
 def test_devices_lists_pocl(w):
     out = w("devices").stdout
     assert "Portable Computing Language" in out and "int8 hook" in out
+    # --json: the same devices, each with the --device value that selects it
+    listed = json.loads(w("devices", "--json").stdout)
+    pocl = next(d for d in listed if d["platform"] == "Portable Computing Language")
+    assert pocl["compute_units"] >= 1 and pocl["int8_hook"] and pocl["device"] in out
+    pkg = compile_int8(w, "resnet8", 32)
+    x = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    by_name = w.run_model(pkg, {"input": x}, extra=["--device", pocl["device"]])
+    assert by_name.tobytes() == w.run_model(pkg, {"input": x}, extra=["--device", "pocl"]).tobytes()
 
 
 def test_an_unwritable_cache_moves_to_the_temporary_directory(w, tmp_path):
@@ -120,6 +129,11 @@ def test_an_unwritable_cache_moves_to_the_temporary_directory(w, tmp_path):
     run = subprocess.run([w.binary, "run", pkg, "--device", "pocl", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
+    # a cold kernel build says what takes the time; the cached one after it does not
+    assert "compiling the OpenCL kernels" in run.stderr and "compiled the kernels in" in run.stderr, run.stderr
+    again = subprocess.run([w.binary, "run", pkg, "--device", "pocl", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "compiling the OpenCL kernels" not in again.stderr, again.stderr
     assert any((tmp_path / d).is_dir() for d in os.listdir(tmp_path) if d.startswith("weft-cache-"))
 
 

@@ -15,6 +15,7 @@ pub struct BenchArgs {
     /// `reference`, `pocl` or `opencl:<platform substring>[:<index>]`.
     #[arg(long, default_value = "pocl")]
     pub device: String,
+    /// Images per run.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// Timed runs.

@@ -134,6 +134,7 @@ pub struct RegistryArgs {
     /// Private registry server (with --registry-username and --registry-password-env).
     #[arg(long, requires_all = ["registry_username", "registry_password_env"])]
     pub registry_server: Option<String>,
+    /// User name for --registry-server.
     #[arg(long, requires = "registry_server")]
     pub registry_username: Option<String>,
     /// Environment variable holding the registry password.
@@ -156,6 +157,7 @@ pub struct AciArgs {
     /// DNS name label: NAME.REGION.azurecontainer.io.
     #[arg(long)]
     pub dns_label: Option<String>,
+    /// Azure region of the container group.
     #[arg(long, default_value = "eastus")]
     pub location: String,
     /// Always, OnFailure or Never.
@@ -173,15 +175,19 @@ pub struct AciArgs {
 pub struct AksArgs {
     #[command(flatten)]
     pub common: TargetCommon,
+    /// Kubernetes namespace of every object written.
     #[arg(long, default_value = "weft")]
     pub namespace: String,
     /// A fixed replica count (no autoscaler).
     #[arg(long, conflicts_with_all = ["min_replicas", "max_replicas", "target_cpu_percent"])]
     pub replicas: Option<u32>,
+    /// Fewest replicas the HorizontalPodAutoscaler keeps.
     #[arg(long, default_value_t = 1)]
     pub min_replicas: u32,
+    /// Most replicas the HorizontalPodAutoscaler starts.
     #[arg(long, default_value_t = 10)]
     pub max_replicas: u32,
+    /// Average CPU use (percent of the request) the autoscaler aims for.
     #[arg(long, default_value_t = 70)]
     pub target_cpu_percent: u32,
     /// CPU per pod (Kubernetes quantity).
@@ -202,10 +208,15 @@ pub struct AksArgs {
     /// `weft serve --device` in the pods.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// `weft serve --max-batch` in the pods: most requests joined into one device run.
     #[arg(long, default_value_t = 8)]
     pub max_batch: u32,
+    /// `weft serve --queue-depth` in the pods: requests waiting per model before new ones
+    /// are refused (RESOURCE_EXHAUSTED).
     #[arg(long, default_value_t = 64)]
     pub queue_depth: u32,
+    /// `weft serve --max-queue-delay-us` in the pods: how long a request waits for others to
+    /// join its batch.
     #[arg(long, default_value_t = 2000)]
     pub max_queue_delay_us: u64,
 }

@@ -20,6 +20,7 @@ pub struct FeaturizeArgs {
     /// images file (labels from the matching labels file beside it).
     #[arg(long)]
     pub images: PathBuf,
+    /// Images per run on the device.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// `reference`, `pocl` or `opencl:...` (OpenCL devices run int8 packages).

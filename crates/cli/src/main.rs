@@ -62,6 +62,9 @@ enum Command {
         /// Print the per-layer table too (default: only the summary and the op table).
         #[arg(long)]
         layers: bool,
+        /// Print one JSON document instead of the text report (with --layers: the layers too).
+        #[arg(long)]
+        json: bool,
     },
     /// Quantize (int8, f16) or keep (f32) a model and compile it into a package.
     Compile(compile::CompileArgs),
@@ -79,7 +82,11 @@ enum Command {
     /// Send an image or tensor to a running `weft serve` (KServe v2) and print the result.
     Client(client::ClientArgs),
     /// List OpenCL platforms and devices, and the int8 hook weft would use on each.
-    Devices,
+    Devices {
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Build an OCI image of the service without a container daemon, or write a Dockerfile.
     Image {
         #[command(subcommand)]
@@ -104,8 +111,11 @@ enum ProgramCommand {
     /// Build the kernels for a device and save the program binary (loadable with
     /// --program-binary, as an FPGA image would be).
     Build {
+        /// The device: `pocl`, or `opencl:PLATFORM[:INDEX]` (part of a platform's name as
+        /// `weft devices` lists it, and the device's index on it).
         #[arg(long, default_value = "pocl")]
         device: String,
+        /// Build without device-specific hooks (the OpenCL C 1.2 kernels every device takes).
         #[arg(long)]
         portable_kernels: bool,
         /// `default` (the generic kernels) or `fpga` (the FPGA variant of --package: one
@@ -115,13 +125,16 @@ enum ProgramCommand {
         /// The package whose layers the FPGA variant is specialised to (with --kernels fpga).
         #[arg(long)]
         package: Option<PathBuf>,
+        /// The program binary to write.
         #[arg(short, long)]
         output: PathBuf,
     },
     /// Print the kernels' OpenCL C source with the build options for a device.
     Source {
+        /// The device whose build options are printed (as for `program build`).
         #[arg(long, default_value = "pocl")]
         device: String,
+        /// The portable build options (no device-specific hooks).
         #[arg(long)]
         portable_kernels: bool,
         /// `default` or `fpga` (the FPGA variant of --package).
@@ -207,6 +220,10 @@ fn main() -> ExitCode {
     }
     quiet_broken_pipe();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // `weft serve` sets up its own logging (--log-format, --log-level)
+        init_notes();
+    }
     let result = match cli.command {
         Command::Zoo {
             name,
@@ -215,12 +232,17 @@ fn main() -> ExitCode {
             num_classes,
             output,
         } => zoo(&name, seed, batch, num_classes, &output),
-        Command::Inspect { model, batch, layers } => inspect::inspect(&model, batch, layers),
+        Command::Inspect {
+            model,
+            batch,
+            layers,
+            json,
+        } => inspect::inspect(&model, batch, layers, json),
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
         Command::Featurize(args) => featurize::featurize(&args),
         Command::Head { command } => head::head(&command),
-        Command::Devices => devices(),
+        Command::Devices { json } => devices(json),
         Command::Serve(args) => serve::serve(&args),
         Command::Client(args) => client::client(&args),
         Command::Program { command } => program(command),
@@ -236,6 +258,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Progress notes from the libraries (a cold kernel compile) and their warnings, on stderr
+/// without timestamps.
+fn init_notes() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("weft", tracing::level_filters::LevelFilter::INFO)
+        .with_default(tracing::level_filters::LevelFilter::WARN);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false);
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
 }
 
 /// An error's chain of causes joined by ": ", each said once: a cause whose text the
@@ -296,10 +334,36 @@ fn zoo(
     Ok(())
 }
 
-fn devices() -> anyhow::Result<()> {
+fn devices(json: bool) -> anyhow::Result<()> {
     let list = weft_opencl::list_devices()?;
+    if json {
+        let doc: Vec<serde_json::Value> = list
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "device": format!("opencl:{}:{}", d.platform, d.device_index),
+                    "platform_index": d.platform_index,
+                    "device_index": d.device_index,
+                    "platform": d.platform,
+                    "platform_version": d.platform_version,
+                    "name": d.name,
+                    "version": d.version,
+                    "driver_version": d.driver_version,
+                    "compute_units": d.compute_units,
+                    "global_mem_bytes": d.global_mem,
+                    "max_work_group": d.max_work_group,
+                    "max_alloc_bytes": d.max_alloc,
+                    "is_cpu": d.is_cpu,
+                    "int8_hook": d.dot_hook(false).name(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
     for d in &list {
         println!("{}:{}  {} / {}", d.platform_index, d.device_index, d.platform, d.name);
+        println!("    --device 'opencl:{}:{}'", d.platform, d.device_index);
         println!(
             "    {} | {} compute units | {} MiB | int8 hook: {}",
             d.version,
@@ -365,6 +429,32 @@ fn program(command: ProgramCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::said_once;
+
+    /// Every command and every flag of every command says in `--help` what it is for.
+    #[test]
+    fn every_flag_is_documented() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(format!("{sub_path} (the command)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<super::Cli as clap::CommandFactory>::command(), "weft", &mut missing);
+        assert!(missing.is_empty(), "undocumented in --help: {missing:#?}");
+    }
 
     #[test]
     fn causes_are_said_once() {

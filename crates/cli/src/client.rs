@@ -29,9 +29,44 @@ pub struct ClientArgs {
     /// API key (sent as `authorization: Bearer KEY`).
     #[arg(long)]
     pub api_key: Option<String>,
-    /// Wait up to this many seconds for the server to be ready.
+    /// Give up after this many seconds when nothing listens at --url (connection refused,
+    /// no route, no answer to the TCP handshake).
+    #[arg(long, default_value_t = 5.0, value_parser = seconds)]
+    pub timeout: f64,
+    /// Once a server answers at --url, wait up to this many seconds for it to be ready
+    /// (a starting `weft serve` compiles its kernels first).
     #[arg(long, default_value_t = 60)]
     pub wait_s: u64,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v < 1e6 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
+}
+
+/// Waits until something accepts TCP connections at `url` (a server that has bound its
+/// port but is still loading counts: it is then waited for by readiness), for at most
+/// `timeout`: a closed port fails within seconds, not after the readiness wait.
+async fn reach(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let err = match tokio::time::timeout(left, tokio::net::TcpStream::connect(url)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_string(),
+        };
+        if tokio::time::Instant::now() + std::time::Duration::from_millis(200) >= deadline {
+            bail!(
+                "nothing answers at {url} after {:.0} s ({err}); is `weft serve` running there? \
+                 (--url, --timeout)",
+                timeout.as_secs_f64()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 pub fn client(args: &ClientArgs) -> anyhow::Result<()> {
@@ -52,6 +87,7 @@ fn with_key<T>(mut req: tonic::Request<T>, key: &Option<String>) -> anyhow::Resu
 }
 
 async fn run(args: &ClientArgs) -> anyhow::Result<()> {
+    reach(&args.url, std::time::Duration::from_secs_f64(args.timeout)).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_s);
     let mut told = false;
     let mut c = loop {

@@ -128,3 +128,26 @@ def test_preprocess_spec_and_labels_travel_in_the_package(w):
     assert '"resize":36' in out and '"crop":[32,32]' in out and "class0" in out
     proc = w("compile", src, "--precision", "f32", "--preprocess", "imagenet,bogus=1", "-o", pkg, check=False)
     assert proc.returncode != 0 and "bogus" in proc.stderr
+
+
+def test_image_calibration_without_preprocessing_warns_and_names_the_presets(w):
+    """Calibrating on a folder of photos with the default `--preprocess none` says what that
+    does and names the presets; with a preset given it says nothing of it."""
+    from PIL import Image
+
+    w("zoo", "resnet8", "--seed", "1", "-o", w.tmp / "r8.onnx")
+    photos = w.tmp / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), np.uint8)).save(photos / f"p{i}.png")
+    plain = w("compile", w.tmp / "r8.onnx", "--calib", photos, "-o", w.tmp / "a.weft")
+    assert "--preprocess none" in plain.stderr and "imagenet" in plain.stderr and "brainwave" in plain.stderr, plain.stderr
+    assert plain.stderr.count("--preprocess none") == 1
+    chosen = w("compile", w.tmp / "r8.onnx", "--calib", photos, "--preprocess", "imagenet,resize=36,crop=32",
+               "-o", w.tmp / "b.weft")
+    assert "--preprocess none" not in chosen.stderr, chosen.stderr
+    # a .npy calibration set is already a tensor: nothing to say about images
+    np.save(w.tmp / "c.npy", gaussian(4, 32, 0))
+    tensor = w("compile", w.tmp / "r8.onnx", "--calib", w.tmp / "c.npy", "-o", w.tmp / "c.weft")
+    assert "--preprocess none" not in tensor.stderr, tensor.stderr

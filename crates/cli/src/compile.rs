@@ -86,7 +86,19 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     // A model exported with a fixed batch dimension (often 1) takes data only in batches of
     // that size: calibration and evaluation run in it, the last batch filled up.
     let fixed_batch = graph.inputs.first().and_then(|i| i.shape.first().copied().flatten());
-    let batches = |path: &PathBuf, what: &str| -> anyhow::Result<Vec<Batch>> {
+    let mut told_preprocess = false;
+    let mut batches = |path: &PathBuf, what: &str| -> anyhow::Result<Vec<Batch>> {
+        if path.is_dir() && args.preprocess == Preprocess::default() && !told_preprocess {
+            // images under `none` are only stretched to the input's size and put in 0..1:
+            // right for a model trained that way, silently wrong for an ImageNet one
+            eprintln!(
+                "warning: --preprocess none: the {what} images are resized to the input's size and \
+                 scaled to 0..1, without mean/std normalisation; a model trained on ImageNet wants \
+                 --preprocess imagenet (torchvision: 0..1, mean/std) or brainwave (0..255 minus \
+                 the mean), and the package keeps the choice for serving"
+            );
+            told_preprocess = true;
+        }
         let t = data::load_tensor(path, &graph, &args.preprocess)?;
         let n = t.shape().first().copied().unwrap_or(0);
         if what == "calibration" && n < 32 {

@@ -5,10 +5,12 @@
 # foreground afterwards (Ctrl-C stops it) unless WEFT_DEMO_EXIT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p weft-cli
+echo "building weft (cargo build --release; the first build takes a few minutes)" >&2
+cargo build --release -p weft-cli
 weft=target/release/weft
 port=${WEFT_PORT:-50051}
 http=${WEFT_HTTP_PORT:-8080}
+echo "starting weft serve on the embedded default model (a first start compiles the OpenCL kernels)" >&2
 $weft serve --port "$port" --http-port "$http" --quiet &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

@@ -151,6 +151,12 @@ pub fn build(
     {
         return Ok((p, ProgramSource::Cached));
     }
+    // a cold build takes seconds (PoCL: about ten for the generic kernels): say so
+    tracing::info!(
+        "compiling the OpenCL kernels for {} (not in the program cache yet; later starts load them)",
+        device.name
+    );
+    let start = std::time::Instant::now();
     let mut program =
         Program::create_from_source(context, source).map_err(|e| OpenClError::api("clCreateProgramWithSource", e))?;
     if let Err(e) = program.build(context.devices(), &options) {
@@ -160,6 +166,7 @@ pub fn build(
             log: if log.trim().is_empty() { e.to_string() } else { log },
         });
     }
+    tracing::info!("compiled the kernels in {:.1} s", start.elapsed().as_secs_f64());
     if let Some(path) = &cached
         && let Ok(bins) = program.get_binaries()
         && let Some(bin) = bins.into_iter().next().filter(|b| !b.is_empty())

@@ -461,6 +461,14 @@ impl Loader {
             }
             Ok(e)
         };
+        // a cold start (kernels not cached yet) takes seconds: say what is happening
+        tracing::info!(
+            model = %name,
+            version,
+            "loading: opening the device and warming up at batch 1 and {} (first runs compile the kernels)",
+            policy.max_batch
+        );
+        let started = std::time::Instant::now();
         let mut instances = Vec::with_capacity(policy.instances);
         for _ in 0..policy.instances.max(1) {
             let engine = tokio::task::spawn_blocking(open.clone())
@@ -479,7 +487,14 @@ impl Loader {
         }
         let worker = Worker::start(name.to_string(), instances, policy, self.metrics.clone());
         self.metrics.device_info(name, version, &worker.description);
-        tracing::info!(model = %name, version, precision = %package.precision, engine = %worker.description, "model loaded");
+        tracing::info!(
+            model = %name,
+            version,
+            precision = %package.precision,
+            engine = %worker.description,
+            seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+            "model loaded"
+        );
         Ok(Arc::new(Model {
             name: name.to_string(),
             version: version.to_string(),

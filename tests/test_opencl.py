@@ -296,3 +296,42 @@ def test_pocl_threads_bind_to_the_binarys_spinning_condition_waits(w):
     assert waits > 0 and signals > 0 and spun > 0, (waits, spun, signals)
     waits, spun, _ = counts("pocl", "0")
     assert waits > 0 and spun == 0
+
+
+def test_explicit_zero_padding_folds_into_the_kernels(w):
+    """ResNet-18 with its stem's padding written as separate Pad nodes (as tf2onnx writes
+    Keras' ZeroPadding2D before the 7x7 convolution and the max pooling) compiles to the same
+    int8 plan as the zoo model: no Pad, Quantize or Dequantize left to run on the host, and
+    the same bytes on PoCL as the reference and as the zoo model."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    zoo = w.tmp / "r18.onnx"
+    w("zoo", "resnet18", "--seed", "2", "-o", zoo)
+    m = onnx.load(zoo)
+    nodes = []
+    for n in m.graph.node:
+        pads = next((a for a in n.attribute if a.name == "pads"), None)
+        if (n.name == "conv1" or n.op_type == "MaxPool") and pads is not None and any(pads.ints):
+            p = list(pads.ints)
+            m.graph.initializer.append(numpy_helper.from_array(np.array([0, 0, p[0], p[1], 0, 0, p[2], p[3]], np.int64), f"{n.name}_pads"))
+            nodes.append(helper.make_node("Pad", [n.input[0], f"{n.name}_pads"], [f"{n.name}_padded"], name=f"{n.name}_zeropad"))
+            n.input[0] = f"{n.name}_padded"
+            pads.ints[:] = [0, 0, 0, 0]
+        nodes.append(n)
+    m.graph.ClearField("node")
+    m.graph.node.extend(nodes)
+    padded = w.tmp / "r18_padded.onnx"
+    onnx.save(m, padded)
+    assert sum(n.op_type == "Pad" for n in onnx.load(padded).graph.node) == 2
+    calib = w.tmp / "calib.npy"
+    np.save(calib, np.random.default_rng(0).standard_normal((8, 3, 224, 224)).astype(np.float32))
+    for src in (zoo, padded):
+        w("compile", src, "--calib", calib, "-o", src.with_suffix(".weft"))
+    ops = {o["op"] for o in json.loads(w("inspect", padded.with_suffix(".weft"), "--json").stdout)["ops"]}
+    assert not ops & {"Pad", "Quantize", "Dequantize"} - {o["op"] for o in json.loads(w("inspect", zoo.with_suffix(".weft"), "--json").stdout)["ops"]}, ops
+    assert "Pad" not in ops
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    got = same_bytes(w, padded.with_suffix(".weft"), x)
+    want = same_bytes(w, zoo.with_suffix(".weft"), x)
+    assert got.tobytes() == want.tobytes()

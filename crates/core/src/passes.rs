@@ -1,5 +1,6 @@
 //! Graph passes: constant folding, BatchNorm folded into Conv, activation fusion marks,
-//! identity and dead-node removal.
+//! explicit zero padding folded into the convolution or pooling after it, identity and
+//! dead-node removal.
 
 use std::collections::HashSet;
 
@@ -18,6 +19,7 @@ pub struct PassReport {
     pub folded_constants: usize,
     pub folded_batchnorms: usize,
     pub fused_activations: usize,
+    pub folded_pads: usize,
     pub removed_nodes: usize,
 }
 
@@ -30,6 +32,7 @@ pub fn optimize(graph: &mut Graph, eval: Evaluate) -> Result<PassReport> {
     report.removed_nodes += remove_identities(graph);
     report.folded_batchnorms = fold_batchnorm(graph);
     report.fused_activations = fuse_activations(graph);
+    report.folded_pads = fold_pads(graph);
     report.removed_nodes += remove_dead(graph);
     Ok(report)
 }
@@ -209,6 +212,140 @@ pub fn fuse_activations(graph: &mut Graph) -> usize {
         fused += 1;
     }
     fused
+}
+
+/// Folds an explicit zero `Pad` of the two spatial axes (as TensorFlow exports write before
+/// a strided convolution or a pooling: Keras' `ZeroPadding2D`) into the padding of the
+/// `Conv` that reads it, and into a `MaxPool`'s when the padded values are known to be
+/// non-negative (after a ReLU), where padding with zero and padding that never wins are the
+/// same. The window and output size stay exactly as they were; the kernels then pad in
+/// place instead of the pad running as a separate (host) step. A `SAME_*` consumer is
+/// resolved to explicit pads from the inferred shapes. Returns the consumers rewired; the
+/// `Pad` goes once nothing reads it.
+pub fn fold_pads(graph: &mut Graph) -> usize {
+    use crate::op::{PadMode, Padding};
+    let Ok(shapes) = crate::shape::infer(graph, &Default::default()) else {
+        return 0;
+    };
+    // SAME padding depends on the spatial size: resolved only when no input dimension past
+    // the batch is symbolic (then the inferred sizes are the real ones)
+    let sizes_known = graph.inputs.iter().all(|i| i.shape.iter().skip(1).all(Option::is_some));
+    let producers = graph.producers();
+    let graph_outputs: HashSet<String> = graph.outputs.iter().map(|o| o.name.clone()).collect();
+    let mut folded = 0;
+    for pad_idx in 0..graph.nodes.len() {
+        let pad = &graph.nodes[pad_idx];
+        if pad.op
+            != (Op::Pad {
+                mode: PadMode::Constant,
+            })
+            || pad.input(3).is_some()
+        {
+            continue;
+        }
+        let (Some(x), Some(out)) = (pad.input(0), pad.outputs.first()) else {
+            continue;
+        };
+        if graph_outputs.contains(out) {
+            continue;
+        }
+        let zero_value = match pad.input(2) {
+            None => true,
+            Some(v) => graph
+                .initializers
+                .get(v)
+                .is_some_and(|t| t.len() == 1 && t.to_f32().iter().all(|&v| v == 0.0)),
+        };
+        let Some(pads) = pad.input(1).and_then(|p| graph.initializers.get(p)) else {
+            continue;
+        };
+        let pads: Vec<i64> = pads.to_f32().iter().map(|&v| v as i64).collect();
+        // [n, c, h, w] begins then ends: only h and w, none negative (a crop)
+        if !zero_value || pads.len() != 8 || pads.iter().any(|&p| p < 0) || pads[0] + pads[1] + pads[4] + pads[5] != 0 {
+            continue;
+        }
+        let added = [pads[2], pads[3], pads[6], pads[7]].map(|p| p as usize);
+        let non_negative = producers.get(x).is_some_and(|&i| match &graph.nodes[i].op {
+            Op::Relu => true,
+            Op::Conv(c) => match c.activation {
+                Some(Activation::Relu) => true,
+                Some(Activation::Clip { min, .. }) => min >= 0.0,
+                None => false,
+            },
+            _ => false,
+        });
+        let (x, out) = (x.to_string(), out.clone());
+        let Some(padded) = shapes.shape(&out).map(<[usize]>::to_vec) else {
+            continue;
+        };
+        if padded.len() != 4 {
+            continue;
+        }
+        for idx in 0..graph.nodes.len() {
+            let node = &graph.nodes[idx];
+            if node.input(0) != Some(out.as_str()) || node.inputs.iter().skip(1).any(|i| *i == out) {
+                continue;
+            }
+            // the consumer's own window on the padded input: [kernel span, stride, dilation]
+            let (padding, kernel, strides, dilations) = match &node.op {
+                Op::Conv(c) => {
+                    let k = match c.kernel_shape {
+                        Some(k) => k,
+                        None => match node.input(1).and_then(|w| shapes.shape(w)) {
+                            Some([_, _, kh, kw]) => [*kh, *kw],
+                            _ => continue,
+                        },
+                    };
+                    (&c.padding, k, c.strides, c.dilations)
+                }
+                Op::MaxPool(p) if non_negative && !p.ceil_mode => (&p.padding, p.kernel_shape, p.strides, p.dilations),
+                _ => continue,
+            };
+            if matches!(padding, Padding::SameUpper | Padding::SameLower) && !sizes_known {
+                continue;
+            }
+            let mut total = [0usize; 4];
+            let mut ok = true;
+            for axis in 0..2 {
+                match crate::shape::window(
+                    padded[2 + axis],
+                    kernel[axis],
+                    strides[axis],
+                    dilations[axis],
+                    padding,
+                    false,
+                    axis,
+                ) {
+                    Ok(w) => {
+                        total[axis] = w.pad_begin + added[axis];
+                        total[axis + 2] = w.pad_end + added[axis + 2];
+                        let span = (kernel[axis] - 1) * dilations[axis] + 1;
+                        // a max-pooling window wholly in its padding would answer -inf where
+                        // the zero-padded input gave 0
+                        if matches!(node.op, Op::MaxPool(_)) && (total[axis] >= span || total[axis + 2] >= span) {
+                            ok = false;
+                        }
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let node = &mut graph.nodes[idx];
+            match &mut node.op {
+                Op::Conv(c) => c.padding = Padding::Explicit(total),
+                Op::MaxPool(p) => p.padding = Padding::Explicit(total),
+                _ => continue,
+            }
+            node.inputs[0] = x.clone();
+            folded += 1;
+        }
+    }
+    if folded > 0 {
+        remove_dead(graph);
+    }
+    folded
 }
 
 /// Drops nodes that do not contribute to a graph output, and unused initializers.

@@ -335,3 +335,18 @@ def test_explicit_zero_padding_folds_into_the_kernels(w):
     got = same_bytes(w, padded.with_suffix(".weft"), x)
     want = same_bytes(w, zoo.with_suffix(".weft"), x)
     assert got.tobytes() == want.tobytes()
+    # a reflecting pad cannot fold: it runs on the host, and the profile names it there
+    for n in m.graph.node:
+        if n.op_type == "Pad" and n.name == "conv1_zeropad":
+            n.attribute.append(helper.make_attribute("mode", "reflect"))
+    reflect = w.tmp / "r18_reflect.onnx"
+    onnx.save(m, reflect)
+    w("compile", reflect, "--calib", calib, "-o", reflect.with_suffix(".weft"))
+    same_bytes(w, reflect.with_suffix(".weft"), x[:1])
+    np.save(w.tmp / "x1.npy", x[:1])
+    prof = w("run", reflect.with_suffix(".weft"), "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy",
+             "--output", w.tmp / "y1.npy").stdout
+    rows = [l.split() for l in prof.splitlines()]
+    assert ["conv1_zeropad", "(Pad)", "host", "[1,", "3,", "230,", "230]"] in [r[:7] for r in rows], prof
+    assert any(r[:3] == ["on", "the", "host"] for r in rows), prof
+    assert not any(r[:2] == ["maxpool_zeropad", "(Pad)"] for r in rows), prof

@@ -149,6 +149,7 @@ pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
     );
     let mut total = (0f64, 0u64);
     let mut waits = 0f64;
+    let mut on_host = (0usize, 0f64);
     for l in layers {
         let gops = if l.micros > 0.0 {
             2.0 * l.macs as f64 / (l.micros * 1e3)
@@ -165,6 +166,11 @@ pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
             gops,
             l.wait_micros
         );
+        if l.kernel == weft_opencl::HOST {
+            on_host.0 += 1;
+            on_host.1 += l.micros;
+            continue;
+        }
         waits += l.wait_micros;
         total.0 += l.micros;
         total.1 += l.macs;
@@ -178,8 +184,19 @@ pub fn print_profile(layers: &[weft_opencl::LayerProfile]) {
         "{:<36} {:<10} {:>22} {:>14} {:>10.1} {:>8.1} {:>8.1}",
         "total", "", "", total.1, total.0, gops, waits
     );
+    if on_host.0 > 0 {
+        println!(
+            "{:<36} {:<10} {:>22} {:>14} {:>10.1}",
+            format!("on the host ({} nodes)", on_host.0),
+            weft_opencl::HOST,
+            "",
+            "",
+            on_host.1
+        );
+    }
     println!(
-        "(us: kernel time; wait us: the device idle before the kernel: since the previous one ended, or since the first was enqueued)"
+        "(us: kernel time, or for `host` rows the host's time for a node the plan could not place on the device; \
+         wait us: the device idle before the kernel: since the previous one ended, or since the first was enqueued)"
     );
 }
 

@@ -22,4 +22,4 @@ pub use fpga::{FPGA_WG, FpgaLayer, FpgaProgram, fpga_program, fpga_source};
 pub use pack::stem_fold_words;
 pub use plan::{KernelKind, KernelSet, LayerKernel, QCONV_TM};
 pub use program::{ProgramOptions, ProgramSource, build_binary, build_binary_of, cache_dir, kernel_source};
-pub use session::{LayerProfile, Session, SessionOptions};
+pub use session::{HOST, LayerProfile, Session, SessionOptions};

@@ -54,7 +54,8 @@ pub struct SessionOptions {
 
 const GUARD_BYTE: u8 = 0xA5;
 
-/// Timing of one layer in a profiled run.
+/// Timing of one layer in a profiled run: a kernel, or a node the plan runs on the host
+/// (`kernel` is then [`HOST`] and `micros` the host's time for it).
 #[derive(Clone, Debug)]
 pub struct LayerProfile {
     pub node: String,
@@ -66,6 +67,10 @@ pub struct LayerProfile {
     /// for the run's first kernel since it was enqueued (launch cost, host work between).
     pub wait_micros: f64,
 }
+
+/// The `kernel` of a profiled node that ran on the host (by the reference executor), with
+/// its op: `host:Pad`.
+pub const HOST: &str = "host";
 
 struct Prepared {
     plan: Plan,
@@ -455,6 +460,8 @@ impl Session {
         // values produced on the host during the run (inputs are read in place)
         let mut host: HashMap<String, Tensor> = HashMap::new();
         let mut events: Vec<(usize, Event)> = Vec::new();
+        // profiled runs: each host node's step, time and output shape
+        let mut host_times: Vec<(usize, f64, Vec<usize>)> = Vec::new();
         let Prepared { plan, slots, launches } = prepared;
         // the main queue's marker the side launches wait for, and the side launches the
         // main queue waits for at the next join
@@ -551,6 +558,7 @@ impl Session {
                 Step::Download { value, loc, shape } => reads.start(slots, value, loc, shape)?,
                 Step::Host { node } => {
                     reads.settle(&mut host)?;
+                    let started = Instant::now();
                     let n = &self.graph.nodes[*node];
                     let ins: Vec<Option<&Tensor>> = n
                         .inputs
@@ -573,6 +581,15 @@ impl Session {
                             other => other,
                         };
                         host.insert(name.clone(), t);
+                    }
+                    if self.profile {
+                        let shape = n
+                            .outputs
+                            .first()
+                            .and_then(|o| host.get(o))
+                            .map(|t| t.shape().to_vec())
+                            .unwrap_or_default();
+                        host_times.push((si, started.elapsed().as_secs_f64() * 1e6, shape));
                     }
                 }
             }
@@ -599,7 +616,25 @@ impl Session {
         }
         if self.profile {
             let mut prev_end: Option<u64> = None;
-            self.last_profile = events
+            let mut rows: Vec<(usize, LayerProfile)> = host_times
+                .into_iter()
+                .map(|(si, micros, shape)| {
+                    let node = match &plan.steps[si] {
+                        Step::Host { node } => &self.graph.nodes[*node],
+                        _ => unreachable!("host_times holds host steps"),
+                    };
+                    let row = LayerProfile {
+                        node: format!("{} ({})", node.name, node.op.name()),
+                        kernel: HOST,
+                        shape,
+                        macs: 0,
+                        micros,
+                        wait_micros: 0.0,
+                    };
+                    (si, row)
+                })
+                .collect();
+            let kernels = events
                 .iter()
                 .filter_map(|(si, e)| {
                     let Step::Launch {
@@ -618,16 +653,22 @@ impl Session {
                         None => e.profiling_command_queued().ok()?,
                     };
                     prev_end = Some(end);
-                    Some(LayerProfile {
-                        node: node.clone(),
-                        kernel: kernel.name(),
-                        shape: shape.clone(),
-                        macs: *macs,
-                        micros: end.saturating_sub(start) as f64 / 1e3,
-                        wait_micros: start.saturating_sub(since) as f64 / 1e3,
-                    })
+                    Some((
+                        *si,
+                        LayerProfile {
+                            node: node.clone(),
+                            kernel: kernel.name(),
+                            shape: shape.clone(),
+                            macs: *macs,
+                            micros: end.saturating_sub(start) as f64 / 1e3,
+                            wait_micros: start.saturating_sub(since) as f64 / 1e3,
+                        },
+                    ))
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            rows.extend(kernels);
+            rows.sort_by_key(|(si, _)| *si);
+            self.last_profile = rows.into_iter().map(|(_, r)| r).collect();
         }
         self.graph
             .outputs

@@ -330,8 +330,18 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, out_shape: &[usize]) -> Result<Array
 fn pad(x: &ArrayD<f32>, pads: &[i64], mode: PadMode, value: f32, out_shape: &[usize]) -> ArrayD<f32> {
     let rank = x.ndim();
     let in_shape = x.shape().to_vec();
+    if mode == PadMode::Constant && pads.iter().all(|&p| p >= 0) {
+        // the common case (zero padding): fill, then copy the input into the interior
+        let mut out = ArrayD::from_elem(IxDyn(out_shape), value);
+        out.slice_each_axis_mut(|ax| {
+            let begin = pads[ax.axis.index()] as usize;
+            ndarray::Slice::from(begin..begin + in_shape[ax.axis.index()])
+        })
+        .assign(x);
+        return out;
+    }
+    let mut src = vec![0usize; rank];
     ArrayD::from_shape_fn(IxDyn(out_shape), |idx| {
-        let mut src = Vec::with_capacity(rank);
         for d in 0..rank {
             let i = idx[d] as i64 - pads[d];
             let n = in_shape[d] as i64;
@@ -352,7 +362,7 @@ fn pad(x: &ArrayD<f32>, pads: &[i64], mode: PadMode, value: f32, out_shape: &[us
                     }
                 }
             };
-            src.push(j as usize);
+            src[d] = j as usize;
         }
         x[IxDyn(&src)]
     })

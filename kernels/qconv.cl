@@ -473,3 +473,59 @@ __kernel void qfold(__global const uint* restrict x, __global uint* restrict out
     }
     if (q > 0) store_words16(o, v, OW - ox0);
 }
+
+// Depthwise convolution (one input channel per group, one output channel each: MobileNet's
+// 3x3 layers), which the two forms above cannot take (they reduce over 4-channel words).
+// One work-item computes 16 consecutive output pixels of one row for one channel block: per
+// kernel position, the 16 input words (`row_words16`: vector loads at strides 1 and 2,
+// padding cells reading pad_word) times the position's 4 weights, as four int16 vectors of 4 pixels x 4 channels.
+// Weights: words [CB][KH * KW], word (cb, ky * KW + kx) the 4 int8 weights of channels
+// 4cb .. 4cb+3 (zero past C); `bias` the 4 * CB biases with the input zero point folded in
+// (bias - zp_x * sum(w)), so padding cells read zp_x as in `qconv`. Requantization as there:
+// clamp((acc * mult + add) >> shift) per channel, `add` = zp_out * 2^shift + 2^(shift-1)
+// (padding channels: mult 0, shift 0, add zp_out).
+__kernel void qdwconv(__global const uint* restrict x, __global const int* restrict w,
+                      __global const int* restrict bias, __global const int* restrict mult,
+                      __global const int* restrict shift, __global const long* restrict add,
+                      __global uint* restrict out,
+                      int CB, int H, int W, int OH, int OW, int KH, int KW, int SY, int SX, int DY, int DX,
+                      int PT, int PL, uint pad_word, int lo, int hi, int in_words)
+{
+    const int ox0 = get_global_id(0) * 16;
+    const int oy = get_global_id(1);
+    const int z = get_global_id(2);      // image * CB + channel block
+    if (ox0 >= OW || oy >= OH) return;
+    const int cb = z % CB;
+    __global const int* wp = w + (size_t)cb * KH * KW;
+    const int4 b4 = vload4(cb, bias);
+    int16 acc0 = (int16)(b4, b4, b4, b4);
+    int16 acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    const int16 lane_x = ox0 * SX - PL + LANES16 * SX;
+    const uint16 pad = (uint16)(pad_word);
+    for (int ky = 0; ky < KH; ky++) {
+        const int iy = oy * SY - PT + ky * DY;
+        const long row = ((long)z * H + iy) * W;
+        for (int kx = 0; kx < KW; kx++) {
+            const uint16 v = (iy >= 0 && iy < H) ? row_words16(x, row, lane_x + kx * DX, W, SX, in_words, pad_word) : pad;
+            const char4 wv = as_char4(wp[ky * KW + kx]);
+            const int16 w16 = convert_int16((char16)(wv, wv, wv, wv));
+            acc0 += convert_int16(as_uchar16(v.s0123)) * w16;
+            acc1 += convert_int16(as_uchar16(v.s4567)) * w16;
+            acc2 += convert_int16(as_uchar16(v.s89ab)) * w16;
+            acc3 += convert_int16(as_uchar16(v.scdef)) * w16;
+        }
+    }
+    const int4 m4 = vload4(cb, mult);
+    const int4 s4 = vload4(cb, shift);
+    const long4 a4 = vload4(cb, add);
+    const long16 mu = convert_long16((int16)(m4, m4, m4, m4));
+    const long16 sh = convert_long16((int16)(s4, s4, s4, s4));
+    const long16 ad = (long16)(a4, a4, a4, a4);
+    // vector bounds: see weft_requant16c
+    const long16 lo16 = (long16)(lo), hi16 = (long16)(hi);
+    const uint4 o0 = as_uint4(convert_uchar16(clamp((convert_long16(acc0) * mu + ad) >> sh, lo16, hi16)));
+    const uint4 o1 = as_uint4(convert_uchar16(clamp((convert_long16(acc1) * mu + ad) >> sh, lo16, hi16)));
+    const uint4 o2 = as_uint4(convert_uchar16(clamp((convert_long16(acc2) * mu + ad) >> sh, lo16, hi16)));
+    const uint4 o3 = as_uint4(convert_uchar16(clamp((convert_long16(acc3) * mu + ad) >> sh, lo16, hi16)));
+    store_words16(out + (size_t)z * OH * OW + (size_t)oy * OW + ox0, (uint16)(o0, o1, o2, o3), min(16, OW - ox0));
+}

@@ -7,6 +7,9 @@ independently of weft's own exporter:
 - `keras_style_resnet`: as tf2onnx writes Keras models (NHWC input with a leading
   Transpose, SAME padding, ReduceMean over H and W for global pooling, MatMul + Add
   dense head, Softmax).
+- `mobilenet_v2`: torchvision's MobileNetV2 as torch.onnx.export writes it (opset 17,
+  BatchNorm folded, ReLU6 as Clip with min/max inputs, depthwise 3x3 convolutions as Conv
+  with `group` = channels, inverted residual blocks, GlobalAveragePool + Flatten + Gemm).
 """
 
 import numpy as np
@@ -42,6 +45,24 @@ class _Builder:
         )
         return out
 
+    def conv_g(self, scope, x, cin, cout, k, stride, group, gain=1.0):
+        """A grouped Conv with folded BatchNorm ("same" padding for odd k)."""
+        w = self.rng.standard_normal((cout, cin // group, k, k)).astype(np.float32)
+        w *= np.sqrt(2.0 / (cin // group * k * k)) * gain
+        b = (self.rng.standard_normal(cout) * 0.05).astype(np.float32)
+        out = f"{scope}/Conv_output_0"
+        self.nodes.append(
+            N("Conv", [x, self.init(w), self.init(b)], [out], name=f"{scope}/Conv",
+              kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4, dilations=[1, 1], group=group)
+        )
+        return out
+
+    def relu6(self, scope, x):
+        out = f"{scope}/Clip_output_0"
+        lo, hi = self.init(np.float32(0.0), f"{scope}/Constant_output_0"), self.init(np.float32(6.0), f"{scope}/Constant_1_output_0")
+        self.nodes.append(N("Clip", [x, lo, hi], [out], name=f"{scope}/Clip"))
+        return out
+
     def relu(self, scope, x):
         out = f"{scope}/Relu_output_0"
         self.nodes.append(N("Relu", [x], [out], name=f"{scope}/Relu"))
@@ -74,18 +95,26 @@ def pytorch_style_resnet(depth=50, seed=0, num_classes=1000, size=224):
             b.nodes.append(N("Add", [y, short], [f"{s}/Add_output_0"], name=f"{s}/Add"))
             x = b.relu(f"{s}/relu_2", f"{s}/Add_output_0")
             cin = cout
-    b.nodes.append(N("GlobalAveragePool", [x], ["/avgpool/GlobalAveragePool_output_0"], name="/avgpool/GlobalAveragePool"))
-    b.nodes.append(N("Flatten", ["/avgpool/GlobalAveragePool_output_0"], ["/Flatten_output_0"], name="/Flatten", axis=1))
-    fc_w = b.init(b.rng.standard_normal((num_classes, cin)).astype(np.float32) / np.sqrt(cin), "fc.weight")
-    fc_b = b.init(np.zeros(num_classes, np.float32), "fc.bias")
-    b.nodes.append(N("Gemm", ["/Flatten_output_0", fc_w, fc_b], ["495"], name="/fc/Gemm", alpha=1.0, beta=1.0, transB=1))
+    return _torch_head(b, x, cin, num_classes, size, "/avgpool/GlobalAveragePool", "fc", "/fc/Gemm",
+                       ("input.1", "495", "batch_size"), "2.1.0")
+
+
+def _torch_head(b, x, cin, num_classes, size, pool, fc, gemm, io, version):
+    """GlobalAveragePool + Flatten + Gemm (as torchvision classifiers export), then the
+    model: `io` the input, output and batch dimension names."""
+    b.nodes.append(N("GlobalAveragePool", [x], [f"{pool}_output_0"], name=pool))
+    b.nodes.append(N("Flatten", [f"{pool}_output_0"], ["/Flatten_output_0"], name="/Flatten", axis=1))
+    fc_w = b.init(b.rng.standard_normal((num_classes, cin)).astype(np.float32) / np.sqrt(cin), f"{fc}.weight")
+    fc_b = b.init(np.zeros(num_classes, np.float32), f"{fc}.bias")
+    inp, out, batch = io
+    b.nodes.append(N("Gemm", ["/Flatten_output_0", fc_w, fc_b], [out], name=gemm, alpha=1.0, beta=1.0, transB=1))
     g = helper.make_graph(
         b.nodes, "main_graph",
-        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["batch_size", 3, size, size])],
-        [helper.make_tensor_value_info("495", TensorProto.FLOAT, ["batch_size", num_classes])],
+        [helper.make_tensor_value_info(inp, TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, num_classes])],
         b.inits,
     )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch", producer_version="2.1.0")
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="pytorch", producer_version=version)
     m.ir_version = ir_version(17)
     return m
 
@@ -131,3 +160,37 @@ def keras_style_resnet(seed=0, size=32, num_classes=10):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx", producer_version="1.16.1")
     m.ir_version = ir_version(13)
     return m
+
+
+def mobilenet_v2(seed=0, size=224, num_classes=1000, width=1.0):
+    """torchvision's MobileNetV2 layout (inverted residuals t, c, n, s), seeded weights."""
+    b = _Builder(seed)
+
+    def ch(c):
+        return max(8, int(c * width + 4) // 8 * 8)
+
+    x = "input"
+    cin = ch(32)
+    x = b.relu6("/features/features.0/features.0.2", b.conv_g("/features/features.0/features.0.0", x, 3, cin, 3, 2, 1))
+    idx = 1
+    for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]:
+        cout = ch(c)
+        for i in range(n):
+            scope = f"/features/features.{idx}/conv"
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            y = x
+            if t != 1:
+                y = b.relu6(f"{scope}/conv.0/conv.0.2", b.conv_g(f"{scope}/conv.0/conv.0.0", y, cin, hidden, 1, 1, 1))
+            y = b.relu6(f"{scope}/conv.1/conv.1.2", b.conv_g(f"{scope}/conv.1/conv.1.0", y, hidden, hidden, 3, stride, hidden))
+            y = b.conv_g(f"{scope}/conv.2" if t == 1 else f"{scope}/conv.3", y, hidden, cout, 1, 1, 1, gain=0.5)
+            if stride == 1 and cin == cout:
+                out = f"/features/features.{idx}/Add_output_0"
+                b.nodes.append(N("Add", [x, y], [out], name=f"/features/features.{idx}/Add"))
+                y = out
+            x, cin = y, cout
+            idx += 1
+    last = ch(1280) if width > 1.0 else 1280
+    x = b.relu6(f"/features/features.{idx}/features.{idx}.2", b.conv_g(f"/features/features.{idx}/features.{idx}.0", x, cin, last, 1, 1, 1))
+    return _torch_head(b, x, last, num_classes, size, "/GlobalAveragePool", "classifier.1", "/classifier/classifier.1/Gemm",
+                       ("input", "output", "batch"), "2.5.1")

@@ -350,3 +350,32 @@ def test_explicit_zero_padding_folds_into_the_kernels(w):
     assert ["conv1_zeropad", "(Pad)", "host", "[1,", "3,", "230,", "230]"] in [r[:7] for r in rows], prof
     assert any(r[:3] == ["on", "the", "host"] for r in rows), prof
     assert not any(r[:2] == ["maxpool_zeropad", "(Pad)"] for r in rows), prof
+
+
+def test_mobilenet_v2_int8_runs_every_convolution_on_the_device(w):
+    """torchvision's MobileNetV2 layout (depthwise 3x3 convolutions, ReLU6, inverted
+    residuals; a narrow, small-input copy to keep the test short) compiles to int8, runs
+    bit-exact on PoCL, with every depthwise layer in `qdwconv` and no node on the host but
+    the output's dequantize; its answers follow onnxruntime's float ones."""
+    import onnx
+
+    from conftest import ort_run
+    from foreign_models import mobilenet_v2
+
+    model = w.tmp / "mbv2.onnx"
+    onnx.save(mobilenet_v2(seed=3, size=64, num_classes=10, width=0.5), model)
+    rng = np.random.default_rng(0)
+    np.save(w.tmp / "calib.npy", rng.standard_normal((16, 3, 64, 64)).astype(np.float32))
+    pkg = w.tmp / "mbv2.weft"
+    w("compile", model, "--calib", w.tmp / "calib.npy", "-o", pkg)
+    x = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    got = same_bytes(w, pkg, x)
+    want = ort_run(model, {"input": x})["output"]
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.95, cos
+    np.save(w.tmp / "x1.npy", x[:1])
+    prof = w("run", pkg, "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy", "--output", w.tmp / "y1.npy").stdout
+    rows = [l.split() for l in prof.splitlines()]
+    assert sum("qdwconv" in r for r in rows) == 17, prof
+    host = [r[0] for r in rows if "host" in r[1:3] and r[0] != "on"]
+    assert host == ["output.dequantize"], prof

@@ -376,6 +376,105 @@ pub(super) struct ConvShape {
 
 impl Planner<'_> {
     /// The constant weights of `node` (its input 1), or an error naming the node.
+    /// Whether integer convolution `node` is depthwise: one input channel per group and one
+    /// output channel per group (`qdwconv`), with no fused residual.
+    pub(super) fn is_depthwise(&self, node: &weft_core::Node, q: &weft_core::op::QConv) -> bool {
+        let c = node.input(0).map(|x| self.shape(x)).and_then(|s| s.get(1).copied());
+        q.residual_zero_point.is_none()
+            && q.conv.group > 1
+            && c == Some(q.conv.group)
+            && self
+                .conv_weights(node)
+                .is_ok_and(|w| matches!(w.shape(), &[m, 1, _, _] if m == q.conv.group))
+    }
+
+    /// Plans depthwise convolution `node` over `xg` as one `qdwconv` launch, packing its
+    /// constants (see kernels/qconv.cl): weights as words [CB][KH * KW] of 4 channels, biases
+    /// with the input zero point folded in, multipliers, shifts and addends per channel,
+    /// padded to whole channel blocks.
+    pub(super) fn depthwise_launch(
+        &mut self,
+        node: &weft_core::Node,
+        consts: &mut Consts,
+        xg: Geom,
+        q: &weft_core::op::QConv,
+    ) -> Result<(), OpenClError> {
+        let ConvShape { m, og, geo, .. } = self.qconv_shape(node, &q.conv, xg)?;
+        let g = self.graph;
+        let get = |i: usize| {
+            node.input(i)
+                .and_then(|n| g.initializers.get(n))
+                .ok_or_else(|| OpenClError::Unsupported(format!("{}: input {i} is not constant", node.name)))
+        };
+        let taps = geo.kh * geo.kw;
+        let cb = m.div_ceil(4);
+        let w: Vec<i64> = self.conv_weights(node)?.to_i64_vec();
+        let bias = crate::pack::i32_values(get(2)?);
+        let mults = crate::pack::i32_values(get(3)?);
+        let shifts = crate::pack::i32_values(get(4)?);
+        let zp_x = i64::from(q.x_zero_point);
+        let zp_out = q.out.zero_point;
+        let mut words = vec![0u32; cb * taps];
+        let mut folded = vec![0i32; cb * 4];
+        let mut mult = vec![0i32; cb * 4];
+        let mut shift = vec![0i32; cb * 4];
+        let mut add = vec![i64::from(zp_out); cb * 4];
+        for c in 0..m {
+            let wc = &w[c * taps..(c + 1) * taps];
+            for (t, &v) in wc.iter().enumerate() {
+                words[(c / 4) * taps + t] |= u32::from(v as i8 as u8) << (8 * (c % 4));
+            }
+            let sum: i64 = wc.iter().sum();
+            folded[c] = (i64::from(bias[c]) - zp_x * sum) as i32;
+            mult[c] = mults[c];
+            shift[c] = shifts[c];
+            add[c] = (i64::from(zp_out) << shifts[c]) + (1i64 << (shifts[c] - 1));
+        }
+        let key = |what: &str| format!("{}#{what}", node.name);
+        consts.insert(key("dw_w"), words_le(&words, |v: u32| v.to_le_bytes().to_vec()));
+        consts.insert(key("dw_b"), words_le(&folded, |v: i32| v.to_le_bytes().to_vec()));
+        consts.insert(key("dw_mult"), words_le(&mult, |v: i32| v.to_le_bytes().to_vec()));
+        consts.insert(key("dw_shift"), words_le(&shift, |v: i32| v.to_le_bytes().to_vec()));
+        consts.insert(key("dw_add"), words_le(&add, |v: i64| v.to_le_bytes().to_vec()));
+        let x_slot = self.slot_of(&node.inputs[0]);
+        let slot = self.alloc(og.bytes());
+        let pad_word = u32::from(q.x_zero_point as u8) * 0x0101_0101;
+        let mut args = vec![
+            Arg::Slot(x_slot),
+            Arg::Const(key("dw_w")),
+            Arg::Const(key("dw_b")),
+            Arg::Const(key("dw_mult")),
+            Arg::Const(key("dw_shift")),
+            Arg::Const(key("dw_add")),
+            Arg::Slot(slot),
+            int(xg.cb()),
+            int(xg.h),
+            int(xg.w),
+            int(og.h),
+            int(og.w),
+        ];
+        args.extend(geo.args());
+        args.extend([
+            Arg::U32(pad_word),
+            Arg::I32(q.out.clamp[0]),
+            Arg::I32(q.out.clamp[1]),
+            int(self.slots.size(x_slot) / 4),
+        ]);
+        let macs = (og.n * m * og.h * og.w * taps) as u64;
+        // one work-item per 16 pixels of a row and channel block
+        self.launch(
+            &node.name,
+            KernelKind::QDwConv,
+            args,
+            [og.w.div_ceil(16), og.h, og.n * cb],
+            macs,
+            vec![og.n, m, og.h, og.w],
+        );
+        let out = node.outputs.first().cloned().unwrap_or_default();
+        self.bind(&out, Loc::U8 { slot, geom: og });
+        Ok(())
+    }
+
     fn conv_weights(&self, node: &weft_core::Node) -> Result<&weft_core::Tensor, OpenClError> {
         node.input(1)
             .and_then(|w| self.graph.initializers.get(w))
@@ -473,6 +572,22 @@ pub(super) struct ConvGeo {
     pub(super) strides: [usize; 2],
     pub(super) dilations: [usize; 2],
     pub(super) pads: [usize; 2],
+}
+
+impl ConvGeo {
+    /// `KH KW SY SX DY DX PT PL`, as the `qdwconv` and `fconv` kernels take the window.
+    pub(super) fn args(&self) -> [Arg; 8] {
+        [
+            int(self.kh),
+            int(self.kw),
+            int(self.strides[0]),
+            int(self.strides[1]),
+            int(self.dilations[0]),
+            int(self.dilations[1]),
+            int(self.pads[0]),
+            int(self.pads[1]),
+        ]
+    }
 }
 
 #[cfg(test)]

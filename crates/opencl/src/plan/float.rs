@@ -366,7 +366,7 @@ impl Planner<'_> {
         let mg = m / group;
         let tp = 8;
         for gi in 0..group {
-            let args = vec![
+            let mut args = vec![
                 Arg::Slot(x_slot),
                 Arg::Const(format!("{node}#w{gi}")),
                 Arg::Const(format!("{node}#b")),
@@ -381,17 +381,9 @@ impl Planner<'_> {
                 int(m),
                 int(oh),
                 int(ow),
-                int(geo.kh),
-                int(geo.kw),
-                int(geo.strides[0]),
-                int(geo.strides[1]),
-                int(geo.dilations[0]),
-                int(geo.dilations[1]),
-                int(geo.pads[0]),
-                int(geo.pads[1]),
-                Arg::F32(lo),
-                Arg::F32(hi),
             ];
+            args.extend(geo.args());
+            args.extend([Arg::F32(lo), Arg::F32(hi)]);
             let macs = (n * mg * oh * ow * cg * geo.kh * geo.kw) as u64;
             self.launch(
                 node,

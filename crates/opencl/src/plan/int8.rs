@@ -51,6 +51,13 @@ impl Planner<'_> {
                     out_shape,
                 );
             }
+            Op::QConv(q) if self.is_depthwise(&node, q) => {
+                if !self.requant_fits(&node) {
+                    return self.host(idx);
+                }
+                let xg = self.u8_on_device(&input(0), q.x_zero_point as u8)?;
+                self.depthwise_launch(&node, consts, xg, q)?;
+            }
             Op::QConv(q)
                 if q.conv.group == 1
                     || (q.conv.group > 1

@@ -89,6 +89,8 @@ pub enum KernelKind {
     QFold,
     /// Max pooling, 16 pixels per work-item.
     QMaxPool,
+    /// Depthwise convolution, one output word (4 channels of a pixel) per work-item.
+    QDwConv,
     /// Float kernels; `true` is the f16-storage variant.
     FConv(bool),
     FAdd(bool),
@@ -116,6 +118,7 @@ impl KernelKind {
             KernelKind::QPhase => "qphase",
             KernelKind::QFold => "qfold",
             KernelKind::QMaxPool => "qmaxpool",
+            KernelKind::QDwConv => "qdwconv",
             KernelKind::FConv(false) => "fconv_f32",
             KernelKind::FConv(true) => "fconv_f16",
             KernelKind::FAdd(false) => "fadd_f32",
@@ -147,6 +150,7 @@ impl KernelKind {
                 KernelKind::QPhase,
                 KernelKind::QFold,
                 KernelKind::QMaxPool,
+                KernelKind::QDwConv,
             ],
             Some(h) => vec![
                 KernelKind::FConv(h),

@@ -29,6 +29,8 @@ pub enum Groups {
     OneOrTwoAligned,
     /// One group, two groups, or depthwise.
     Any,
+    /// Depthwise only (one input and one output channel per group), without a residual.
+    Depthwise,
 }
 
 /// Kernels 1x1, 3x3, 7x7; strides and dilations 1-2; asymmetric pads 0-3; odd sizes and
@@ -46,6 +48,7 @@ pub fn conv_case(groups: Groups) -> impl Strategy<Value = ConvCase> {
     )
         .prop_map(move |((n, c, h, w, m), (k, stride, dilation, pads), (g, a, b, seed))| {
             let (c, m, group) = match (groups, g) {
+                (Groups::Depthwise, _) => (c.max(2), c.max(2), c.max(2)),
                 (_, 0) => (c, m, 1),
                 (Groups::OneOrTwoAligned, _) => (8, (m / 2).max(1) * 2, 2),
                 (Groups::Any, 1) => (c * 2, (m / 2).max(1) * 2, 2),
@@ -62,7 +65,7 @@ pub fn conv_case(groups: Groups) -> impl Strategy<Value = ConvCase> {
                 dilation,
                 pads,
                 group,
-                a,
+                a: a && !matches!(groups, Groups::Depthwise),
                 b,
                 seed,
             }

@@ -10,6 +10,11 @@ independently of weft's own exporter:
 - `mobilenet_v2`: torchvision's MobileNetV2 as torch.onnx.export writes it (opset 17,
   BatchNorm folded, ReLU6 as Clip with min/max inputs, depthwise 3x3 convolutions as Conv
   with `group` = channels, inverted residual blocks, GlobalAveragePool + Flatten + Gemm).
+- `vgg16`: torchvision's VGG-16 (13 3x3 convolutions with ReLU, five 2x2 max poolings,
+  Flatten and three Gemm layers).
+- `densenet121`: torchvision's DenseNet-121 as exported (pre-activation BatchNormalization
+  and ReLU before each 1x1 convolution, the BatchNorm after it folded, Concat of every
+  layer's 32 new channels, transitions with 2x2 average pooling).
 """
 
 import numpy as np
@@ -108,6 +113,12 @@ def _torch_head(b, x, cin, num_classes, size, pool, fc, gemm, io, version):
     fc_b = b.init(np.zeros(num_classes, np.float32), f"{fc}.bias")
     inp, out, batch = io
     b.nodes.append(N("Gemm", ["/Flatten_output_0", fc_w, fc_b], [out], name=gemm, alpha=1.0, beta=1.0, transB=1))
+    return _model(b, size, num_classes, io, version)
+
+
+def _model(b, size, num_classes, io, version):
+    """The builder's nodes as an opset-17 model with a symbolic batch, as torch.onnx writes."""
+    inp, out, batch = io
     g = helper.make_graph(
         b.nodes, "main_graph",
         [helper.make_tensor_value_info(inp, TensorProto.FLOAT, [batch, 3, size, size])],
@@ -193,4 +204,71 @@ def mobilenet_v2(seed=0, size=224, num_classes=1000, width=1.0):
     last = ch(1280) if width > 1.0 else 1280
     x = b.relu6(f"/features/features.{idx}/features.{idx}.2", b.conv_g(f"/features/features.{idx}/features.{idx}.0", x, cin, last, 1, 1, 1))
     return _torch_head(b, x, last, num_classes, size, "/GlobalAveragePool", "classifier.1", "/classifier/classifier.1/Gemm",
+                       ("input", "output", "batch"), "2.5.1")
+
+
+def vgg16(seed=0, size=224, num_classes=1000):
+    """torchvision's VGG-16 layout, seeded weights (the classifier is 120 M parameters)."""
+    b = _Builder(seed)
+    x, cin, idx = "input", 3, 0
+    for block in [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]:
+        for cout in block:
+            x = b.relu(f"/features/features.{idx + 1}", b.conv(f"/features/features.{idx}", x, cin, cout, 3, 1, 1))
+            cin, idx = cout, idx + 2
+        out = f"/features/features.{idx}/MaxPool_output_0"
+        b.nodes.append(N("MaxPool", [x], [out], name=f"/features/features.{idx}/MaxPool", kernel_shape=[2, 2], strides=[2, 2]))
+        x, idx = out, idx + 1
+    b.nodes.append(N("Flatten", [x], ["/Flatten_output_0"], name="/Flatten", axis=1))
+    x, k = "/Flatten_output_0", cin * (size // 32) ** 2
+    for i, (n_out, last) in enumerate([(4096, False), (4096, False), (num_classes, True)]):
+        wt = (b.rng.standard_normal((n_out, k)) * np.sqrt(2.0 / k)).astype(np.float32)
+        out = "output" if last else f"/classifier/classifier.{3 * i}/Gemm_output_0"
+        b.nodes.append(N("Gemm", [x, b.init(wt, f"classifier.{3 * i}.weight"), b.init(np.zeros(n_out), f"classifier.{3 * i}.bias")],
+                         [out], name=f"/classifier/classifier.{3 * i}/Gemm", alpha=1.0, beta=1.0, transB=1))
+        x, k = out, n_out
+        if not last:
+            x = b.relu(f"/classifier/classifier.{3 * i + 1}", x)
+    return _model(b, size, num_classes, ("input", "output", "batch"), "2.5.1")
+
+
+def densenet121(seed=0, size=224, num_classes=1000):
+    """torchvision's DenseNet-121 layout (growth 32, blocks 6-12-24-16), seeded weights and
+    BatchNorm statistics."""
+    b = _Builder(seed)
+
+    def bn(scope, x, c):
+        names = []
+        for what, v in (("weight", 1.0 + 0.1 * b.rng.standard_normal(c)), ("bias", 0.1 * b.rng.standard_normal(c)),
+                        ("running_mean", 0.1 * b.rng.standard_normal(c)), ("running_var", 1.0 + 0.1 * np.abs(b.rng.standard_normal(c)))):
+            names.append(b.init(v, f"{scope}.{what}"))
+        out = f"{scope}/BatchNormalization_output_0"
+        b.nodes.append(N("BatchNormalization", [x, *names], [out], name=f"{scope}/BatchNormalization", epsilon=1e-5))
+        return out
+
+    x = b.relu("/features/relu0", b.conv("/features/conv0", "input", 3, 64, 7, 2, 3))
+    b.nodes.append(N("MaxPool", [x], ["/features/pool0/MaxPool_output_0"], name="/features/pool0/MaxPool",
+                     kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    x, c = "/features/pool0/MaxPool_output_0", 64
+    for bi, layers in enumerate([6, 12, 24, 16]):
+        feats = [x]
+        for li in range(layers):
+            scope = f"/features/denseblock{bi + 1}/denselayer{li + 1}"
+            cat = feats[0]
+            if len(feats) > 1:
+                cat = f"{scope}/Concat_output_0"
+                b.nodes.append(N("Concat", feats, [cat], name=f"{scope}/Concat", axis=1))
+            y = b.relu(f"{scope}/relu1", bn(f"{scope}/norm1", cat, c + 32 * li))
+            y = b.relu(f"{scope}/relu2", b.conv(f"{scope}/conv1", y, c + 32 * li, 128, 1, 1, 0))
+            feats.append(b.conv(f"{scope}/conv2", y, 128, 32, 3, 1, 1))
+        x = f"/features/denseblock{bi + 1}/Concat_output_0"
+        b.nodes.append(N("Concat", feats, [x], name=f"/features/denseblock{bi + 1}/Concat", axis=1))
+        c += 32 * layers
+        if bi < 3:
+            scope = f"/features/transition{bi + 1}"
+            y = b.conv(f"{scope}/conv", b.relu(f"{scope}/relu", bn(f"{scope}/norm", x, c)), c, c // 2, 1, 1, 0)
+            x = f"{scope}/pool/AveragePool_output_0"
+            b.nodes.append(N("AveragePool", [y], [x], name=f"{scope}/pool/AveragePool", kernel_shape=[2, 2], strides=[2, 2]))
+            c //= 2
+    x = b.relu("/features/relu5", bn("/features/norm5", x, c))
+    return _torch_head(b, x, c, num_classes, size, "/GlobalAveragePool", "classifier", "/classifier/Gemm",
                        ("input", "output", "batch"), "2.5.1")

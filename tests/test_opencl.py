@@ -379,3 +379,32 @@ def test_mobilenet_v2_int8_runs_every_convolution_on_the_device(w):
     assert sum("qdwconv" in r for r in rows) == 17, prof
     host = [r[0] for r in rows if "host" in r[1:3] and r[0] != "on"]
     assert host == ["output.dequantize"], prof
+
+
+def test_densenet_pre_activation_batchnorm_runs_on_the_device(w):
+    """torchvision's DenseNet-121 layout (a small input to keep the test short): its
+    pre-activation BatchNorm + ReLU pairs, which no convolution before them can absorb, run
+    as depthwise kernels in the int8 package, bit-exact on PoCL; what stays on the host is
+    named by the profile (the Concats) and nothing else but the output's dequantize."""
+    import onnx
+
+    from conftest import ort_run
+    from foreign_models import densenet121
+
+    model = w.tmp / "dn.onnx"
+    onnx.save(densenet121(seed=1, size=32, num_classes=10), model)
+    rng = np.random.default_rng(0)
+    np.save(w.tmp / "calib.npy", rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
+    pkg = w.tmp / "dn.weft"
+    w("compile", model, "--calib", w.tmp / "calib.npy", "-o", pkg)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = same_bytes(w, pkg, x)
+    want = ort_run(model, {"input": x})["output"]
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > 0.9, cos
+    np.save(w.tmp / "x1.npy", x[:1])
+    prof = w("run", pkg, "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy", "--output", w.tmp / "y1.npy").stdout
+    rows = [l.split() for l in prof.splitlines()]
+    host_ops = {r[1] for r in rows if len(r) > 2 and r[2] == "host" and r[0] != "on"}
+    assert host_ops == {"(Concat)", "(Dequantize)"}, prof
+    assert sum("qdwconv" in r for r in rows) == 62, prof

@@ -18,6 +18,7 @@ pub type Evaluate<'a> = &'a dyn Fn(&Node, &[Option<&Tensor>]) -> Result<Vec<Tens
 pub struct PassReport {
     pub folded_constants: usize,
     pub folded_batchnorms: usize,
+    pub depthwise_batchnorms: usize,
     pub fused_activations: usize,
     pub folded_pads: usize,
     pub removed_nodes: usize,
@@ -31,6 +32,7 @@ pub fn optimize(graph: &mut Graph, eval: Evaluate) -> Result<PassReport> {
     };
     report.removed_nodes += remove_identities(graph);
     report.folded_batchnorms = fold_batchnorm(graph);
+    report.depthwise_batchnorms = batchnorm_as_depthwise(graph);
     report.fused_activations = fuse_activations(graph);
     report.folded_pads = fold_pads(graph);
     report.removed_nodes += remove_dead(graph);
@@ -163,6 +165,65 @@ pub fn fold_batchnorm(graph: &mut Graph) -> usize {
         remove_dead(graph);
     }
     folded
+}
+
+/// Rewrites each `BatchNormalization` that no convolution before it absorbed (a
+/// pre-activation network's BatchNorm after a Concat or an Add, as DenseNet's) into the
+/// per-channel affine map it is at inference: a depthwise 1x1 `Conv` with weight
+/// `scale / sqrt(var + eps)` and bias `shift - mean * weight`. The ReLU after it then fuses,
+/// and an int8 package runs the pair as one depthwise kernel instead of a dequantize, two
+/// host ops and a quantize. Only 4-D inputs with constant statistics (inference mode).
+pub fn batchnorm_as_depthwise(graph: &mut Graph) -> usize {
+    let Ok(shapes) = crate::shape::infer(graph, &Default::default()) else {
+        return 0;
+    };
+    let mut rewritten = 0;
+    for idx in 0..graph.nodes.len() {
+        let node = &graph.nodes[idx];
+        let Op::BatchNormalization { epsilon } = node.op else {
+            continue;
+        };
+        if node.outputs.len() != 1 || node.input(0).and_then(|x| shapes.shape(x)).is_none_or(|s| s.len() != 4) {
+            continue;
+        }
+        let params: Option<Vec<Vec<f32>>> = (1..5)
+            .map(|i| {
+                node.input(i)
+                    .and_then(|n| graph.initializers.get(n))
+                    .map(|t| t.to_f32().iter().copied().collect())
+            })
+            .collect();
+        let Some([scale, shift, mean, var]) = params.and_then(|p| <[Vec<f32>; 4]>::try_from(p).ok()) else {
+            continue;
+        };
+        let c = scale.len();
+        if [&shift, &mean, &var].iter().any(|p| p.len() != c) {
+            continue;
+        }
+        let k: Vec<f32> = (0..c).map(|i| scale[i] / (var[i] + epsilon).sqrt()).collect();
+        let b: Vec<f32> = (0..c).map(|i| shift[i] - mean[i] * k[i]).collect();
+        let name = node.name.clone();
+        let x = node.inputs[0].clone();
+        let w_name = graph.fresh_name(&format!("{name}.depthwise_weight"));
+        let b_name = graph.fresh_name(&format!("{name}.depthwise_bias"));
+        let (Ok(w), Ok(b)) = (Tensor::from_f32(&[c, 1, 1, 1], k), Tensor::from_f32(&[c], b)) else {
+            continue;
+        };
+        graph.initializers.insert(w_name.clone(), w);
+        graph.initializers.insert(b_name.clone(), b);
+        let node = &mut graph.nodes[idx];
+        node.op = Op::Conv(crate::op::Conv {
+            kernel_shape: Some([1, 1]),
+            group: c,
+            ..Default::default()
+        });
+        node.inputs = vec![x, w_name, b_name];
+        rewritten += 1;
+    }
+    if rewritten > 0 {
+        remove_dead(graph);
+    }
+    rewritten
 }
 
 /// Marks `Relu(Conv(x))` and `Clip(Conv(x), min, max)` with constant bounds as a fused

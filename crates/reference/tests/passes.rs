@@ -1,11 +1,12 @@
-//! Explicit zero padding folded into the convolution or max pooling after it (as Keras'
-//! `ZeroPadding2D` exports): the optimized graph answers exactly as the original did, and
-//! a pad that cannot be folded (a max pooling of possibly negative values) is kept.
+//! Graph passes that rewrite what exporters write, checked by running the graph before and
+//! after: explicit zero padding folded into the convolution or max pooling after it (as
+//! Keras' `ZeroPadding2D` exports; a pad that cannot be folded is kept), and a BatchNorm no
+//! convolution absorbed rewritten as a depthwise 1x1 convolution (DenseNet's pre-activation).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 
-use weft_core::op::{Conv, PadMode, Padding, Pool};
+use weft_core::op::{Activation, Conv, PadMode, Padding, Pool};
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_reference::Executor;
 
@@ -104,4 +105,64 @@ fn zero_pads_fold_into_conv_and_non_negative_max_pooling() {
             .fold(0.0f32, f32::max);
         assert!(worst <= 1e-5, "{name}: differs by {worst}");
     }
+}
+
+#[test]
+fn a_batchnorm_after_a_concat_becomes_a_depthwise_convolution_with_its_relu() {
+    let mut g = Graph {
+        inputs: vec![
+            ValueInfo::new("a", DType::F32, vec![None, Some(3), Some(5), Some(4)]),
+            ValueInfo::new("b", DType::F32, vec![None, Some(2), Some(5), Some(4)]),
+        ],
+        outputs: vec![ValueInfo::new("y", DType::F32, vec![])],
+        nodes: vec![
+            Node::new("cat", Op::Concat { axis: 1 }, &["a", "b"], &["c"]),
+            Node::new(
+                "norm",
+                Op::BatchNormalization { epsilon: 1e-5 },
+                &["c", "scale", "shift", "mean", "var"],
+                &["n"],
+            ),
+            Node::new("relu", Op::Relu, &["n"], &["y"]),
+        ],
+        ..Default::default()
+    };
+    for (name, v) in [
+        ("scale", [1.5, -0.5, 0.8, 2.0, 1.0]),
+        ("shift", [0.1, 0.2, -0.3, 0.0, 0.5]),
+        ("mean", [0.0, 1.0, -1.0, 0.5, 0.2]),
+        ("var", [1.0, 0.5, 2.0, 0.25, 4.0]),
+    ] {
+        g.initializers
+            .insert(name.into(), Tensor::from_f32(&[5], v.to_vec()).unwrap());
+    }
+    let ramp = |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| ((i * k % 23) as f32 - 11.0) / 5.0).collect() };
+    let inputs = HashMap::from([
+        ("a".to_string(), Tensor::from_f32(&[2, 3, 5, 4], ramp(120, 7)).unwrap()),
+        ("b".to_string(), Tensor::from_f32(&[2, 2, 5, 4], ramp(80, 13)).unwrap()),
+    ]);
+    let before = Executor::new(g.clone()).unwrap().run(&inputs).unwrap();
+    let report = weft_reference::optimize(&mut g).unwrap();
+    assert_eq!(report.depthwise_batchnorms, 1);
+    assert!(
+        g.nodes
+            .iter()
+            .all(|n| n.op.name() != "BatchNormalization" && n.op.name() != "Relu")
+    );
+    let conv = g.nodes.iter().find(|n| n.name == "norm").unwrap();
+    assert!(
+        matches!(&conv.op, Op::Conv(c) if c.group == 5 && c.activation == Some(Activation::Relu)),
+        "{:?}",
+        conv.op
+    );
+    assert_eq!(g.initializers[&conv.inputs[1]].shape(), [5, 1, 1, 1]);
+    let after = Executor::new(g).unwrap().run(&inputs).unwrap();
+    let (a, b) = (before[0].1.to_f32(), after[0].1.to_f32());
+    assert_eq!(a.shape(), b.shape());
+    let worst = a
+        .iter()
+        .zip(b.iter())
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "differs by {worst}");
 }

@@ -352,33 +352,42 @@ def test_explicit_zero_padding_folds_into_the_kernels(w):
     assert not any(r[:2] == ["maxpool_zeropad", "(Pad)"] for r in rows), prof
 
 
+def foreign_int8(w, onnx_model, size, calib, batch, min_cos):
+    """Compiles a float ONNX model to int8 on `calib` seeded images, checks a batch bit-exact
+    on PoCL against the reference and close to onnxruntime's float answers (cosine at least
+    `min_cos`), and returns the rows of a profiled batch-1 run and the host rows' ops."""
+    import onnx
+
+    from conftest import ort_run
+
+    model = w.tmp / "model.onnx"
+    onnx.save(onnx_model, model)
+    rng = np.random.default_rng(0)
+    np.save(w.tmp / "calib.npy", rng.standard_normal((calib, 3, size, size)).astype(np.float32))
+    pkg = w.tmp / "model.weft"
+    w("compile", model, "--calib", w.tmp / "calib.npy", "-o", pkg)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    got = same_bytes(w, pkg, x)
+    want = ort_run(model, {"input": x})["output"]
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() > min_cos, cos
+    np.save(w.tmp / "x1.npy", x[:1])
+    prof = w("run", pkg, "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy", "--output", w.tmp / "y1.npy").stdout
+    rows = [l.split() for l in prof.splitlines()]
+    host = [(r[0], r[1]) for r in rows if len(r) > 2 and r[2] == "host" and r[0] != "on"]
+    return rows, host, prof
+
+
 def test_mobilenet_v2_int8_runs_every_convolution_on_the_device(w):
     """torchvision's MobileNetV2 layout (depthwise 3x3 convolutions, ReLU6, inverted
     residuals; a narrow, small-input copy to keep the test short) compiles to int8, runs
     bit-exact on PoCL, with every depthwise layer in `qdwconv` and no node on the host but
     the output's dequantize; its answers follow onnxruntime's float ones."""
-    import onnx
-
-    from conftest import ort_run
     from foreign_models import mobilenet_v2
 
-    model = w.tmp / "mbv2.onnx"
-    onnx.save(mobilenet_v2(seed=3, size=64, num_classes=10, width=0.5), model)
-    rng = np.random.default_rng(0)
-    np.save(w.tmp / "calib.npy", rng.standard_normal((16, 3, 64, 64)).astype(np.float32))
-    pkg = w.tmp / "mbv2.weft"
-    w("compile", model, "--calib", w.tmp / "calib.npy", "-o", pkg)
-    x = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
-    got = same_bytes(w, pkg, x)
-    want = ort_run(model, {"input": x})["output"]
-    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cos.min() > 0.95, cos
-    np.save(w.tmp / "x1.npy", x[:1])
-    prof = w("run", pkg, "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy", "--output", w.tmp / "y1.npy").stdout
-    rows = [l.split() for l in prof.splitlines()]
+    rows, host, prof = foreign_int8(w, mobilenet_v2(seed=3, size=64, num_classes=10, width=0.5), 64, 16, 3, 0.95)
     assert sum("qdwconv" in r for r in rows) == 17, prof
-    host = [r[0] for r in rows if "host" in r[1:3] and r[0] != "on"]
-    assert host == ["output.dequantize"], prof
+    assert host == [("output.dequantize", "(Dequantize)")], prof
 
 
 def test_densenet_pre_activation_batchnorm_runs_on_the_device(w):
@@ -386,25 +395,8 @@ def test_densenet_pre_activation_batchnorm_runs_on_the_device(w):
     pre-activation BatchNorm + ReLU pairs, which no convolution before them can absorb, run
     as depthwise kernels in the int8 package, bit-exact on PoCL; what stays on the host is
     named by the profile (the Concats) and nothing else but the output's dequantize."""
-    import onnx
-
-    from conftest import ort_run
     from foreign_models import densenet121
 
-    model = w.tmp / "dn.onnx"
-    onnx.save(densenet121(seed=1, size=32, num_classes=10), model)
-    rng = np.random.default_rng(0)
-    np.save(w.tmp / "calib.npy", rng.standard_normal((8, 3, 32, 32)).astype(np.float32))
-    pkg = w.tmp / "dn.weft"
-    w("compile", model, "--calib", w.tmp / "calib.npy", "-o", pkg)
-    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
-    got = same_bytes(w, pkg, x)
-    want = ort_run(model, {"input": x})["output"]
-    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
-    assert cos.min() > 0.9, cos
-    np.save(w.tmp / "x1.npy", x[:1])
-    prof = w("run", pkg, "--device", "pocl", "--profile", "--input", w.tmp / "x1.npy", "--output", w.tmp / "y1.npy").stdout
-    rows = [l.split() for l in prof.splitlines()]
-    host_ops = {r[1] for r in rows if len(r) > 2 and r[2] == "host" and r[0] != "on"}
-    assert host_ops == {"(Concat)", "(Dequantize)"}, prof
+    rows, host, prof = foreign_int8(w, densenet121(seed=1, size=32, num_classes=10), 32, 8, 2, 0.9)
+    assert {op for _, op in host} == {"(Concat)", "(Dequantize)"}, prof
     assert sum("qdwconv" in r for r in rows) == 62, prof

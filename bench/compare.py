@@ -1,12 +1,15 @@
-"""weft against onnxruntime on the same zoo ResNet-50, side by side, alternating runs.
+"""weft against onnxruntime on the same models, side by side, alternating runs.
 
-    .venv/bin/python bench/compare.py [--weft target/release/weft] [--rounds 5] [--iterations 10]
+    .venv/bin/python bench/compare.py [--models resnet50,mobilenetv2,...] [--rounds 5] [--iterations 10]
 
-Writes bench/RESULTS.md (machine, command, medians and spread, ratios, GOP/s against the
-machine's int8 peak). The weights are weft's zoo ResNet-50 exported by `weft zoo`; weft
-quantizes it with `weft compile --calib`, onnxruntime with `quantize_static` (QDQ,
-per-channel s8 weights, u8 activations, MinMax) on the same calibration batch. Both use the
-machine's cores (PoCL's CPU device: all of them; onnxruntime: intra_op_num_threads = cores).
+Writes bench/RESULTS.md (machine, commit, command, medians and spread, ratios, GOP/s, and
+the nodes each int8 plan leaves on the host). Models: `resnet50` and `resnet152` are weft's
+zoo (`weft zoo`); `mobilenetv2`, `densenet121` and `vgg16` are torchvision's layouts built
+with the onnx helper API (tests/foreign_models.py), seeded weights. weft quantizes each with
+`weft compile --calib`, onnxruntime with `quantize_static` (QDQ, per-channel s8 weights, u8
+activations, MinMax) on the same calibration batch. Both use the machine's cores (PoCL's CPU
+device: all of them; onnxruntime: intra_op_num_threads = cores). Float rows (weft f32 and
+f16, onnxruntime fp32) are measured for the models in --float (default resnet50).
 """
 
 import argparse
@@ -25,7 +28,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MACS_R50 = 4_089_184_256  # per 224x224 image (weft inspect)
+sys.path.insert(0, str(ROOT / "tests"))
+MODELS = ("resnet50", "resnet152", "mobilenetv2", "densenet121", "vgg16")
 
 
 # RESULTS.md past this line is not rewritten by this script.
@@ -44,28 +48,59 @@ class Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
-def prepare(weft, work, calib_n):
-    onnx_path = work / "r50.onnx"
+def write_model(weft, name, path):
+    """The float ONNX model `name` at `path` (input `input`, 1x3x224x224 images)."""
+    if name.startswith("resnet"):
+        sh(weft, "zoo", name, "--seed", "0", "-o", path)
+        return
+    import onnx
+
+    import foreign_models
+
+    build = {"mobilenetv2": foreign_models.mobilenet_v2, "densenet121": foreign_models.densenet121,
+             "vgg16": foreign_models.vgg16}[name]
+    onnx.save(build(seed=0), path)
+
+
+def prepare(weft, work, name, calib_n, floats):
+    """The model, onnxruntime's int8 copy and weft's packages (int8, and f16/f32 when
+    `floats`), made once in `work`."""
+    onnx_path = work / f"{name}.onnx"
     if not onnx_path.exists():
-        sh(weft, "zoo", "resnet50", "--seed", "0", "-o", onnx_path)
+        write_model(weft, name, onnx_path)
     calib = np.random.default_rng(0).standard_normal((calib_n, 3, 224, 224)).astype(np.float32)
     np.save(work / "calib.npy", calib)
     pkgs = {}
-    for precision in ("int8", "f16", "f32"):
-        p = work / f"r50_{precision}.weft"
+    for precision in ("int8", "f16", "f32") if floats else ("int8",):
+        p = work / f"{name}_{precision}.weft"
         if not p.exists():
             args = ["compile", onnx_path, "--precision", precision, "-o", p]
             if precision == "int8":
                 args += ["--calib", work / "calib.npy"]
             sh(weft, *args)
         pkgs[precision] = p
-    q = work / "r50_ort_int8.onnx"
+    q = work / f"{name}_ort_int8.onnx"
     if not q.exists():
-        pre = work / "r50_pre.onnx"
+        pre = work / f"{name}_pre.onnx"
         quant_pre_process(str(onnx_path), str(pre))
         quantize_static(str(pre), str(q), Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return onnx_path, q, pkgs
+
+
+def macs_of(weft, onnx_path):
+    return json.loads(sh(weft, "inspect", onnx_path, "--json").stdout)["macs"]
+
+
+def host_nodes(weft, pkg, device, work):
+    """The nodes the int8 plan runs on the host (from a profiled run), but the graph's
+    output edges (the dequantize of each output)."""
+    x = work / "x1.npy"
+    np.save(x, np.random.default_rng(3).standard_normal((1, 3, 224, 224)).astype(np.float32))
+    prof = sh(weft, "run", pkg, "--device", device, "--profile", "--input", x, "--output", work / "y1.npy").stdout
+    rows = [l.split() for l in prof.splitlines()]
+    ops = [r[1].strip("()") for r in rows if len(r) > 2 and r[2] == "host" and r[0] != "on"]
+    return [op for op in ops if op != "Dequantize"]
 
 
 def ort_session(path, threads):
@@ -124,6 +159,8 @@ def main():
     ap.add_argument("--calib", type=int, default=8, help="calibration images (seeded normal noise)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     ap.add_argument("--device", default="pocl")
+    ap.add_argument("--models", default="resnet50", help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--float", default="resnet50", help="models that also get f32/f16 rows (comma-separated)")
     ap.add_argument("--ort-worker", help=argparse.SUPPRESS)  # internal: time one onnxruntime model
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
@@ -134,38 +171,73 @@ def main():
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     threads = os.cpu_count()
-    onnx_path, ort_q, pkgs = prepare(a.weft, work, a.calib)
-    ort_models = {"ort fp32": onnx_path, "ort int8": ort_q}
-    configs = [
-        ("weft int8", 1), ("ort int8", 1), ("weft f32", 1), ("ort fp32", 1), ("weft f16", 1),
-        ("weft int8", 8), ("ort int8", 8),
-    ]
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    floats = {m.strip() for m in a.float.split(",") if m.strip()}
+    for m in models:
+        if m not in MODELS:
+            ap.error(f"unknown model '{m}' (one of {', '.join(MODELS)})")
+    prepared, configs = {}, []
+    for m in models:
+        onnx_path, ort_q, pkgs = prepare(a.weft, work, m, a.calib, m in floats)
+        prepared[m] = {"ort fp32": onnx_path, "ort int8": ort_q, "pkgs": pkgs, "macs": macs_of(a.weft, onnx_path),
+                       "host": host_nodes(a.weft, pkgs["int8"], a.device, work)}
+        configs += [(m, "weft int8", 1), (m, "ort int8", 1)]
+        if m in floats:
+            configs += [(m, "weft f32", 1), (m, "ort fp32", 1), (m, "weft f16", 1)]
+        configs += [(m, "weft int8", 8), (m, "ort int8", 8)]
     times = {c: [] for c in configs}
     for r in range(a.rounds):
-        for name, batch in configs:
+        for m, name, batch in configs:
             if name.startswith("weft"):
-                t = weft_times(a.weft, pkgs[name.split()[1]], a.device, batch, a.iterations, a.warmup)
+                t = weft_times(a.weft, prepared[m]["pkgs"][name.split()[1]], a.device, batch, a.iterations, a.warmup)
             else:
-                t = ort_times_fresh(ort_models[name], threads, batch, a.iterations, a.warmup)
-            times[(name, batch)].extend(t)
-        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{n} b{b} {statistics.median(times[(n, b)]):.1f} ms" for n, b in configs), flush=True)
+                t = ort_times_fresh(prepared[m][name], threads, batch, a.iterations, a.warmup)
+            times[(m, name, batch)].extend(t)
+        print(f"round {r + 1}/{a.rounds}: " + ", ".join(f"{m} {n} b{b} {statistics.median(times[(m, n, b)]):.1f} ms"
+                                                      for m, n, b in configs), flush=True)
 
     def med(c):
         return statistics.median(times[c])
 
-    rows = []
-    for name, batch in configs:
-        t = times[(name, batch)]
-        m = med((name, batch))
-        gops = 2 * MACS_R50 * batch / (m / 1e3) / 1e9
-        rows.append(f"| {name} | {batch} | {m:.2f} | {min(t):.2f}-{max(t):.2f} | {batch / (m / 1e3):.1f} | {gops:.0f} |")
-    lat = med(("weft int8", 1)) / med(("ort int8", 1))
-    thr = (8 / med(("weft int8", 8))) / (8 / med(("ort int8", 8)))
-    f32 = med(("weft f32", 1)) / med(("ort fp32", 1))
-    cmd = f"{pathlib.Path(sys.executable).name} bench/compare.py --rounds {a.rounds} --iterations {a.iterations} --warmup {a.warmup}"
-    text = f"""# weft against onnxruntime: ResNet-50, side by side
+    sections, summary = [], []
+    for m in models:
+        macs = prepared[m]["macs"]
+        rows = []
+        for mm, name, batch in configs:
+            if mm != m:
+                continue
+            t = times[(m, name, batch)]
+            md = med((m, name, batch))
+            gops = 2 * macs * batch / (md / 1e3) / 1e9
+            rows.append(f"| {name} | {batch} | {md:.2f} | {min(t):.2f}-{max(t):.2f} | {batch / (md / 1e3):.1f} | {gops:.0f} |")
+        lat = med((m, "weft int8", 1)) / med((m, "ort int8", 1))
+        thr = med((m, "ort int8", 8)) / med((m, "weft int8", 8))
+        host = prepared[m]["host"]
+        host_text = "none" if not host else ", ".join(f"{host.count(op)} {op}" for op in sorted(set(host)))
+        ratios = f"int8 batch-1 latency **{lat:.3f}x**, batch-8 throughput **{thr:.3f}x**"
+        if m in floats:
+            ratios += f", f32 batch-1 latency {med((m, 'weft f32', 1)) / med((m, 'ort fp32', 1)):.2f}x"
+        summary.append(f"| {m} | {lat:.3f}x | {thr:.3f}x | {len(host)} |")
+        sections.append(f"""### {m} ({macs / 1e9:.3f} G multiply-accumulates per image)
 
-Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.
+| configuration | batch | median ms | min-max ms | images/s | GOP/s |
+| --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Ratios (weft / onnxruntime): {ratios}. Nodes of the int8 plan on the host (besides the
+outputs' dequantize): {host_text}.
+""")
+    try:
+        commit = sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD").stdout.strip()
+        if sh("git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no").stdout.strip():
+            commit += " (with uncommitted changes)"
+    except Exception:
+        commit = "?"
+    cmd = (f"{pathlib.Path(sys.executable).name} bench/compare.py --models {','.join(models)} --float {','.join(sorted(floats))} "
+           f"--rounds {a.rounds} --iterations {a.iterations} --warmup {a.warmup}")
+    text = f"""# weft against onnxruntime, side by side
+
+Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}, weft at commit {commit}.
 Command: `{cmd}` (release build of weft; {a.rounds} rounds alternating the configurations,
 {a.iterations} timed runs each after {a.warmup} untimed warm-up runs, so {a.rounds * a.iterations} runs per row;
 each configuration runs in a fresh process every round, `weft bench` for weft and a new
@@ -173,26 +245,19 @@ onnxruntime session in a child Python for onnxruntime, so that both sides draw t
 placement anew each round; the warm-up runs bring both to a steady state, weights in cache,
 as a server would be).
 
-Model: weft's zoo ResNet-50 v1.5 (`weft zoo resnet50 --seed 0`), {MACS_R50 / 1e9:.3f} G
-multiply-accumulates per 224x224 image. weft int8: `weft compile --calib` (MinMax over {a.calib}
+Models: weft's zoo ResNets (`weft zoo NAME --seed 0`) and torchvision's MobileNetV2,
+DenseNet-121 and VGG-16 layouts built with the onnx helper API (tests/foreign_models.py,
+seeded weights), 224x224 inputs. weft int8: `weft compile --calib` (MinMax over {a.calib}
 seeded images; per-channel s8 weights, u8 activations, integer-only requantization), run by
 `weft bench --device {a.device}`. onnxruntime int8: `quantize_static` on the same ONNX file
 and images (QDQ, per-channel, QInt8 weights, QUInt8 activations), CPU provider,
-{threads} intra-op threads. GOP/s counts 2 operations per multiply-accumulate. For scale:
-the int8 VNNI peak measured on the project's earlier Zen 4 build machine was about 930 GOP/s
-on 2 cores; a CPU with full-width AVX-512 (Zen 5 reports `avx512_vp2intersect`) has about
-twice that, which is how onnxruntime can exceed 930 below.
+{threads} intra-op threads. GOP/s counts 2 operations per multiply-accumulate.
 
-| configuration | batch | median ms | min-max ms | images/s | GOP/s |
-| --- | --- | --- | --- | --- | --- |
-{chr(10).join(rows)}
+| model | int8 batch-1 latency (below 1: weft faster) | int8 batch-8 throughput (above 1: weft faster) | host nodes |
+| --- | --- | --- | --- |
+{chr(10).join(summary)}
 
-Ratios (weft / onnxruntime, same run):
-
-- int8 batch-1 latency: **{lat:.3f}x** (below 1 means weft is faster)
-- int8 batch-8 throughput: **{thr:.3f}x** (above 1 means weft is faster)
-- f32 batch-1 latency: {f32:.2f}x
-"""
+{chr(10).join(sections)}"""
     # keep what follows the marker (sections written by hand or by bench/startup.sh)
     out = pathlib.Path(a.out)
     if out.exists() and MARKER in out.read_text():

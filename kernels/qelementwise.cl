@@ -65,3 +65,41 @@ __kernel void dequantize(__global const uchar* restrict q, __global float* restr
     const int c = z - n * C;
     out[(((size_t)n * C + c) * H + y) * W + xw] = (float)((int)q[NC4HW4(n, c, y, xw, CB, H, W)] - zp) * scale;
 }
+
+// One input of a channel concatenation: its C channels requantized into the output's
+// channels [off, off + C), `clamp(zp_y + rshift_round((x - zp_x) * mult, shift), 0, 255)`
+// (the identity for mult 2^30, shift 30). One work-item per pixel and output channel block
+// of the slice; the blocks the slice shares with its neighbours get only its own bytes, and
+// the last input also writes the output's padding channels (zp_y). Global
+// `(H * W, blocks of the slice, N)`.
+__kernel void qconcat(__global const uchar* restrict x, __global uchar* restrict out,
+                      int C, int CB, int OC, int OCB, int HW, int off, int zp_x, int mult, int shift,
+                      int zp_y, int last)
+{
+    const int p = get_global_id(0);
+    const int ob = get_global_id(1) + off / 4;
+    const int n = get_global_id(2);
+    if (p >= HW) return;
+    __global uchar* o = out + (((size_t)n * OCB + ob) * HW + p) * 4;
+    const int ic0 = ob * 4 - off;
+    if ((off & 3) == 0 && ic0 + 4 <= C) {
+        // a whole word of this input's channels: 4 lanes at once
+        const long4 v = convert_long4(vload4(0, x + (((size_t)n * CB + (ic0 >> 2)) * HW + p) * 4)) - zp_x;
+        const long4 a = v * mult;
+        const long4 r = zp_y + (shift > 0 ? (a + (1L << (shift - 1))) >> shift : a);
+        vstore4(convert_uchar4(clamp(r, (long4)(0), (long4)(255))), 0, o);
+        return;
+    }
+    #pragma unroll
+    for (int b = 0; b < 4; b++) {
+        const int ic = ob * 4 + b - off;
+        if (ic >= 0 && ic < C) {
+            const long v = (long)x[(((size_t)n * CB + (ic >> 2)) * HW + p) * 4 + (ic & 3)] - zp_x;
+            const long a = v * mult;
+            const long r = zp_y + (shift > 0 ? (a + (1L << (shift - 1))) >> shift : a);
+            o[b] = (uchar)clamp(r, 0L, 255L);
+        } else if (last && ob * 4 + b >= OC) {
+            o[b] = (uchar)zp_y;
+        }
+    }
+}

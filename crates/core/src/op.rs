@@ -191,6 +191,8 @@ pub enum Op {
     QGemm(QGemm),
     /// Integer elementwise add of two u8 tensors (with broadcasting).
     QAdd(QAdd),
+    /// Integer concatenation of u8 tensors, each requantized to the output's parameters.
+    QConcat(QConcat),
     /// Max pooling on u8; output shares the input's scale and zero point.
     QMaxPool(Pool),
     /// Average pooling on u8; output shares the input's scale and zero point.
@@ -276,6 +278,16 @@ pub struct QAdd {
     pub out: QOut,
 }
 
+/// Integer concatenation along `axis`: input `i`'s values become
+/// `clamp(zp + rshift_round((x - zp_i) * mult_i, shift_i), 0, 255)` (`inputs[i]` is
+/// `[zp_i, mult_i, shift_i]`; equal parameters give `[zp, 2^30, 30]`, the identity).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QConcat {
+    pub axis: i64,
+    pub inputs: Vec<[i32; 3]>,
+    pub zero_point: i32,
+}
+
 impl Op {
     /// The ONNX-style op type name.
     pub fn name(&self) -> &'static str {
@@ -312,6 +324,7 @@ impl Op {
             Op::QConv(_) => "QConv",
             Op::QGemm(_) => "QGemm",
             Op::QAdd(_) => "QAdd",
+            Op::QConcat(_) => "QConcat",
             Op::QMaxPool(_) => "QMaxPool",
             Op::QAveragePool { .. } => "QAveragePool",
             Op::QMean(_) => "QMean",

@@ -21,6 +21,7 @@ pub struct PassReport {
     pub depthwise_batchnorms: usize,
     pub fused_activations: usize,
     pub folded_pads: usize,
+    pub chained_concats: usize,
     pub removed_nodes: usize,
 }
 
@@ -35,6 +36,7 @@ pub fn optimize(graph: &mut Graph, eval: Evaluate) -> Result<PassReport> {
     report.depthwise_batchnorms = batchnorm_as_depthwise(graph);
     report.fused_activations = fuse_activations(graph);
     report.folded_pads = fold_pads(graph);
+    report.chained_concats = chain_concats(graph)?;
     report.removed_nodes += remove_dead(graph);
     Ok(report)
 }
@@ -407,6 +409,44 @@ pub fn fold_pads(graph: &mut Graph) -> usize {
         remove_dead(graph);
     }
     folded
+}
+
+/// Rewrites `Concat(a, b, ..., y, z)` as `Concat(C, z)` where another Concat `C` of the same
+/// axis already joins `a, b, ..., y` (DenseNet: each layer's input joins every feature map
+/// before it, and the next layer's joins the same ones and one more). The value is the
+/// same; the device copies one earlier result and one new input instead of every input
+/// again.
+pub fn chain_concats(graph: &mut Graph) -> Result<usize> {
+    let mut by_inputs: std::collections::HashMap<(i64, Vec<String>), String> = Default::default();
+    for n in &graph.nodes {
+        if let (Op::Concat { axis }, [out]) = (&n.op, n.outputs.as_slice()) {
+            by_inputs
+                .entry((*axis, n.inputs.clone()))
+                .or_insert_with(|| out.clone());
+        }
+    }
+    let mut chained = 0;
+    for n in &mut graph.nodes {
+        let Op::Concat { axis } = n.op else { continue };
+        if n.inputs.len() < 3 {
+            continue;
+        }
+        let (last, prefix) = n
+            .inputs
+            .split_last()
+            .map(|(l, p)| (l.clone(), p.to_vec()))
+            .unwrap_or_default();
+        if let Some(joined) = by_inputs.get(&(axis, prefix))
+            && !n.outputs.contains(joined)
+        {
+            n.inputs = vec![joined.clone(), last];
+            chained += 1;
+        }
+    }
+    if chained > 0 {
+        graph.sort()?;
+    }
+    Ok(chained)
 }
 
 /// Drops nodes that do not contribute to a graph output, and unused initializers.

@@ -513,7 +513,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                 .collect();
             one(out.ok_or_else(|| err(format!("pads {pads:?} remove more than the input has")))?)
         }
-        Op::Concat { axis } => {
+        Op::Concat { axis } | Op::QConcat(crate::op::QConcat { axis, .. }) => {
             let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let mut out = x.clone();
             for i in 1..node.inputs.len() {

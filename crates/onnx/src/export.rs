@@ -266,6 +266,7 @@ impl Writer<'_> {
             | Op::QConv(_)
             | Op::QGemm(_)
             | Op::QAdd(_)
+            | Op::QConcat(_)
             | Op::QMaxPool(_)
             | Op::QAveragePool { .. }
             | Op::QMean(_)

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicUsize;
 
 use proptest::prelude::*;
 use weft_compile::{Package, Precision};
-use weft_core::op::{Conv, Padding, Pool, QAdd, QConv, QGemm, QMean, QOut};
+use weft_core::op::{Conv, Padding, Pool, QAdd, QConcat, QConv, QGemm, QMean, QOut};
 use weft_core::rng::Rng;
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 use weft_opencl::{KernelSet, Session, SessionOptions};
@@ -242,6 +242,35 @@ proptest! {
         let (g, feeds) = conv_graph(&case);
         prop_assert!(kernels_run(&g, &feeds, false).contains(&"qdwconv"), "{case:?} did not run qdwconv");
         check_on(g, feeds, sample_simulators(&CASES));
+    }
+
+    /// Channel concatenations of 2-4 inputs of 1-9 channels (slices that share words with
+    /// their neighbours), each requantized with its own parameters or kept as it is.
+    #[test]
+    fn qconcat_matches_reference(n in 1usize..=2, h in 1usize..=6, w in 1usize..=7,
+                                 cs in prop::collection::vec(1usize..=9, 2..=4), seed in any::<u64>()) {
+        let mut b = Builder::new(seed);
+        let zp_y = (b.rng.next_u64() % 256) as i32;
+        let mut inputs = Vec::new();
+        let mut params = Vec::new();
+        let mut feeds = HashMap::new();
+        for (i, &c) in cs.iter().enumerate() {
+            let zp = (b.rng.next_u64() % 256) as i32;
+            inputs.push(b.input(&format!("x{i}"), &[n, c, h, w], zp));
+            feeds.insert(format!("x{i}"), f32_input(&mut b.rng, &[n, c, h, w]));
+            params.push(if b.rng.next_u64().is_multiple_of(3) {
+                [zp, 1 << 30, 30]
+            } else {
+                let mult = (1 << 30) + (b.rng.next_u64() % (1 << 30)) as i32;
+                [zp, mult, 29 + (b.rng.next_u64() % 4) as i32]
+            });
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        b.g.nodes.push(Node::new("cat", Op::QConcat(QConcat { axis: 1, inputs: params, zero_point: zp_y }), &refs, &["y"]));
+        b.output("y", zp_y);
+        prop_assert!(kernels_run(&b.g, &feeds, false).contains(&"qconcat"));
+        static CASES: AtomicUsize = AtomicUsize::new(0);
+        check_on(b.g, feeds, sample_simulators(&CASES));
     }
 
     #[test]

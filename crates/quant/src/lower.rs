@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ndarray::Axis;
-use weft_core::op::{Activation, Conv, QAdd, QConv, QGemm, QMean, QOut};
+use weft_core::op::{Activation, Conv, QAdd, QConcat, QConv, QGemm, QMean, QOut};
 use weft_core::quant::{fixed_multiplier, params_for_range, quantize_multiplier, weight_scale};
 use weft_core::{Graph, Node, Op, Tensor};
 
@@ -354,6 +354,12 @@ impl Lowering<'_> {
                 self.fully_connected(node, w, bias, f)
             }
             Op::Add if !self.is_const(node.input(0)) && !self.is_const(node.input(1)) => self.add(node, f),
+            Op::Concat { axis }
+                if node.inputs.iter().all(|i| self.ints.contains_key(i))
+                    && self.params.activations.contains_key(&node.outputs[0]) =>
+            {
+                self.concat(node, *axis)
+            }
             Op::MaxPool(p) if int_input => self.passthrough(node, Op::QMaxPool(p.clone())),
             Op::AveragePool(p) if int_input => {
                 let zp = self.ints[&data_in].2;
@@ -647,6 +653,39 @@ impl Lowering<'_> {
         self.out.nodes.push(Node {
             name: name.clone(),
             op: Op::QGemm(q),
+            inputs,
+            outputs: vec![out.clone()],
+        });
+        self.ints.insert(out_value, (out, s_y, zp_y));
+        Ok(())
+    }
+
+    /// A Concat of u8 values: each input requantized to the output's calibrated parameters
+    /// (the identity where they are the input's own).
+    fn concat(&mut self, node: &Node, axis: i64) -> Result<(), QuantError> {
+        let out_value = node.outputs[0].clone();
+        let (s_y, zp_y) = self.act_params(node, &out_value)?;
+        let mut inputs = Vec::with_capacity(node.inputs.len());
+        let mut params = Vec::with_capacity(node.inputs.len());
+        for i in &node.inputs {
+            let (q, s_x, zp_x) = self.ints[i].clone();
+            let (mult, shift) = if s_x == s_y {
+                (1 << 30, 30)
+            } else {
+                quantize_multiplier(f64::from(s_x) / f64::from(s_y))
+                    .ok_or_else(|| QuantError::node(node, format!("concat multiplier for '{i}' is out of range")))?
+            };
+            inputs.push(q);
+            params.push([zp_x, mult, shift]);
+        }
+        let out = self.fresh(&format!("{out_value}.q"));
+        self.out.nodes.push(Node {
+            name: node.name.clone(),
+            op: Op::QConcat(QConcat {
+                axis,
+                inputs: params,
+                zero_point: zp_y,
+            }),
             inputs,
             outputs: vec![out.clone()],
         });

@@ -2,7 +2,7 @@
 //! defined in `weft_core::quant`. This is the specification the OpenCL kernels match.
 
 use ndarray::{ArrayD, Axis, IxDyn};
-use weft_core::op::{Pool, QAdd, QConv, QGemm, QMean, QOut};
+use weft_core::op::{Pool, QAdd, QConcat, QConv, QGemm, QMean, QOut};
 use weft_core::quant::{div_round, quantize_u8, requantize, rshift_round};
 use weft_core::shape::{pool_windows, window};
 use weft_core::{CoreError, Result, Tensor};
@@ -171,6 +171,32 @@ pub fn qadd(q: &QAdd, a: &Tensor, b: &Tensor, out_shape: &[usize]) -> Result<Ten
         })
         .collect();
     out_u8(out_shape, out)
+}
+
+/// Integer concatenation: each input requantized to the output's parameters, then joined
+/// along the axis.
+pub fn qconcat(q: &QConcat, inputs: &[&Tensor]) -> Result<Tensor> {
+    if inputs.len() != q.inputs.len() || inputs.is_empty() {
+        return Err(CoreError::Tensor(format!(
+            "QConcat has parameters for {} inputs, got {}",
+            q.inputs.len(),
+            inputs.len()
+        )));
+    }
+    let rank = inputs[0].shape().len();
+    let axis = weft_core::shape::normalize_axis(q.axis, rank)
+        .ok_or_else(|| CoreError::Tensor(format!("QConcat axis {} out of range", q.axis)))?;
+    let mut parts = Vec::with_capacity(inputs.len());
+    for (t, &[zp, mult, shift]) in inputs.iter().zip(&q.inputs) {
+        let Tensor::U8(a) = t else {
+            return Err(CoreError::Tensor("QConcat inputs must be uint8".into()));
+        };
+        parts.push(a.mapv(|v| requantize(i64::from(i32::from(v) - zp), mult, shift, q.zero_point, [0, 255])));
+    }
+    let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(ndarray::Axis(axis), &views)
+        .map(Tensor::U8)
+        .map_err(|e| CoreError::Tensor(format!("QConcat: {e}")))
 }
 
 /// Max or average pooling on u8 (`zero_point` given for averages).

@@ -206,6 +206,10 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::QConv(q) => int::qconv(q, inputs, &out_shape)?,
         Op::QGemm(q) => int::qgemm(q, inputs, &out_shape)?,
         Op::QAdd(q) => int::qadd(q, x, input(1)?, &out_shape)?,
+        Op::QConcat(q) => {
+            let all: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect::<Result<_>>()?;
+            int::qconcat(q, &all)?
+        }
         Op::QMaxPool(p) => int::qpool(x, p, None, &out_shape)?,
         Op::QAveragePool { pool, zero_point } => int::qpool(x, pool, Some(*zero_point), &out_shape)?,
         Op::QMean(q) => int::qmean(

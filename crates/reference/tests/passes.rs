@@ -166,3 +166,46 @@ fn a_batchnorm_after_a_concat_becomes_a_depthwise_convolution_with_its_relu() {
         .fold(0.0f32, f32::max);
     assert!(worst <= 1e-5, "differs by {worst}");
 }
+
+#[test]
+fn a_concat_of_an_earlier_concats_inputs_and_one_more_joins_that_concat() {
+    let input = |n: &str, c| ValueInfo::new(n, DType::F32, vec![Some(1), Some(c), Some(2), Some(3)]);
+    let mut g = Graph {
+        inputs: vec![input("a", 2), input("b", 3), input("c", 1), input("d", 2)],
+        outputs: vec![
+            ValueInfo::new("ab", DType::F32, vec![]),
+            ValueInfo::new("abc", DType::F32, vec![]),
+            ValueInfo::new("abcd", DType::F32, vec![]),
+        ],
+        nodes: vec![
+            Node::new("j3", Op::Concat { axis: 1 }, &["a", "b", "c"], &["abc"]),
+            Node::new("j4", Op::Concat { axis: 1 }, &["a", "b", "c", "d"], &["abcd"]),
+            Node::new("j2", Op::Concat { axis: 1 }, &["a", "b"], &["ab"]),
+        ],
+        ..Default::default()
+    };
+    let ramp = |n: usize, k: usize| -> Vec<f32> { (0..n).map(|i| (i * k % 17) as f32).collect() };
+    let inputs: HashMap<String, Tensor> = [("a", 2), ("b", 3), ("c", 1), ("d", 2)]
+        .iter()
+        .enumerate()
+        .map(|(i, (n, c))| {
+            (
+                n.to_string(),
+                Tensor::from_f32(&[1, *c, 2, 3], ramp(c * 6, i + 3)).unwrap(),
+            )
+        })
+        .collect();
+    let before = Executor::new(g.clone()).unwrap().run(&inputs).unwrap();
+    let report = weft_reference::optimize(&mut g).unwrap();
+    assert_eq!(report.chained_concats, 2);
+    let joins: HashMap<&str, Vec<&str>> = g
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.inputs.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(joins["j2"], ["a", "b"]);
+    assert_eq!(joins["j3"], ["ab", "c"]);
+    assert_eq!(joins["j4"], ["abc", "d"]);
+    let after = Executor::new(g).unwrap().run(&inputs).unwrap();
+    assert_eq!(before, after);
+}

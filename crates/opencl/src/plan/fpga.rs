@@ -216,7 +216,7 @@ impl Planner<'_> {
             }
             // the generic kernels are not part of the variant: float edges run on the host
             // (a graph input's Quantize is folded into its upload by the generic lowering)
-            Op::Dequantize { .. } => self.host(idx)?,
+            Op::Dequantize { .. } | Op::QConcat(_) => self.host(idx)?,
             Op::Quantize { .. } if matches!(self.loc.get(&input(0)), Some(Loc::F32 { .. })) => self.host(idx)?,
             _ => return Ok(false),
         }

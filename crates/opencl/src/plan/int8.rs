@@ -51,6 +51,16 @@ impl Planner<'_> {
                     out_shape,
                 );
             }
+            Op::QConcat(q)
+                if weft_core::shape::normalize_axis(q.axis, out_shape.len()) == Some(1)
+                    && geom_of(&out_shape).is_some()
+                    && node.inputs.iter().all(|i| {
+                        let s = self.shape(i);
+                        s.len() == out_shape.len() && s.get(1).is_some_and(|&c| c > 0)
+                    }) =>
+            {
+                self.concat(&node, q, &out, out_shape)?;
+            }
             Op::QConv(q) if self.is_depthwise(&node, q) => {
                 if !self.requant_fits(&node) {
                     return self.host(idx);
@@ -260,6 +270,53 @@ impl Planner<'_> {
     /// Whether `qconv`'s folded requantization is exact for this node: shifts 1..=52 and
     /// residual multipliers of at most 2^52 keep every sum inside 63 bits (else the node runs
     /// on the host).
+    /// A channel concatenation: one `qconcat` launch per input, each writing (requantized)
+    /// its slice of the output's channels.
+    fn concat(
+        &mut self,
+        node: &weft_core::Node,
+        q: &weft_core::op::QConcat,
+        out: &str,
+        out_shape: Vec<usize>,
+    ) -> Result<(), OpenClError> {
+        let og =
+            geom_of(&out_shape).ok_or_else(|| OpenClError::Unsupported(format!("{}: not 2-D or 4-D", node.name)))?;
+        let slot = self.alloc(og.bytes());
+        let mut off = 0;
+        for (i, (name, &[zp, mult, shift])) in node.inputs.iter().zip(&q.inputs).enumerate() {
+            let xg = self.u8_on_device(name, zp as u8)?;
+            let last = i + 1 == node.inputs.len();
+            let first_block = off / 4;
+            let end_block = if last { og.cb() } else { (off + xg.c).div_ceil(4) };
+            let args = vec![
+                Arg::Slot(self.slot_of(name)),
+                Arg::Slot(slot),
+                int(xg.c),
+                int(xg.cb()),
+                int(og.c),
+                int(og.cb()),
+                int(og.h * og.w),
+                int(off),
+                Arg::I32(zp),
+                Arg::I32(mult),
+                Arg::I32(shift),
+                Arg::I32(q.zero_point),
+                Arg::I32(i32::from(last)),
+            ];
+            self.launch(
+                &node.name,
+                KernelKind::QConcat,
+                args,
+                [og.h * og.w, end_block - first_block, og.n],
+                0,
+                out_shape.clone(),
+            );
+            off += xg.c;
+        }
+        self.bind(out, Loc::U8 { slot, geom: og });
+        Ok(())
+    }
+
     pub(super) fn requant_fits(&self, node: &weft_core::Node) -> bool {
         let g = self.graph;
         let constant = |i: usize| node.input(i).and_then(|n| g.initializers.get(n));

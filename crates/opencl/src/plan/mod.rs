@@ -89,8 +89,10 @@ pub enum KernelKind {
     QFold,
     /// Max pooling, 16 pixels per work-item.
     QMaxPool,
-    /// Depthwise convolution, one output word (4 channels of a pixel) per work-item.
+    /// Depthwise convolution, 16 pixels of a row x one channel block per work-item.
     QDwConv,
+    /// One input of a channel concatenation, requantized into its slice of the output.
+    QConcat,
     /// Float kernels; `true` is the f16-storage variant.
     FConv(bool),
     FAdd(bool),
@@ -119,6 +121,7 @@ impl KernelKind {
             KernelKind::QFold => "qfold",
             KernelKind::QMaxPool => "qmaxpool",
             KernelKind::QDwConv => "qdwconv",
+            KernelKind::QConcat => "qconcat",
             KernelKind::FConv(false) => "fconv_f32",
             KernelKind::FConv(true) => "fconv_f16",
             KernelKind::FAdd(false) => "fadd_f32",
@@ -151,6 +154,7 @@ impl KernelKind {
                 KernelKind::QFold,
                 KernelKind::QMaxPool,
                 KernelKind::QDwConv,
+                KernelKind::QConcat,
             ],
             Some(h) => vec![
                 KernelKind::FConv(h),

@@ -233,7 +233,8 @@ outputs' dequantize): {host_text}.
             commit += " (with uncommitted changes)"
     except Exception:
         commit = "?"
-    cmd = (f"{pathlib.Path(sys.executable).name} bench/compare.py --models {','.join(models)} --float {','.join(sorted(floats))} "
+    float_arg = f"--float {','.join(sorted(floats))}" if floats else '--float ""'
+    cmd = (f"{pathlib.Path(sys.executable).name} bench/compare.py --models {','.join(models)} {float_arg} "
            f"--rounds {a.rounds} --iterations {a.iterations} --warmup {a.warmup}")
     text = f"""# weft against onnxruntime, side by side
 

@@ -43,11 +43,13 @@ def test_int8_features_match_f32(w, name, method):
 @pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
 def test_onnxruntime_quantized_model_agrees(w, fmt):
     """A model quantized by onnxruntime (per-channel) runs in weft with the model's own
-    scales: identical top-1 on >= 99% of 256 inputs, >= 99% of outputs within one step."""
+    scales: identical top-1 on >= 99% of 256 inputs, >= 99% of outputs within one step.
+    Its weights are 7-bit (`reduce_range`): with 8-bit ones onnxruntime's fused int8 kernels
+    saturate on CPUs without VNNI, and it is then onnxruntime that departs from the model."""
     src = w.tmp / "r20.onnx"
     w("zoo", "resnet20", "--seed", "5", "-o", src)
     q = w.tmp / f"r20_{fmt}.onnx"
-    quantize(src, q, gaussian(32, 32, 1), fmt=fmt)
+    quantize(src, q, gaussian(32, 32, 1), fmt=fmt, reduce_range=True)
     pkg = w.tmp / "q.weft"
     w("compile", q, "-o", pkg)
     assert "pre-quantized" in w("inspect", pkg).stdout

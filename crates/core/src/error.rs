@@ -16,6 +16,15 @@ pub enum CoreError {
         expected: String,
         got: String,
     },
+    #[error(
+        "node '{node}' ({op}): {what} ('{name}') computed while running is not supported here: it must be a constant known before running"
+    )]
+    Dynamic {
+        node: String,
+        op: String,
+        what: String,
+        name: String,
+    },
     #[error("value '{0}' is used but never produced (no graph input, initializer or node output has that name)")]
     UndefinedValue(String),
     #[error("the graph has a cycle through node '{0}'")]

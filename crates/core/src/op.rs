@@ -108,6 +108,42 @@ pub enum PadMode {
     Constant,
     Reflect,
     Edge,
+    Wrap,
+}
+
+/// Pad's `pads` (begins then ends) over every dim of a rank-`rank` tensor, from pads given
+/// for `axes` only (opset 18's axes input; negative axes count from the end).
+pub fn full_pads(pads: &[i64], axes: Option<&[i64]>, rank: usize) -> Result<Vec<i64>, String> {
+    let Some(axes) = axes else {
+        if pads.len() != 2 * rank {
+            return Err(format!(
+                "{} pads for a rank-{rank} input, expected {}",
+                pads.len(),
+                2 * rank
+            ));
+        }
+        return Ok(pads.to_vec());
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(format!(
+            "{} pads for {} axes, expected {}",
+            pads.len(),
+            axes.len(),
+            2 * axes.len()
+        ));
+    }
+    let mut out = vec![0; 2 * rank];
+    let mut seen = vec![false; rank];
+    for (i, &a) in axes.iter().enumerate() {
+        let d =
+            crate::shape::normalize_axis(a, rank).ok_or_else(|| format!("axis {a} out of range for rank {rank}"))?;
+        if std::mem::replace(&mut seen[d], true) {
+            return Err(format!("axis {a} given twice"));
+        }
+        out[d] = pads[i];
+        out[d + rank] = pads[i + axes.len()];
+    }
+    Ok(out)
 }
 
 /// An operator with its attributes.
@@ -163,7 +199,12 @@ pub enum Op {
         keepdims: bool,
         noop_with_empty_axes: bool,
     },
-    Shape,
+    /// The dims `start..end` of the input's shape (negative values count from the end,
+    /// then clamped to the rank).
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     Gather {
         axis: i64,
     },
@@ -316,7 +357,7 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::Concat { .. } => "Concat",
             Op::ReduceMean { .. } => "ReduceMean",
-            Op::Shape => "Shape",
+            Op::Shape { .. } => "Shape",
             Op::Gather { .. } => "Gather",
             Op::Cast { .. } => "Cast",
             Op::Quantize { .. } => "Quantize",
@@ -366,4 +407,12 @@ impl Op {
             _ => 0,
         }
     }
+}
+
+/// The range of dims a Shape node with `start` and `end` takes from a rank-`rank` shape.
+pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> std::ops::Range<usize> {
+    let r = rank as i64;
+    let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (s, e) = (fix(start), fix(end.unwrap_or(r)));
+    s..e.max(s)
 }

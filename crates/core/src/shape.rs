@@ -225,6 +225,45 @@ pub fn infer(graph: &Graph, input_shapes: &HashMap<String, Vec<usize>>) -> Resul
     Ok(s)
 }
 
+/// Like [`infer`] with declared input shapes, for checking a graph as imported: a node
+/// whose shape depends on values only known while running (Reshape's shape, Pad's pads,
+/// axes computed from inputs) and every node after it are left out instead of failing;
+/// executors that see the values (the reference) infer those nodes when they run.
+pub fn infer_known(graph: &Graph) -> Result<Shapes> {
+    let mut s = Shapes::default();
+    for input in &graph.inputs {
+        s.values
+            .insert(input.name.clone(), (input.dtype, input.concrete_shape(1)));
+    }
+    for (name, t) in &graph.initializers {
+        s.insert(name, t);
+    }
+    let mut unknown: std::collections::HashSet<&str> = Default::default();
+    for node in &graph.nodes {
+        if node.inputs.iter().any(|i| unknown.contains(i.as_str())) {
+            unknown.extend(node.outputs.iter().map(String::as_str));
+            continue;
+        }
+        let outs = match infer_node(node, &s) {
+            Ok(o) => o,
+            Err(CoreError::Dynamic { .. }) => {
+                unknown.extend(node.outputs.iter().map(String::as_str));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for (name, v) in node.outputs.iter().zip(outs) {
+            s.values.insert(name.clone(), v);
+        }
+        if let Some(c) = fold_small(node, &s)
+            && let Some(out) = node.outputs.first()
+        {
+            s.constants.insert(out.clone(), c);
+        }
+    }
+    Ok(s)
+}
+
 fn in_shape<'a>(node: &Node, s: &'a Shapes, idx: usize) -> Result<&'a (DType, Vec<usize>)> {
     let name = node
         .input(idx)
@@ -237,12 +276,16 @@ fn in_shape<'a>(node: &Node, s: &'a Shapes, idx: usize) -> Result<&'a (DType, Ve
 fn const_ints(node: &Node, s: &Shapes, idx: usize, what: &str) -> Result<Option<Vec<i64>>> {
     match node.input(idx) {
         None => Ok(None),
-        Some(name) => s.constants.get(name).map(|t| Some(t.to_i64_vec())).ok_or_else(|| {
-            CoreError::node(
-                node,
-                format!("{what} ('{name}') must be a constant known before running"),
-            )
-        }),
+        Some(name) => s
+            .constants
+            .get(name)
+            .map(|t| Some(t.to_i64_vec()))
+            .ok_or_else(|| CoreError::Dynamic {
+                node: node.name.clone(),
+                op: node.op.name().into(),
+                what: what.into(),
+                name: name.into(),
+            }),
     }
 }
 
@@ -336,7 +379,14 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                 .map_or(DType::U8, |(d, _)| *d);
             Ok(vec![(dt, x)])
         }
-        Op::DequantizeLinear { .. } => Ok(vec![(DType::F32, x)]),
+        Op::DequantizeLinear { .. } => {
+            // the output has the scale's float type
+            let dt = node
+                .input(1)
+                .and_then(|z| s.values.get(z))
+                .map_or(DType::F32, |(d, _)| *d);
+            Ok(vec![(if dt == DType::F16 { DType::F16 } else { DType::F32 }, x)])
+        }
         Op::QLinearConv(c) => {
             let out = conv_shape(node, s, &x, c, 3, 8)?;
             let y_dt = node
@@ -504,9 +554,8 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
         }
         Op::Pad { .. } => {
             let pads = const_ints(node, s, 1, "pads")?.ok_or_else(|| err("missing pads input".into()))?;
-            if pads.len() != 2 * x.len() {
-                return Err(mismatch(node, format!("{} pads", 2 * x.len()), &pads));
-            }
+            let axes = const_ints(node, s, 3, "axes")?;
+            let pads = crate::op::full_pads(&pads, axes.as_deref(), x.len()).map_err(err)?;
             let r = x.len();
             let out: Option<Vec<usize>> = (0..r)
                 .map(|i| usize::try_from((x[i] as i64).saturating_add(pads[i]).saturating_add(pads[i + r])).ok())
@@ -536,7 +585,10 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             };
             one(reduce_shape(&x, &axes, *keepdims))
         }
-        Op::Shape => Ok(vec![(DType::I64, vec![x.len()])]),
+        Op::Shape { start, end } => Ok(vec![(
+            DType::I64,
+            vec![crate::op::shape_range(x.len(), *start, *end).len()],
+        )]),
         Op::Gather { axis } => {
             let (_, idx) = in_shape(node, s, 1)?;
             let a = normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
@@ -638,9 +690,10 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 fn fold_small(node: &Node, s: &Shapes) -> Option<Tensor> {
     let c = |i: usize| node.input(i).and_then(|n| s.constants.get(n));
     match &node.op {
-        Op::Shape => {
+        Op::Shape { start, end } => {
             let shape = s.shape(node.input(0)?)?;
-            Some(Tensor::i64_vec(&shape.iter().map(|&d| d as i64).collect::<Vec<_>>()))
+            let r = crate::op::shape_range(shape.len(), *start, *end);
+            Some(Tensor::i64_vec(&shape[r].iter().map(|&d| d as i64).collect::<Vec<_>>()))
         }
         Op::Identity
         | Op::Cast {

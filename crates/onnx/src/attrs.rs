@@ -22,6 +22,16 @@ impl<'a> Attrs<'a> {
         }
     }
 
+    /// The node breaks the ONNX specification (as opposed to using a feature weft lacks).
+    pub fn invalid(&self, what: impl Into<String>) -> OnnxError {
+        OnnxError::InvalidNode {
+            node: self.name.clone(),
+            op_type: self.node.op_type().to_string(),
+            opset: self.opset,
+            what: what.into(),
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&'a AttributeProto> {
         self.node.attribute.iter().find(|a| a.name() == key)
     }
@@ -34,7 +44,7 @@ impl<'a> Attrs<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(a) if a.r#type() == want || a.r#type() == At::Undefined => Ok(Some(a)),
-            Some(a) => Err(self.unsupported(format!(
+            Some(a) => Err(self.invalid(format!(
                 "attribute '{key}' should be {}, is {}",
                 want.as_str_name(),
                 a.r#type().as_str_name()
@@ -61,8 +71,7 @@ impl<'a> Attrs<'a> {
     pub fn string(&self, key: &str) -> Result<Option<String>> {
         self.typed(key, At::String)?
             .map(|a| {
-                String::from_utf8(a.s().to_vec())
-                    .map_err(|_| self.unsupported(format!("attribute '{key}' is not UTF-8")))
+                String::from_utf8(a.s().to_vec()).map_err(|_| self.invalid(format!("attribute '{key}' is not UTF-8")))
             })
             .transpose()
     }
@@ -78,14 +87,13 @@ impl<'a> Attrs<'a> {
         };
         if v.len() != len {
             return Err(self.unsupported(format!(
-                "attribute '{key}' has {} values, expected {len} (only 2-D windows are supported)",
-                v.len()
+                "attribute '{key}' has {} values: {}-D windows are not supported (only 2-D, {len} values)",
+                v.len(),
+                if len == 4 { v.len() / 2 } else { v.len() }
             )));
         }
         v.iter()
-            .map(|&x| {
-                usize::try_from(x).map_err(|_| self.unsupported(format!("attribute '{key}' has negative value {x}")))
-            })
+            .map(|&x| usize::try_from(x).map_err(|_| self.invalid(format!("attribute '{key}' has negative value {x}"))))
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }

@@ -221,6 +221,7 @@ impl Writer<'_> {
                     PadMode::Constant => "constant",
                     PadMode::Reflect => "reflect",
                     PadMode::Edge => "edge",
+                    PadMode::Wrap => "wrap",
                 };
                 self.emit(&n.name, "Pad", ins, outs, vec![string("mode", m)]);
             }
@@ -260,7 +261,14 @@ impl Writer<'_> {
             | Op::Unsqueeze
             | Op::MatMul
             | Op::Identity
-            | Op::Shape => self.emit(&n.name, n.op.name(), ins, outs, vec![]),
+            | Op::Shape { start: 0, end: None } => self.emit(&n.name, n.op.name(), ins, outs, vec![]),
+            Op::Shape { start, end } => {
+                let mut attrs = vec![int("start", *start)];
+                if let Some(e) = end {
+                    attrs.push(int("end", *e));
+                }
+                self.emit(&n.name, n.op.name(), ins, outs, attrs)
+            }
             Op::Quantize { .. }
             | Op::Dequantize { .. }
             | Op::QConv(_)

@@ -1,6 +1,6 @@
 //! ONNX ModelProto to weft Graph.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 
 use prost::Message;
@@ -8,8 +8,9 @@ use weft_core::op::{Conv, Gemm, PadMode, Padding, Pool};
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 
 use crate::attrs::Attrs;
+use crate::proto::tensor_proto::DataType as Dt;
 use crate::proto::{ModelProto, NodeProto, ValueInfoProto, type_proto};
-use crate::tensor::{from_proto, type_name, weft_type};
+use crate::tensor::{exact_weft_type, from_proto, type_name};
 use crate::{OPSET_RANGE, OnnxError, Result};
 
 /// An imported model: the graph plus what the file said about itself.
@@ -41,7 +42,7 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
         .map(|o| o.version())
         .ok_or_else(|| OnnxError::Invalid("no default-domain opset is imported".into()))?;
     if !OPSET_RANGE.contains(&opset) {
-        return Err(OnnxError::Invalid(format!(
+        return Err(OnnxError::UnsupportedModel(format!(
             "opset {opset} is not supported (weft reads opsets {} to {})",
             OPSET_RANGE.start(),
             OPSET_RANGE.end()
@@ -64,7 +65,9 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
             .insert(t.name().to_string(), from_proto(t, base_dir)?);
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(OnnxError::Invalid("sparse initializers are not supported".into()));
+        return Err(OnnxError::UnsupportedModel(
+            "sparse initializers are not supported".into(),
+        ));
     }
     for vi in &g.input {
         if !graph.initializers.contains_key(vi.name()) {
@@ -78,12 +81,27 @@ pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model> {
         graph: &mut graph,
         opset,
         base_dir,
+        narrowed_doubles: narrowed_doubles(g),
+        double_casts: Vec::new(),
     };
     for (idx, node) in g.node.iter().enumerate() {
         ctx.node(idx, node)?;
     }
+    let double_casts = std::mem::take(&mut ctx.double_casts);
     graph.sort()?;
-    weft_core::shape::infer(&graph, &HashMap::new())?;
+    let known = weft_core::shape::infer_known(&graph)?;
+    // a float64 value held as float32 is exact only when its source fits float32 exactly
+    // (int64 would round twice: to float64, then to float32)
+    for (node, input) in double_casts {
+        if known.values.get(&input).is_none_or(|(dt, _)| *dt == DType::I64) {
+            return Err(OnnxError::Unsupported {
+                node,
+                op_type: "Cast".into(),
+                opset,
+                what: "Cast to DOUBLE is not supported (only of a value float32 holds exactly, cast straight back to FLOAT or FLOAT16)".into(),
+            });
+        }
+    }
     Ok(Model {
         graph,
         opset,
@@ -106,12 +124,16 @@ fn value_info(vi: &ValueInfoProto, need_shape: bool) -> Result<ValueInfo> {
     let tensor_type = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => Some(t),
         None if !need_shape => None,
-        _ => return Err(OnnxError::Invalid(format!("'{name}' is not a tensor"))),
+        _ => {
+            return Err(OnnxError::UnsupportedModel(format!(
+                "'{name}' is not a tensor (sequences, maps and optionals are not supported)"
+            )));
+        }
     };
     let dtype = match tensor_type {
-        Some(t) => weft_type(t.elem_type()).ok_or_else(|| {
-            OnnxError::Invalid(format!(
-                "'{name}' has unsupported element type {}",
+        Some(t) => exact_weft_type(t.elem_type()).ok_or_else(|| {
+            OnnxError::UnsupportedModel(format!(
+                "'{name}' has element type {}, which is not supported",
                 type_name(t.elem_type())
             ))
         })?,
@@ -138,6 +160,33 @@ struct Importer<'g> {
     graph: &'g mut Graph,
     opset: i64,
     base_dir: Option<&'g Path>,
+    /// Outputs of `Cast` to DOUBLE that only `Cast`s back to FLOAT or FLOAT16 read.
+    narrowed_doubles: HashSet<String>,
+    /// (node, input) of each such Cast imported, checked once the input's dtype is known.
+    double_casts: Vec<(String, String)>,
+}
+
+/// The outputs of the graph's `Cast`s to DOUBLE whose every reader is a `Cast` to FLOAT or
+/// FLOAT16 (a round trip through float64, as some exporters write): weft holds those values
+/// as float32, which gives the same result.
+fn narrowed_doubles(g: &crate::proto::GraphProto) -> HashSet<String> {
+    let to = |n: &NodeProto| n.attribute.iter().find(|a| a.name() == "to").map(|a| a.i());
+    let is_cast = |n: &NodeProto| n.op_type() == "Cast" && matches!(n.domain(), "" | "ai.onnx");
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name()).collect();
+    g.node
+        .iter()
+        .filter(|n| is_cast(n) && to(n) == Some(Dt::Double as i64))
+        .filter_map(|n| n.output.first())
+        .filter(|o| !outputs.contains(o.as_str()))
+        .filter(|o| {
+            let readers: Vec<&NodeProto> = g.node.iter().filter(|r| r.input.contains(o)).collect();
+            !readers.is_empty()
+                && readers
+                    .iter()
+                    .all(|r| is_cast(r) && matches!(to(r), Some(t) if t == Dt::Float as i64 || t == Dt::Float16 as i64))
+        })
+        .cloned()
+        .collect()
 }
 
 impl Importer<'_> {
@@ -167,12 +216,12 @@ impl Importer<'_> {
         let mut inputs: Vec<String> = n.input.clone();
         let outputs: Vec<String> = n.output.clone();
         if outputs.first().is_none_or(|o| o.is_empty()) {
-            return Err(a.unsupported("the node has no output"));
+            return Err(a.invalid("the node has no output"));
         }
         let v = self.opset;
         let single_output = |a: &Attrs| -> Result<()> {
             if outputs.iter().skip(1).any(|o| !o.is_empty()) {
-                return Err(a.unsupported("only the first output is supported"));
+                return Err(a.unsupported("outputs after the first are not supported"));
             }
             Ok(())
         };
@@ -189,7 +238,9 @@ impl Importer<'_> {
                 } else if let Some(i) = a.ints("value_ints")? {
                     Tensor::i64_vec(&i)
                 } else {
-                    return Err(a.unsupported("Constant without a tensor, float(s) or int(s) value"));
+                    return Err(
+                        a.unsupported("a Constant other than value, value_float(s) or value_int(s) is not supported")
+                    );
                 };
                 if self.graph.initializers.insert(outputs[0].clone(), t).is_some() {
                     return Err(OnnxError::Graph(weft_core::CoreError::DuplicateValue(
@@ -201,7 +252,9 @@ impl Importer<'_> {
             "Conv" => Op::Conv(conv(&a)?),
             "BatchNormalization" => {
                 if a.int("spatial", 1)? != 1 || a.int("training_mode", 0)? != 0 {
-                    return Err(a.unsupported("only inference-mode, spatial BatchNormalization is supported"));
+                    return Err(a.unsupported(
+                        "training mode (or spatial=0) is not supported: only inference-mode BatchNormalization",
+                    ));
                 }
                 Op::BatchNormalization {
                     epsilon: a.float("epsilon", 1e-5)?,
@@ -223,7 +276,7 @@ impl Importer<'_> {
             "MaxPool" => {
                 single_output(&a)?;
                 if a.int("storage_order", 0)? != 0 {
-                    return Err(a.unsupported("column-major storage_order"));
+                    return Err(a.unsupported("column-major storage_order is not supported"));
                 }
                 Op::MaxPool(pool(&a, false)?)
             }
@@ -235,7 +288,7 @@ impl Importer<'_> {
             },
             "Reshape" => {
                 if v < 5 {
-                    let shape = a.ints("shape")?.ok_or_else(|| a.unsupported("Reshape without shape"))?;
+                    let shape = a.ints("shape")?.ok_or_else(|| a.invalid("Reshape without shape"))?;
                     let s = self.constant(&format!("{name}.shape"), Tensor::i64_vec(&shape));
                     inputs.truncate(1);
                     inputs.push(s);
@@ -249,7 +302,7 @@ impl Importer<'_> {
                     .ints("perm")?
                     .map(|p| {
                         p.iter()
-                            .map(|&x| usize::try_from(x).map_err(|_| a.unsupported(format!("negative perm {x}"))))
+                            .map(|&x| usize::try_from(x).map_err(|_| a.invalid(format!("negative perm {x}"))))
                             .collect::<Result<Vec<_>>>()
                     })
                     .transpose()?,
@@ -291,6 +344,18 @@ impl Importer<'_> {
             "Identity" => Op::Identity,
             "Dropout" => {
                 single_output(&a)?;
+                if let Some(mode) = inputs.get(2).filter(|s| !s.is_empty()) {
+                    let inference = self
+                        .graph
+                        .initializers
+                        .get(mode)
+                        .is_some_and(|t| t.to_i64_vec().iter().all(|&v| v == 0));
+                    if !inference {
+                        return Err(a.unsupported(
+                            "training mode (a training_mode input that is not a constant false) is not supported",
+                        ));
+                    }
+                }
                 inputs.truncate(1);
                 Op::Identity
             }
@@ -299,15 +364,14 @@ impl Importer<'_> {
                     "constant" => PadMode::Constant,
                     "reflect" => PadMode::Reflect,
                     "edge" => PadMode::Edge,
-                    other => return Err(a.unsupported(format!("pad mode '{other}'"))),
+                    "wrap" => PadMode::Wrap,
+                    other => return Err(a.unsupported(format!("pad mode '{other}' is not supported"))),
                 };
                 if v < 11 {
-                    let pads = a.ints("pads")?.ok_or_else(|| a.unsupported("Pad without pads"))?;
+                    let pads = a.ints("pads")?.ok_or_else(|| a.invalid("Pad without pads"))?;
                     let p = self.constant(&format!("{name}.pads"), Tensor::i64_vec(&pads));
                     let value = self.constant(&format!("{name}.value"), Tensor::f32_scalar(a.float("value", 0.0)?));
                     inputs = vec![inputs.first().cloned().unwrap_or_default(), p, value];
-                } else if inputs.get(3).is_some_and(|s| !s.is_empty()) {
-                    return Err(a.unsupported("the axes input of Pad"));
                 }
                 Op::Pad { mode }
             }
@@ -316,7 +380,7 @@ impl Importer<'_> {
                     if a.has("axis") {
                         Ok(x)
                     } else {
-                        Err(a.unsupported("Concat without axis"))
+                        Err(a.invalid("Concat without axis"))
                     }
                 })?,
             },
@@ -333,26 +397,51 @@ impl Importer<'_> {
                     noop_with_empty_axes: a.int("noop_with_empty_axes", 0)? != 0,
                 }
             }
-            "Shape" => {
-                if a.has("start") || a.has("end") {
-                    return Err(a.unsupported("Shape with start or end"));
-                }
-                Op::Shape
-            }
+            "Shape" => Op::Shape {
+                start: a.int("start", 0)?,
+                end: if a.has("end") { Some(a.int("end", 0)?) } else { None },
+            },
             "Gather" => Op::Gather {
                 axis: a.int("axis", 0)?,
             },
+            "Cast" if a.int("to", 0)? == Dt::Double as i64 && self.narrowed_doubles.contains(&outputs[0]) => {
+                self.double_casts
+                    .push((name.clone(), inputs.first().cloned().unwrap_or_default()));
+                Op::Cast { to: DType::F32 }
+            }
             "Cast" => {
                 let to = a.int("to", 0)?;
                 let dtype = i32::try_from(to)
                     .ok()
-                    .and_then(weft_type)
-                    .ok_or_else(|| a.unsupported(format!("Cast to {}", type_name(to as i32))))?;
+                    .and_then(exact_weft_type)
+                    .ok_or_else(|| a.unsupported(format!("Cast to {} is not supported", type_name(to as i32))))?;
                 Op::Cast { to: dtype }
             }
             "QuantizeLinear" => {
                 if a.int("saturate", 1)? != 1 || a.has("block_size") && a.int("block_size", 0)? != 0 {
-                    return Err(a.unsupported("blocked or non-saturating quantization"));
+                    return Err(a.unsupported("blocked or non-saturating quantization is not supported"));
+                }
+                if a.has("precision") && a.int("precision", 0)? != 0 {
+                    return Err(a.unsupported("the precision attribute is not supported"));
+                }
+                let out_type = a.int("output_dtype", 0)?;
+                if out_type != 0 {
+                    let dt = i32::try_from(out_type).ok().and_then(exact_weft_type);
+                    let zp = match dt {
+                        Some(DType::U8) => weft_core::tensor::array_from(&[], vec![0u8]).map(Tensor::U8)?,
+                        Some(DType::I8) => weft_core::tensor::array_from(&[], vec![0i8]).map(Tensor::I8)?,
+                        _ => {
+                            return Err(a.unsupported(format!(
+                                "quantizing to {} is not supported (only UINT8 and INT8)",
+                                type_name(out_type as i32)
+                            )));
+                        }
+                    };
+                    if inputs.get(2).is_none_or(|s| s.is_empty()) {
+                        let z = self.constant(&format!("{name}.zero_point"), zp);
+                        inputs.resize(2, String::new());
+                        inputs.push(z);
+                    }
                 }
                 Op::QuantizeLinear {
                     axis: a.int("axis", 1)?,
@@ -360,7 +449,7 @@ impl Importer<'_> {
             }
             "DequantizeLinear" => {
                 if a.has("block_size") && a.int("block_size", 0)? != 0 {
-                    return Err(a.unsupported("blocked quantization"));
+                    return Err(a.unsupported("blocked quantization is not supported"));
                 }
                 Op::DequantizeLinear {
                     axis: a.int("axis", 1)?,
@@ -370,10 +459,10 @@ impl Importer<'_> {
             "QLinearMatMul" => Op::QLinearMatMul,
             "QGemm" => {
                 if a.int("transA", 0)? != 0 {
-                    return Err(a.unsupported("transposed A"));
+                    return Err(a.unsupported("transposed A is not supported"));
                 }
                 if inputs.get(7).is_none_or(|s| s.is_empty()) {
-                    return Err(a.unsupported("QGemm with a float output (no y_scale)"));
+                    return Err(a.unsupported("a float output (no y_scale) is not supported"));
                 }
                 Op::QLinearGemm {
                     alpha: a.float("alpha", 1.0)?,
@@ -383,7 +472,7 @@ impl Importer<'_> {
             "QLinearAdd" => Op::QLinearAdd,
             "QLinearGlobalAveragePool" => {
                 if a.int("channels_last", 0)? != 0 {
-                    return Err(a.unsupported("channels_last QLinearGlobalAveragePool"));
+                    return Err(a.unsupported("channels_last is not supported"));
                 }
                 Op::QLinearGlobalAveragePool
             }
@@ -416,7 +505,7 @@ fn conv(a: &Attrs) -> Result<Conv> {
         group: usize::try_from(a.int("group", 1)?)
             .ok()
             .filter(|&g| g > 0)
-            .ok_or_else(|| a.unsupported("group must be positive"))?,
+            .ok_or_else(|| a.invalid("group must be positive"))?,
         activation: None,
     })
 }
@@ -430,14 +519,16 @@ fn padding(a: &Attrs) -> Result<Padding> {
         "SAME_UPPER" => Ok(Padding::SameUpper),
         "SAME_LOWER" => Ok(Padding::SameLower),
         "VALID" => Ok(Padding::Valid),
-        other => Err(a.unsupported(format!("auto_pad '{other}'"))),
+        other => Err(a.invalid(format!(
+            "auto_pad '{other}' is not one of NOTSET, SAME_UPPER, SAME_LOWER, VALID"
+        ))),
     }
 }
 
 fn pool(a: &Attrs, average: bool) -> Result<Pool> {
     let k = a
         .usizes("kernel_shape", 2)?
-        .ok_or_else(|| a.unsupported("kernel_shape is required (only 2-D pooling is supported)"))?;
+        .ok_or_else(|| a.unsupported("pooling without kernel_shape is not supported (only 2-D pooling)"))?;
     Ok(Pool {
         kernel_shape: [k[0], k[1]],
         strides: a.pair("strides", 1)?,

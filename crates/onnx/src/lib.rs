@@ -32,9 +32,21 @@ pub enum OnnxError {
         opset: i64,
         what: String,
     },
+    #[error("invalid ONNX model: node '{node}' ({op_type}, opset {opset}): {what}")]
+    InvalidNode {
+        node: String,
+        op_type: String,
+        opset: i64,
+        what: String,
+    },
     #[error("invalid ONNX model: {0}")]
     Invalid(String),
-    #[error("invalid ONNX model: {0}")]
+    /// A model-level feature weft lacks (an element type, a non-tensor input, an opset).
+    #[error("unsupported ONNX model: {0}")]
+    UnsupportedModel(String),
+    /// From the graph checks after import: a broken graph or a feature a node lacks (the
+    /// message says which).
+    #[error("ONNX model: {0}")]
     Graph(#[from] weft_core::CoreError),
     #[error("I/O error on {path}: {source}")]
     Io { path: String, source: std::io::Error },
@@ -43,4 +55,4 @@ pub enum OnnxError {
 pub type Result<T, E = OnnxError> = std::result::Result<T, E>;
 
 /// The lowest and highest default-domain opsets weft imports.
-pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=22;
+pub const OPSET_RANGE: std::ops::RangeInclusive<i64> = 7..=25;

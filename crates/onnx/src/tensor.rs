@@ -21,20 +21,38 @@ pub fn onnx_type(dtype: DType) -> i32 {
     }) as i32
 }
 
-/// weft dtype of an ONNX element type code, where weft has one.
-pub fn weft_type(code: i32) -> Option<DType> {
+/// The weft dtype that holds exactly ONNX's type `code` (no widening, no narrowing): what
+/// graph inputs, outputs and Cast targets may be.
+pub fn exact_weft_type(code: i32) -> Option<DType> {
     Some(match Dt::try_from(code).ok()? {
-        Dt::Float | Dt::Double => DType::F32,
+        Dt::Float => DType::F32,
         Dt::Float16 => DType::F16,
         Dt::Int8 => DType::I8,
-        Dt::Uint8 | Dt::Bool => DType::U8,
-        Dt::Int32 | Dt::Int16 | Dt::Uint16 => DType::I32,
+        Dt::Uint8 => DType::U8,
+        Dt::Int32 => DType::I32,
         Dt::Int64 => DType::I64,
         _ => return None,
     })
 }
 
 pub fn type_name(code: i32) -> String {
+    // the element types added to ONNX after the project's proto was written
+    let later = match code {
+        17 => "FLOAT8E4M3FN",
+        18 => "FLOAT8E4M3FNUZ",
+        19 => "FLOAT8E5M2",
+        20 => "FLOAT8E5M2FNUZ",
+        21 => "UINT4",
+        22 => "INT4",
+        23 => "FLOAT4E2M1",
+        24 => "FLOAT8E8M0",
+        25 => "UINT2",
+        26 => "INT2",
+        _ => "",
+    };
+    if !later.is_empty() {
+        return later.to_string();
+    }
     Dt::try_from(code)
         .map(|d| d.as_str_name().to_string())
         .unwrap_or_else(|_| format!("type code {code}"))
@@ -58,7 +76,7 @@ pub fn from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         t.raw_data.as_deref()
     };
     let count_err = |got: usize| bad(format!("has {got} values, shape {shape:?} needs {n}"));
-    let dt = Dt::try_from(code).map_err(|_| bad(format!("unknown data type {code}")))?;
+    let dt = Dt::try_from(code).map_err(|_| bad(format!("data type {} is not supported", type_name(code))))?;
     let tensor = match (dt, raw) {
         (Dt::Float, Some(r)) => Tensor::from_le_bytes(DType::F32, &shape, r),
         (Dt::Float16, Some(r)) => Tensor::from_le_bytes(DType::F16, &shape, r),

@@ -5,7 +5,7 @@ use ndarray::{ArrayD, Axis, IxDyn};
 use weft_core::op::{Pool, QAdd, QConcat, QConv, QGemm, QMean, QOut};
 use weft_core::quant::{div_round, quantize_u8, requantize, rshift_round};
 use weft_core::shape::{pool_windows, window};
-use weft_core::{CoreError, Result, Tensor};
+use weft_core::{CoreError, DType, Result, Tensor};
 
 fn u8s(t: &Tensor, what: &str) -> Result<Vec<u8>> {
     match t {
@@ -349,4 +349,185 @@ pub fn dequantize(x: &Tensor, scale: f32, zero_point: i32) -> Result<Tensor> {
         .map(|&q| (i32::from(q) - zero_point) as f32 * scale)
         .collect();
     Tensor::from_f32(x.shape(), v)
+}
+
+/// One scale of a QLinear op as f32, requiring a single value (per-tensor).
+fn one_scale(t: &Tensor, what: &str) -> Result<f32> {
+    match t.to_f32().iter().copied().collect::<Vec<_>>()[..] {
+        [s] => Ok(s),
+        _ => Err(CoreError::Tensor(format!(
+            "{what} with {} values: per-axis scales are not supported here",
+            t.len()
+        ))),
+    }
+}
+
+/// `a * b / c` in the scales' own precision (f16 scales round after each step, as ONNX's
+/// reference computes them).
+fn scale_ratio(a: f32, b: f32, c: f32, half: bool) -> f64 {
+    if half {
+        let r = |v: f32| half::f16::from_f32(v).to_f32();
+        f64::from(r(r(a * b) / c))
+    } else {
+        f64::from(a * b / c)
+    }
+}
+
+/// Rounds half to even, adds the zero point and saturates to the zero point's type.
+fn requantize_linear(v: f64, zp: &Tensor) -> i64 {
+    let (lo, hi) = match zp.dtype() {
+        DType::I8 => (-128, 127),
+        _ => (0, 255),
+    };
+    (v.round_ties_even() as i64 + zp.to_i64_vec().first().copied().unwrap_or(0)).clamp(lo, hi)
+}
+
+fn narrow(zp: &Tensor, shape: &[usize], v: Vec<i64>) -> Result<Tensor> {
+    Ok(match zp.dtype() {
+        DType::I8 => Tensor::I8(weft_core::tensor::array_from(
+            shape,
+            v.iter().map(|&x| x as i8).collect(),
+        )?),
+        DType::U8 => Tensor::U8(weft_core::tensor::array_from(
+            shape,
+            v.iter().map(|&x| x as u8).collect(),
+        )?),
+        other => {
+            return Err(CoreError::Tensor(format!(
+                "a {other} zero point is not supported (uint8, int8)"
+            )));
+        }
+    })
+}
+
+fn get<'a>(ins: &[Option<&'a Tensor>], i: usize, op: &str) -> Result<&'a Tensor> {
+    ins.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| CoreError::Tensor(format!("{op} input {i} is missing")))
+}
+
+/// ONNX QLinearMatMul with per-tensor scales: `saturate(rint((a - za)(b - zb) * sa*sb/sy) + zy)`,
+/// the product exact in integers.
+pub fn qlinear_matmul(ins: &[Option<&Tensor>], out_shape: &[usize]) -> Result<Tensor> {
+    let op = "QLinearMatMul";
+    let (a, b) = (get(ins, 0, op)?, get(ins, 3, op)?);
+    let (za, zb, zy) = (get(ins, 2, op)?, get(ins, 5, op)?, get(ins, 7, op)?);
+    let half = get(ins, 1, op)?.dtype() == DType::F16;
+    let s = scale_ratio(
+        one_scale(get(ins, 1, op)?, "a_scale")?,
+        one_scale(get(ins, 4, op)?, "b_scale")?,
+        one_scale(get(ins, 6, op)?, "y_scale")?,
+        half,
+    );
+    for (t, what) in [(za, "a_zero_point"), (zb, "b_zero_point")] {
+        if t.len() != 1 {
+            return Err(CoreError::Tensor(format!(
+                "{what}: per-axis zero points are not supported here"
+            )));
+        }
+    }
+    let za = za.to_i64_vec()[0];
+    let zb = zb.to_i64_vec()[0];
+    let av = a.to_i64().mapv(|v| v - za);
+    let bv = b.to_i64().mapv(|v| v - zb);
+    if av.ndim() < 2 || bv.ndim() < 2 {
+        return Err(CoreError::Tensor(
+            "QLinearMatMul of 1-D operands is not supported".into(),
+        ));
+    }
+    let (m, k) = (av.shape()[av.ndim() - 2], av.shape()[av.ndim() - 1]);
+    let n = bv.shape()[bv.ndim() - 1];
+    let batch = &out_shape[..out_shape.len() - 2];
+    let full = |t: &ArrayD<i64>, r: usize, c: usize| -> Result<ArrayD<i64>> {
+        let mut s = batch.to_vec();
+        s.extend([r, c]);
+        t.broadcast(IxDyn(&s))
+            .map(|v| v.as_standard_layout().into_owned())
+            .ok_or_else(|| CoreError::Tensor("QLinearMatMul operands do not broadcast".into()))
+    };
+    let (av, bv) = (full(&av, m, k)?, full(&bv, k, n)?);
+    let (av, bv) = (av.as_slice().unwrap_or(&[]), bv.as_slice().unwrap_or(&[]));
+    let nb: usize = batch.iter().product();
+    let mut out = Vec::with_capacity(nb * m * n);
+    for bi in 0..nb {
+        for i in 0..m {
+            for j in 0..n {
+                let acc: i64 = (0..k)
+                    .map(|p| av[(bi * m + i) * k + p] * bv[(bi * k + p) * n + j])
+                    .sum();
+                out.push(requantize_linear(acc as f64 * s, zy));
+            }
+        }
+    }
+    narrow(zy, out_shape, out)
+}
+
+/// ONNX QLinearConv (2-D): the convolution of `x - zx` and `w - zw` (per output channel)
+/// exact in integers plus the int32 bias, then `saturate(rint(acc * sx*sw/sy) + zy)`.
+pub fn qlinear_conv(c: &weft_core::op::Conv, ins: &[Option<&Tensor>], out_shape: &[usize]) -> Result<Tensor> {
+    let op = "QLinearConv";
+    let (x, w, zy) = (get(ins, 0, op)?, get(ins, 3, op)?, get(ins, 7, op)?);
+    let zx = one_scale(get(ins, 2, op)?, "x_zero_point")? as i64;
+    let sx = one_scale(get(ins, 1, op)?, "x_scale")?;
+    let sy = one_scale(get(ins, 6, op)?, "y_scale")?;
+    let half = get(ins, 1, op)?.dtype() == DType::F16;
+    let sw: Vec<f32> = get(ins, 4, op)?.to_f32().iter().copied().collect();
+    let zw = get(ins, 5, op)?.to_i64_vec();
+    let bias = ins.get(8).copied().flatten().map(Tensor::to_i64_vec);
+    if x.shape().len() != 4 || w.shape().len() != 4 {
+        return Err(CoreError::Tensor("only 2-D QLinearConv is supported".into()));
+    }
+    let (n, ch, h, wd) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (m, cg, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+    let pick = |v: &[i64], o: usize| {
+        if v.len() == 1 {
+            v[0]
+        } else {
+            v.get(o).copied().unwrap_or(0)
+        }
+    };
+    if !(sw.len() == 1 || sw.len() == m) || !(zw.len() == 1 || zw.len() == m) {
+        return Err(CoreError::Tensor(format!(
+            "w_scale and w_zero_point must have 1 or {m} values"
+        )));
+    }
+    let wy = window(h, kh, c.strides[0], c.dilations[0], &c.padding, false, 0).map_err(CoreError::Tensor)?;
+    let wx = window(wd, kw, c.strides[1], c.dilations[1], &c.padding, false, 1).map_err(CoreError::Tensor)?;
+    let (oh, ow) = (wy.out, wx.out);
+    let xs = x.to_i64();
+    let xs = xs.as_slice().unwrap_or(&[]);
+    let ws = w.to_i64();
+    let ws = ws.as_slice().unwrap_or(&[]);
+    let mg = m / c.group.max(1);
+    let mut out = Vec::with_capacity(n * m * oh * ow);
+    for ni in 0..n {
+        for o in 0..m {
+            let g = o / mg.max(1);
+            let s = scale_ratio(sx, sw[if sw.len() == 1 { 0 } else { o }], sy, half);
+            let zwo = pick(&zw, o);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.as_ref().map_or(0, |b| pick(b, o));
+                    for ci in 0..cg {
+                        let cin = g * cg + ci;
+                        for ky in 0..kh {
+                            let iy = (oy * c.strides[0] + ky * c.dilations[0]) as isize - wy.pad_begin as isize;
+                            for kx in 0..kw {
+                                let ix = (ox * c.strides[1] + kx * c.dilations[1]) as isize - wx.pad_begin as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd || cin >= ch {
+                                    continue;
+                                }
+                                let xv = xs[((ni * ch + cin) * h + iy as usize) * wd + ix as usize] - zx;
+                                let wv = ws[((o * cg + ci) * kh + ky) * kw + kx] - zwo;
+                                acc += xv * wv;
+                            }
+                        }
+                    }
+                    out.push(requantize_linear(acc as f64 * s, zy));
+                }
+            }
+        }
+    }
+    narrow(zy, out_shape, out)
 }

@@ -52,6 +52,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     let f32_in = |i: usize| -> Result<ArrayD<f32>> { Ok(input(i)?.to_f32()) };
     let err = |m: String| CoreError::node(node, m);
     let x = input(0)?;
+    check_dtypes(node, inputs)?;
     let result = match &node.op {
         Op::Conv(c) => {
             let bias = inputs.get(2).copied().flatten().map(|b| b.to_f32());
@@ -68,7 +69,20 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             }
             Tensor::F32(y)
         }
+        Op::Relu if !x.dtype().is_float() => Tensor::I64(x.to_i64().mapv(|v| v.max(0))),
         Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
+        Op::Clip if !x.dtype().is_float() => {
+            let bound = |i: usize, d: i64| {
+                inputs
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .and_then(|t| t.to_i64().iter().next().copied())
+                    .unwrap_or(d)
+            };
+            let (lo, hi) = (bound(1, i64::MIN), bound(2, i64::MAX));
+            Tensor::I64(x.to_i64().mapv(|v| v.max(lo).min(hi)))
+        }
         Op::Clip => {
             let bound = |i: usize, d: f32| {
                 inputs
@@ -136,19 +150,34 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             Tensor::F32(y)
         }
         Op::Pad { mode } => {
-            let pads = input(1)?.to_i64_vec();
+            let axes = inputs.get(3).copied().flatten().map(Tensor::to_i64_vec);
+            let pads =
+                weft_core::op::full_pads(&input(1)?.to_i64_vec(), axes.as_deref(), x.shape().len()).map_err(err)?;
+            if *mode != PadMode::Constant && x.is_empty() && !out_shape.contains(&0) {
+                return Err(err(format!("{mode:?} padding of an empty tensor {:?}", x.shape())));
+            }
             let value = inputs
                 .get(2)
                 .copied()
                 .flatten()
                 .and_then(|t| t.to_f32().iter().next().copied())
                 .unwrap_or(0.0);
-            Tensor::F32(pad(&x.to_f32(), &pads, *mode, value, &out_shape))
+            if x.dtype().is_float() {
+                Tensor::F32(pad(&x.to_f32(), &pads, *mode, value, &out_shape))
+            } else {
+                let value = inputs
+                    .get(2)
+                    .copied()
+                    .flatten()
+                    .and_then(|t| t.to_i64().iter().next().copied())
+                    .unwrap_or(0);
+                Tensor::I64(pad(&x.to_i64(), &pads, *mode, value, &out_shape))
+            }
         }
         Op::Concat { axis } => {
             let a = normalize_axis(*axis, x.shape().len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let all: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect::<Result<_>>()?;
-            if all.iter().all(|t| t.dtype() == DType::I64) {
+            if all.iter().all(|t| !t.dtype().is_float()) {
                 let arrays: Vec<ArrayD<i64>> = all.iter().map(|t| t.to_i64()).collect();
                 let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
                 Tensor::I64(ndarray::concatenate(Axis(a), &views).map_err(|e| err(e.to_string()))?)
@@ -181,7 +210,10 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             }
             Tensor::F32(y)
         }
-        Op::Shape => Tensor::i64_vec(&x.shape().iter().map(|&d| d as i64).collect::<Vec<_>>()),
+        Op::Shape { start, end } => {
+            let r = weft_core::op::shape_range(x.shape().len(), *start, *end);
+            Tensor::i64_vec(&x.shape()[r].iter().map(|&d| d as i64).collect::<Vec<_>>())
+        }
         Op::Gather { axis } => {
             let a = normalize_axis(*axis, x.shape().len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             let dim = x.shape()[a] as i64;
@@ -200,7 +232,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             let picked = map_tensor!(x, a_ => a_.select(Axis(a), &idx));
             picked.reshaped(&out_shape)?
         }
-        Op::Cast { to } => x.cast(*to),
+        Op::Cast { to } => onnx_cast(x, *to),
         Op::Quantize { scale, zero_point } => int::quantize(x, *scale, *zero_point)?,
         Op::Dequantize { scale, zero_point } => int::dequantize(x, *scale, *zero_point)?,
         Op::QConv(q) => int::qconv(q, inputs, &out_shape)?,
@@ -219,18 +251,24 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             &out_shape,
         )?,
         Op::QuantizeLinear { axis } => int::quantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?,
-        Op::DequantizeLinear { axis } => int::dequantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?,
-        Op::QLinearConv(_)
-        | Op::QLinearMatMul
-        | Op::QLinearAdd
-        | Op::QLinearGemm { .. }
-        | Op::QLinearGlobalAveragePool => {
+        Op::DequantizeLinear { axis } => {
+            let y = int::dequantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?;
+            if input(1)?.dtype() == DType::F16 {
+                y.cast(DType::F16)
+            } else {
+                y
+            }
+        }
+        Op::QLinearConv(c) => int::qlinear_conv(c, inputs, &out_shape)?,
+        Op::QLinearMatMul => int::qlinear_matmul(inputs, &out_shape)?,
+        Op::QLinearAdd | Op::QLinearGemm { .. } | Op::QLinearGlobalAveragePool => {
             return Err(err(format!(
                 "{} runs only after `weft compile` lowers the model",
                 node.op.name()
             )));
         }
     };
+    let result = keep_dtype(&node.op, x.dtype(), result);
     if result.shape() != out_shape.as_slice() {
         return Err(err(format!(
             "computed shape {:?} differs from inferred {:?}",
@@ -257,21 +295,136 @@ fn softmax_lane(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= sum);
 }
 
+/// Ops whose output has the dtype of their first input in ONNX (weft computes the float
+/// ones in f32 and integer ones in i64, then narrows).
+fn same_type(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv(_)
+            | Op::BatchNormalization { .. }
+            | Op::Relu
+            | Op::Clip
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::GlobalAveragePool
+            | Op::GlobalMaxPool
+            | Op::Gemm(_)
+            | Op::MatMul
+            | Op::Softmax { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::ReduceMean { .. }
+    )
+}
+
+/// Refuses integer tensors where weft would otherwise compute in float: only the ops with
+/// exact integer semantics here (element-wise arithmetic with wrapping and truncating
+/// division, Relu, Clip, Pad, Concat, 8-bit MaxPool, data movement) take them.
+fn check_dtypes(node: &Node, inputs: &[Option<&Tensor>]) -> Result<()> {
+    let Some(Some(x)) = inputs.first() else {
+        return Ok(());
+    };
+    let dt = x.dtype();
+    let refuse = |what: String| Err(CoreError::node(node, format!("{what} is not supported")));
+    if !dt.is_float() {
+        let exact = match &node.op {
+            Op::Relu | Op::Clip | Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pad { .. } | Op::Concat { .. } => true,
+            Op::MaxPool(_) => matches!(dt, DType::I8 | DType::U8),
+            op => !same_type(op),
+        };
+        if !exact {
+            return refuse(format!("{} on {dt} tensors", node.op.name()));
+        }
+    }
+    if matches!(node.op, Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Concat { .. }) {
+        let n = if matches!(node.op, Op::Concat { .. }) {
+            inputs.len()
+        } else {
+            2
+        };
+        for t in inputs.iter().take(n).flatten() {
+            if t.dtype() != dt && !(t.dtype().is_float() && dt.is_float()) {
+                return refuse(format!("{} of {dt} and {} operands", node.op.name(), t.dtype()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Narrows a result computed in f32 or i64 back to the first input's dtype, for the ops
+/// whose output type is their input's (integers wrap, as ONNX's do).
+fn keep_dtype(op: &Op, dt: DType, result: Tensor) -> Tensor {
+    if !same_type(op) || result.dtype() == dt {
+        return result;
+    }
+    match (result, dt) {
+        (Tensor::F32(a), DType::F16) => Tensor::F16(a.mapv(half::f16::from_f32)),
+        (Tensor::I64(a), dt) => wrap_i64(a, dt),
+        (other, dt) => other.cast(dt),
+    }
+}
+
+/// i64 values to `dt` with two's-complement wrapping (and exact conversion to floats).
+fn wrap_i64(a: ArrayD<i64>, dt: DType) -> Tensor {
+    match dt {
+        DType::I64 => Tensor::I64(a),
+        DType::I32 => Tensor::I32(a.mapv(|v| v as i32)),
+        DType::I8 => Tensor::I8(a.mapv(|v| v as i8)),
+        DType::U8 => Tensor::U8(a.mapv(|v| v as u8)),
+        DType::F32 => Tensor::F32(a.mapv(|v| v as f32)),
+        DType::F16 => Tensor::F16(a.mapv(|v| half::f16::from_f32(v as f32))),
+    }
+}
+
+/// ONNX Cast: floats to integers truncate toward zero (saturating where out of range, which
+/// ONNX leaves undefined), integers to narrower integers wrap, to floats round to nearest.
+fn onnx_cast(x: &Tensor, to: DType) -> Tensor {
+    if x.dtype() == to {
+        return x.clone();
+    }
+    match (x, to) {
+        (Tensor::F32(_) | Tensor::F16(_), DType::F32) => Tensor::F32(x.to_f32()),
+        (Tensor::F32(_) | Tensor::F16(_), DType::F16) => Tensor::F16(x.to_f32().mapv(half::f16::from_f32)),
+        (Tensor::F32(_) | Tensor::F16(_), _) => {
+            let f = x.to_f32();
+            match to {
+                DType::I64 => Tensor::I64(f.mapv(|v| v as i64)),
+                DType::I32 => Tensor::I32(f.mapv(|v| v as i32)),
+                DType::I8 => Tensor::I8(f.mapv(|v| v as i8)),
+                _ => Tensor::U8(f.mapv(|v| v as u8)),
+            }
+        }
+        (Tensor::I64(a), _) => wrap_i64(a.clone(), to),
+        _ => wrap_i64(x.to_i64(), to),
+    }
+}
+
 fn binary(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let err = |m: String| CoreError::node(node, m);
-    if a.dtype() == DType::I64 && b.dtype() == DType::I64 {
+    if !a.dtype().is_float() && !b.dtype().is_float() {
         let (a, b) = (a.to_i64(), b.to_i64());
-        return Ok(Tensor::I64(match node.op {
-            Op::Add => &a + &b,
-            Op::Sub => &a - &b,
-            Op::Mul => &a * &b,
-            _ => {
-                if b.iter().any(|&v| v == 0) {
-                    return Err(err("integer division by zero".into()));
-                }
-                &a / &b
-            }
-        }));
+        let shape = shape::broadcast(a.shape(), b.shape())
+            .ok_or_else(|| err(format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape())))?;
+        let (av, bv) = (
+            a.broadcast(IxDyn(&shape))
+                .ok_or_else(|| err("operand does not broadcast".into()))?,
+            b.broadcast(IxDyn(&shape))
+                .ok_or_else(|| err("operand does not broadcast".into()))?,
+        );
+        if matches!(node.op, Op::Div) && bv.iter().any(|&v| v == 0) {
+            return Err(err("integer division by zero".into()));
+        }
+        let f: fn(i64, i64) -> i64 = match node.op {
+            Op::Add => i64::wrapping_add,
+            Op::Sub => i64::wrapping_sub,
+            Op::Mul => i64::wrapping_mul,
+            _ => i64::wrapping_div,
+        };
+        return Ok(Tensor::I64(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))));
     }
     let (a, b) = (a.to_f32(), b.to_f32());
     Ok(Tensor::F32(match node.op {
@@ -331,7 +484,7 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>, out_shape: &[usize]) -> Result<Array
     ArrayD::from_shape_vec(IxDyn(out_shape), out).map_err(|e| CoreError::Tensor(e.to_string()))
 }
 
-fn pad(x: &ArrayD<f32>, pads: &[i64], mode: PadMode, value: f32, out_shape: &[usize]) -> ArrayD<f32> {
+fn pad<T: Copy>(x: &ArrayD<T>, pads: &[i64], mode: PadMode, value: T, out_shape: &[usize]) -> ArrayD<T> {
     let rank = x.ndim();
     let in_shape = x.shape().to_vec();
     if mode == PadMode::Constant && pads.iter().all(|&p| p >= 0) {
@@ -355,6 +508,7 @@ fn pad(x: &ArrayD<f32>, pads: &[i64], mode: PadMode, value: f32, out_shape: &[us
                 match mode {
                     PadMode::Constant => return value,
                     PadMode::Edge => i.clamp(0, n - 1),
+                    PadMode::Wrap => i.rem_euclid(n),
                     PadMode::Reflect => {
                         if n == 1 {
                             0

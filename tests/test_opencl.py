@@ -8,7 +8,9 @@ import shutil
 import subprocess
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 
 def compile_int8(w, name, size, seed=0):
@@ -403,3 +405,27 @@ def test_densenet_runs_on_the_device(w):
     assert sum("qdwconv" in r for r in rows) == 62, prof
     # 58 joins of two inputs each (the first of every block joins two feature maps too)
     assert sum("qconcat" in r for r in rows) == 2 * 58, prof
+
+
+def test_batch_is_the_dimension_the_graph_leaves_free(w):
+    """A second operand given as a graph input with a fixed first dimension (a bias, a
+    weight) does not take part in the batch; a free non-batch dimension other than 1 and
+    an empty batch are refused by name instead of planned wrongly."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 5])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph([helper.make_node("Add", ["x", "b"], ["s"]), helper.make_node("Relu", ["s"], ["y"])], "g", [x, b], [y])
+    model = w.tmp / "addb.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), model)
+    pkg = w.tmp / "addb.weft"
+    w("compile", model, "--precision", "f32", "-o", pkg)
+    rng = np.random.default_rng(3)
+    xs, bs = rng.standard_normal((3, 4, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    np.save(w.tmp / "x.npy", xs)
+    np.save(w.tmp / "b.npy", bs)
+    out = w.tmp / "y.npy"
+    w("run", pkg, "--device", "pocl", "--input", f"x={w.tmp / 'x.npy'}", "--input", f"b={w.tmp / 'b.npy'}", "--output", out)
+    np.testing.assert_allclose(np.load(out), np.maximum(xs + bs, 0), rtol=1e-6)
+    np.save(w.tmp / "x0.npy", np.zeros((0, 4, 5), np.float32))
+    proc = w("run", pkg, "--device", "pocl", "--input", f"x={w.tmp / 'x0.npy'}", "--input", f"b={w.tmp / 'b.npy'}", "--output", out, check=False)
+    assert proc.returncode == 1 and "empty tensors" in proc.stderr and "not supported" in proc.stderr, proc.stderr

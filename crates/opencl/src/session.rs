@@ -423,7 +423,25 @@ impl Session {
             let ok = t.dtype() == decl.dtype
                 && t.shape().len() == decl.shape.len()
                 && decl.shape.iter().zip(t.shape()).all(|(d, &s)| d.is_none_or(|d| d == s));
-            if !ok || t.shape().first() == Some(&0) {
+            if let Some(i) = (1..decl.shape.len()).find(|&i| ok && decl.shape[i].is_none() && t.shape()[i] != 1) {
+                return Err(OpenClError::Input {
+                    name: decl.name.clone(),
+                    message: format!(
+                        "dimension {i} is symbolic in the model and {} here: only the first (batch) dimension may vary on OpenCL devices (not supported: other free dimensions; export the model with them fixed)",
+                        t.shape()[i]
+                    ),
+                });
+            }
+            if ok && t.shape().contains(&0) {
+                return Err(OpenClError::Input {
+                    name: decl.name.clone(),
+                    message: format!(
+                        "empty tensors (shape {:?} has a dimension of size 0) are not supported on OpenCL devices",
+                        t.shape()
+                    ),
+                });
+            }
+            if !ok {
                 let want: Vec<String> = decl
                     .shape
                     .iter()
@@ -440,16 +458,30 @@ impl Session {
                     ),
                 });
             }
-            let b = t.shape().first().copied().unwrap_or(1);
-            if batch.is_some_and(|x| x != b) {
-                return Err(OpenClError::Input {
-                    name: decl.name.clone(),
-                    message: "inputs disagree on the batch size".into(),
-                });
+            // the batch is the first dimension the graph leaves free; inputs whose first
+            // dimension is fixed (weights given as inputs, masks) do not take part
+            if decl.shape.first().is_some_and(Option::is_none) {
+                let b = t.shape()[0];
+                if let Some((first, x)) = &batch
+                    && *x != b
+                {
+                    return Err(OpenClError::Input {
+                        name: decl.name.clone(),
+                        message: format!("inputs disagree on the batch size: '{first}' has {x}, this one has {b}"),
+                    });
+                }
+                batch.get_or_insert((decl.name.clone(), b));
             }
-            batch = Some(b);
         }
-        Ok(batch.unwrap_or(1))
+        // with every first dimension fixed, plans are keyed by the first input's (as the
+        // callers that prepare a batch size ahead of time key them)
+        let fixed = self
+            .graph
+            .inputs
+            .first()
+            .and_then(|d| inputs.get(&d.name))
+            .and_then(|t| t.shape().first().copied());
+        Ok(batch.map(|(_, b)| b).or(fixed).unwrap_or(1))
     }
 
     fn execute(

@@ -63,3 +63,28 @@ install_venv() { # DIR REQUIREMENTS
 # exact versions (scripts/lock-python.sh writes the locks from tests/requirements*.txt)
 install_venv .venv tests/requirements.lock
 install_venv .venv-perf tests/requirements-perf.lock
+
+# The ONNX project's backend node tests (tests/onnx_nodes.py): the last onnx wheel that
+# ships them is 1.22.0; only its data directory is taken, pinned by the wheel's hash.
+NODE_DATA=.cache/onnx-node-tests
+ONNX_NODE_WHEEL_SHA256=1d0a2bdb15eb2b3cb65c438f3423d9620d14fdce32f92380e6bb1b2e09568ef5
+if [ ! -f "$NODE_DATA/.complete" ]; then
+  rm -rf "$NODE_DATA" && mkdir -p "$NODE_DATA/wheel"
+  .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
+    -d "$NODE_DATA/wheel" onnx==1.22.0
+  wheel=$(ls "$NODE_DATA"/wheel/onnx-1.22.0-*.whl)
+  echo "$ONNX_NODE_WHEEL_SHA256  $wheel" | sha256sum -c --quiet
+  .venv/bin/python - "$wheel" "$NODE_DATA" <<'PY'
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+prefix = "onnx/backend/test/data/node/"
+with zipfile.ZipFile(wheel) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix)]
+    for n in names:
+        z.extract(n, dest)
+print(f"extracted {len(names)} files of the ONNX node tests")
+PY
+  mv "$NODE_DATA/onnx/backend/test/data/node" "$NODE_DATA/node"
+  rm -rf "$NODE_DATA/onnx" "$NODE_DATA/wheel"
+  touch "$NODE_DATA/.complete"
+fi

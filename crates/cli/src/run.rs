@@ -12,11 +12,14 @@ pub struct RunArgs {
     /// An ONNX model or a .weft package.
     pub model: PathBuf,
     /// Input .npy file; `NAME=FILE` for models with several inputs.
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub input: Vec<String>,
     /// Output .npy file.
-    #[arg(long)]
-    pub output: PathBuf,
+    #[arg(long, required_unless_present = "output_dir")]
+    pub output: Option<PathBuf>,
+    /// Write every model output, in the graph's order, as DIR/output_0.npy, output_1.npy, ...
+    #[arg(long, conflicts_with_all = ["output", "output_name"])]
+    pub output_dir: Option<PathBuf>,
     /// Which model output to write (default: the first).
     #[arg(long)]
     pub output_name: Option<String>,
@@ -126,18 +129,34 @@ fn finish(
     out_name: &str,
     elapsed: std::time::Duration,
 ) -> anyhow::Result<()> {
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
+        for (i, (_, tensor)) in outputs.iter().enumerate() {
+            weft_core::npy::write(&dir.join(format!("output_{i}.npy")), tensor)?;
+        }
+        eprintln!(
+            "ran {} on {} in {:.1} ms; wrote {} outputs to {}",
+            args.model.display(),
+            args.device,
+            elapsed.as_secs_f64() * 1e3,
+            outputs.len(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let output = args.output.as_ref().context("give --output or --output-dir")?;
     let (_, tensor) = outputs
         .into_iter()
         .find(|(n, _)| n == out_name)
         .context("output missing after run")?;
-    weft_core::npy::write(&args.output, &tensor)?;
+    weft_core::npy::write(output, &tensor)?;
     eprintln!(
         "ran {} on {} in {:.1} ms; wrote '{out_name}' {:?} to {}",
         args.model.display(),
         args.device,
         elapsed.as_secs_f64() * 1e3,
         tensor.shape(),
-        args.output.display()
+        output.display()
     );
     Ok(())
 }

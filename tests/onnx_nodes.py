@@ -1,0 +1,169 @@
+"""The ONNX project's backend node tests, run through `weft run`.
+
+The `onnx` wheels up to 1.22.0 ship a directory of single-operator test cases
+(`onnx/backend/test/data/node/<case>/model.onnx` with `test_data_set_0/input_*.pb` and
+`output_*.pb`); later wheels dropped them. `scripts/setup.sh` extracts them from the pinned
+wheel into `.cache/onnx-node-tests/node` (or set WEFT_ONNX_NODE_DATA to another copy).
+
+Every case whose operators are all among the ones the README claims is run on the reference
+executor and classified:
+
+  pass     every output has ONNX's dtype and shape, values within rtol 1e-3 / atol 1e-5
+  refused  weft exits non-zero with a message saying what is "not supported"
+  wrong    weft exits 0 with a wrong dtype, shape or value (never acceptable)
+  error    weft exits non-zero without saying what is not supported, or crashes
+
+Run as a script for the report: `.venv/bin/python tests/onnx_nodes.py [--weft BIN] [-v]`.
+"""
+
+import argparse
+import collections
+import functools
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEFAULT_DATA = ROOT / ".cache" / "onnx-node-tests" / "node"
+
+# The operators of the README's "Supported ONNX" (default domain).
+CLAIMED_OPS = {
+    "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Sub", "Mul", "Div", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose",
+    "Squeeze", "Unsqueeze", "Gemm", "MatMul", "Softmax", "Identity", "Dropout", "Constant",
+    "Pad", "Concat", "ReduceMean", "Shape", "Gather", "Cast", "QuantizeLinear",
+    "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+}
+
+RTOL, ATOL = 1e-3, 1e-5
+
+# How many of the claimed cases pass at least (tests/test_onnx_nodes.py); raised as
+# support grows, never lowered.
+PASS_FLOOR = 195
+
+
+def data_dir():
+    return pathlib.Path(os.environ.get("WEFT_ONNX_NODE_DATA", DEFAULT_DATA))
+
+
+def claimed_cases(root=None):
+    """(name, directory) of every node test whose operators weft claims."""
+    root = pathlib.Path(root or data_dir())
+    cases = []
+    for d in sorted(root.iterdir()):
+        model = d / "model.onnx"
+        if not model.exists() or not (d / "test_data_set_0").is_dir():
+            continue
+        m = onnx.load(str(model), load_external_data=False)
+        ops = {n.op_type for n in m.graph.node if n.domain in ("", "ai.onnx")}
+        foreign = any(n.domain not in ("", "ai.onnx") for n in m.graph.node)
+        if ops and not foreign and ops <= CLAIMED_OPS:
+            cases.append((d.name, d))
+    return cases
+
+
+@functools.lru_cache(maxsize=None)
+def ops_of(name):
+    """The default-domain op types of node test `name`."""
+    m = onnx.load(str(data_dir() / name / "model.onnx"), load_external_data=False)
+    return frozenset(n.op_type for n in m.graph.node)
+
+
+def _load(pb):
+    t = onnx.TensorProto()
+    t.ParseFromString(pb.read_bytes())
+    return t.name, numpy_helper.to_array(t)
+
+
+def run_case(weft, case_dir, work):
+    """Returns (verdict, detail) for one node test."""
+    model = case_dir / "model.onnx"
+    m = onnx.load(str(model), load_external_data=False)
+    graph_inputs = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+    data = case_dir / "test_data_set_0"
+    ins = sorted(data.glob("input_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    outs = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    args = [str(weft), "run", str(model)]
+    for i, pb in enumerate(ins):
+        decl = graph_inputs[i] if i < len(graph_inputs) else f"input_{i}"
+        path = work / f"input_{i}.npy"
+        if m.graph.input[i].type.WhichOneof("value") != "tensor_type":
+            # a sequence, map or optional: weft refuses the model before reading inputs
+            args += ["--input", f"{decl}={path}"]
+            continue
+        name, arr = _load(pb)
+        name = name or decl
+        try:
+            np.save(path, arr, allow_pickle=False)
+        except ValueError:
+            return "skipped", f"input {name} cannot be written as .npy ({arr.dtype})"
+        args += ["--input", f"{name}={path}"]
+    out_dir = work / "out"
+    args += ["--output-dir", str(out_dir)]
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "error", "timed out"
+    err = proc.stderr.strip()
+    if proc.returncode != 0:
+        if "panicked" in err or proc.returncode < 0:
+            return "error", f"crashed (exit {proc.returncode}): {err[-400:]}"
+        if "not supported" in err:
+            return "refused", err.splitlines()[-1] if err else ""
+        return "error", err[-400:]
+    for i, pb in enumerate(outs):
+        if m.graph.output[i].type.WhichOneof("value") != "tensor_type":
+            return "wrong", f"output {i} is not a tensor, yet weft ran the model"
+        name, want = _load(pb)
+        path = out_dir / f"output_{i}.npy"
+        if not path.exists():
+            return "wrong", f"output {i} ({name}) missing"
+        got = np.load(path, allow_pickle=False)
+        if got.dtype != want.dtype:
+            return "wrong", f"output {name}: dtype {got.dtype}, ONNX says {want.dtype}"
+        if got.shape != want.shape:
+            return "wrong", f"output {name}: shape {got.shape}, ONNX says {want.shape}"
+        if want.dtype.kind in "fc":
+            ok = np.allclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True)
+        else:
+            ok = np.array_equal(got, want)
+        if not ok:
+            diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+            return "wrong", f"output {name}: max abs difference {np.nanmax(diff) if diff.size else 0}"
+    return "pass", ""
+
+
+def run_all(weft, cases):
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, d in cases:
+            work = pathlib.Path(tmp) / name
+            work.mkdir()
+            results[name] = run_case(weft, d, work)
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weft", default=os.environ.get("WEFT_BIN", ROOT / "target" / "release" / "weft"))
+    ap.add_argument("-v", action="store_true", help="print every case")
+    ap.add_argument("-k", default="", help="only cases whose name contains this")
+    a = ap.parse_args()
+    cases = [c for c in claimed_cases() if a.k in c[0]]
+    results = run_all(a.weft, cases)
+    count = collections.Counter(v for v, _ in results.values())
+    for name, (verdict, detail) in results.items():
+        if a.v or verdict in ("wrong", "error"):
+            print(f"{verdict:8} {name}: {detail}")
+    print(f"{len(cases)} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(count.items())))
+    return 1 if count["wrong"] or count["error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -200,29 +200,7 @@ impl Shapes {
 /// `graph` must be sorted. Inputs not in `input_shapes` use their declared shape with
 /// symbolic dims set to 1.
 pub fn infer(graph: &Graph, input_shapes: &HashMap<String, Vec<usize>>) -> Result<Shapes> {
-    let mut s = Shapes::default();
-    for input in &graph.inputs {
-        let shape = input_shapes
-            .get(&input.name)
-            .cloned()
-            .unwrap_or_else(|| input.concrete_shape(1));
-        s.values.insert(input.name.clone(), (input.dtype, shape));
-    }
-    for (name, t) in &graph.initializers {
-        s.insert(name, t);
-    }
-    for node in &graph.nodes {
-        let outs = infer_node(node, &s)?;
-        for (name, v) in node.outputs.iter().zip(outs) {
-            s.values.insert(name.clone(), v);
-        }
-        if let Some(c) = fold_small(node, &s)
-            && let Some(out) = node.outputs.first()
-        {
-            s.constants.insert(out.clone(), c);
-        }
-    }
-    Ok(s)
+    infer_graph(graph, input_shapes, false)
 }
 
 /// Like [`infer`] with declared input shapes, for checking a graph as imported: a node
@@ -230,10 +208,17 @@ pub fn infer(graph: &Graph, input_shapes: &HashMap<String, Vec<usize>>) -> Resul
 /// axes computed from inputs) and every node after it are left out instead of failing;
 /// executors that see the values (the reference) infer those nodes when they run.
 pub fn infer_known(graph: &Graph) -> Result<Shapes> {
+    infer_graph(graph, &HashMap::new(), true)
+}
+
+fn infer_graph(graph: &Graph, input_shapes: &HashMap<String, Vec<usize>>, skip_dynamic: bool) -> Result<Shapes> {
     let mut s = Shapes::default();
     for input in &graph.inputs {
-        s.values
-            .insert(input.name.clone(), (input.dtype, input.concrete_shape(1)));
+        let shape = input_shapes
+            .get(&input.name)
+            .cloned()
+            .unwrap_or_else(|| input.concrete_shape(1));
+        s.values.insert(input.name.clone(), (input.dtype, shape));
     }
     for (name, t) in &graph.initializers {
         s.insert(name, t);
@@ -246,7 +231,7 @@ pub fn infer_known(graph: &Graph) -> Result<Shapes> {
         }
         let outs = match infer_node(node, &s) {
             Ok(o) => o,
-            Err(CoreError::Dynamic { .. }) => {
+            Err(CoreError::Dynamic { .. }) if skip_dynamic => {
                 unknown.extend(node.outputs.iter().map(String::as_str));
                 continue;
             }

@@ -51,6 +51,21 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
     };
     let f32_in = |i: usize| -> Result<ArrayD<f32>> { Ok(input(i)?.to_f32()) };
     let err = |m: String| CoreError::node(node, m);
+    // the first value of an optional scalar input (Clip's bounds, Pad's constant)
+    let scalar_f32 = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|t| t.to_f32().iter().next().copied())
+    };
+    let scalar_i64 = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|t| t.to_i64().iter().next().copied())
+    };
     let x = input(0)?;
     check_dtypes(node, inputs)?;
     let result = match &node.op {
@@ -72,27 +87,14 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::Relu if !x.dtype().is_float() => Tensor::I64(x.to_i64().mapv(|v| v.max(0))),
         Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
         Op::Clip if !x.dtype().is_float() => {
-            let bound = |i: usize, d: i64| {
-                inputs
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .and_then(|t| t.to_i64().iter().next().copied())
-                    .unwrap_or(d)
-            };
-            let (lo, hi) = (bound(1, i64::MIN), bound(2, i64::MAX));
+            let (lo, hi) = (scalar_i64(1).unwrap_or(i64::MIN), scalar_i64(2).unwrap_or(i64::MAX));
             Tensor::I64(x.to_i64().mapv(|v| v.max(lo).min(hi)))
         }
         Op::Clip => {
-            let bound = |i: usize, d: f32| {
-                inputs
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .and_then(|t| t.to_f32().iter().next().copied())
-                    .unwrap_or(d)
-            };
-            let (lo, hi) = (bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY));
+            let (lo, hi) = (
+                scalar_f32(1).unwrap_or(f32::NEG_INFINITY),
+                scalar_f32(2).unwrap_or(f32::INFINITY),
+            );
             Tensor::F32(x.to_f32().mapv(|v| v.max(lo).min(hi)))
         }
         Op::Add | Op::Sub | Op::Mul | Op::Div => binary(node, x, input(1)?)?,
@@ -156,22 +158,10 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             if *mode != PadMode::Constant && x.is_empty() && !out_shape.contains(&0) {
                 return Err(err(format!("{mode:?} padding of an empty tensor {:?}", x.shape())));
             }
-            let value = inputs
-                .get(2)
-                .copied()
-                .flatten()
-                .and_then(|t| t.to_f32().iter().next().copied())
-                .unwrap_or(0.0);
             if x.dtype().is_float() {
-                Tensor::F32(pad(&x.to_f32(), &pads, *mode, value, &out_shape))
+                Tensor::F32(pad(&x.to_f32(), &pads, *mode, scalar_f32(2).unwrap_or(0.0), &out_shape))
             } else {
-                let value = inputs
-                    .get(2)
-                    .copied()
-                    .flatten()
-                    .and_then(|t| t.to_i64().iter().next().copied())
-                    .unwrap_or(0);
-                Tensor::I64(pad(&x.to_i64(), &pads, *mode, value, &out_shape))
+                Tensor::I64(pad(&x.to_i64(), &pads, *mode, scalar_i64(2).unwrap_or(0), &out_shape))
             }
         }
         Op::Concat { axis } => {

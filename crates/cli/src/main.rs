@@ -12,6 +12,7 @@ mod head;
 mod inspect;
 mod malloc;
 mod model;
+mod mx;
 mod progress;
 mod run;
 mod serve;
@@ -70,6 +71,8 @@ enum Command {
     Compile(compile::CompileArgs),
     /// Run a model or package on .npy inputs and write an output as .npy.
     Run(run::RunArgs),
+    /// Convert a tensor to an OCP MX block format (MXINT8, MXFP8/6/4) and back.
+    Mx(mx::MxArgs),
     /// Features for many images (directory, .npy or IDX), with a progress bar.
     Featurize(featurize::FeaturizeArgs),
     /// Train or evaluate a classifier head on features.
@@ -240,6 +243,7 @@ fn main() -> ExitCode {
         } => inspect::inspect(&model, batch, layers, json),
         Command::Compile(args) => compile::compile(&args),
         Command::Run(args) => run::run(&args),
+        Command::Mx(args) => mx::mx(&args),
         Command::Featurize(args) => featurize::featurize(&args),
         Command::Head { command } => head::head(&command),
         Command::Devices { json } => devices(json),

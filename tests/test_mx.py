@@ -1,0 +1,96 @@
+"""`weft mx` (the MX arithmetic) against an ml_dtypes-based implementation of the OCP MX
+v1.0 conversion, bit for bit: scale codes, element codes and the dequantized values."""
+
+import numpy as np
+import pytest
+
+from mx_spec import BLOCK, FORMATS, element_values, quantize
+
+
+def hard_tensor(rng, shape):
+    """Random values over a huge range, with zeros, subnormals, NaN and infinities."""
+    mag = np.exp2(rng.uniform(-150, 128, size=shape))
+    x = (mag * rng.choice([-1.0, 1.0], size=shape)).astype(np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    picks = rng.choice(n, size=n // 4, replace=False)
+    q = len(picks) // 6
+    flat[picks[:q]] = 0.0
+    flat[picks[q : 2 * q]] = -0.0
+    flat[picks[2 * q : 3 * q]] = (rng.integers(1, 1 << 23, size=q) * 2.0**-149).astype(np.float32)
+    flat[picks[3 * q]] = np.nan
+    flat[picks[3 * q + 1]] = np.inf
+    flat[picks[3 * q + 2]] = -np.inf
+    # narrow-range blocks too, where most elements are normal in the element format
+    flat[picks[4 * q :]] = rng.normal(0, 3, size=len(picks) - 4 * q).astype(np.float32)
+    return x
+
+
+def ties(fmt):
+    """Blocks led by the largest normal (so the scale is 2^0) holding every midpoint between
+    neighbouring element values, and values just past the largest normal."""
+    vals = element_values(fmt)
+    _, _, maxnorm = FORMATS[fmt]
+    mids = (vals[1:] + vals[:-1]) / 2
+    body = np.concatenate([mids, [maxnorm * 1.01, -maxnorm * 1.2, maxnorm * 1.0001]])
+    nblk = -(-len(body) // (BLOCK - 1))
+    out = np.zeros((nblk, BLOCK), dtype=np.float32)
+    for b in range(nblk):
+        chunk = body[b * (BLOCK - 1) : (b + 1) * (BLOCK - 1)]
+        out[b, 0] = maxnorm
+        out[b, 1 : 1 + len(chunk)] = chunk
+    return out
+
+
+def check(w, x, fmt, axis, tmp):
+    src = tmp / "x.npy"
+    np.save(src, x)
+    out, scales, elems = tmp / "y.npy", tmp / "s.npy", tmp / "e.npy"
+    w("mx", src, "--format", fmt, "--axis", axis, "-o", out, "--scales", scales, "--elements", elems)
+    want_y, want_s, want_e = quantize(x, fmt, axis)
+    got_y, got_s, got_e = np.load(out), np.load(scales), np.load(elems)
+    assert got_y.dtype == np.float32 and got_y.shape == x.shape
+    np.testing.assert_array_equal(got_s, want_s)
+    np.testing.assert_array_equal(got_e, want_e)
+    # bit patterns: signed zeros count; NaN is NaN
+    nan = np.isnan(want_y)
+    np.testing.assert_array_equal(np.isnan(got_y), nan)
+    np.testing.assert_array_equal(got_y.view(np.uint32)[~nan], want_y.view(np.uint32)[~nan])
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_agrees_with_ml_dtypes_on_hard_tensors(w, tmp_path, fmt):
+    rng = np.random.default_rng(sum(map(ord, fmt)))
+    x = hard_tensor(rng, (5, 77, 3))
+    for axis in (1, -1, 0):
+        check(w, x, fmt, axis, tmp_path)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_ties_round_to_even_and_saturate(w, tmp_path, fmt):
+    x = ties(fmt)
+    check(w, x, fmt, -1, tmp_path)
+    # scaled copies exercise other shared exponents, down to the clamp at 2^-127
+    for k in (-140, -60, 37, 100):
+        check(w, (x.astype(np.float64) * 2.0**k).astype(np.float32), fmt, -1, tmp_path)
+
+
+def test_spec_examples(w, tmp_path):
+    # MXFP4: a block led by 1.0 has the scale 2^-2; 3.0 in such a block is 0.75 -> 3 * 2^-2.
+    x = np.array([[1.0, 0.75, -0.375, 0.1, 1.9]], dtype=np.float32)
+    y, s, _ = quantize(x, "mxfp4_e2m1")
+    assert s.tolist() == [[125]]
+    assert y.tolist() == [[1.0, 0.75, -0.375, 0.125, 1.5]]
+    check(w, x, "mxfp4_e2m1", -1, tmp_path)
+
+
+def test_bad_arguments_are_named(w, tmp_path):
+    src = tmp_path / "x.npy"
+    np.save(src, np.zeros((2, 3), dtype=np.float32))
+    r = w("mx", src, "--format", "mxfp5", "-o", tmp_path / "y.npy", check=False)
+    assert r.returncode != 0 and "mxfp5" in r.stderr and "mxint8" in r.stderr
+    r = w("mx", src, "--format", "mxint8", "--axis", "2", "-o", tmp_path / "y.npy", check=False)
+    assert r.returncode != 0 and "--axis 2" in r.stderr
+    np.save(src, np.zeros((2, 3), dtype=np.int64))
+    r = w("mx", src, "--format", "mxint8", "-o", tmp_path / "y.npy", check=False)
+    assert r.returncode != 0 and "int64" in r.stderr

@@ -94,3 +94,89 @@ def test_bad_arguments_are_named(w, tmp_path):
     np.save(src, np.zeros((2, 3), dtype=np.int64))
     r = w("mx", src, "--format", "mxint8", "-o", tmp_path / "y.npy", check=False)
     assert r.returncode != 0 and "int64" in r.stderr
+
+
+# ---- MX packages: compile without calibration data, accuracy, reference vs PoCL ----
+
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+FASHION = ROOT / "models" / "fashion" / "fashion_resnet.onnx"
+
+
+def fashion_test(n):
+    sys.path.insert(0, str(ROOT / "models" / "fashion"))
+    import fashion_data
+
+    x, y = fashion_data.load("t10k")
+    keep = np.flatnonzero(np.isin(y, [0, 1, 2, 3, 4]))[:n]
+    return fashion_data.normalize(x[keep]), y[keep]
+
+
+@pytest.fixture(scope="module")
+def fashion_1k(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fashion")
+    x, y = fashion_test(1000)
+    np.save(tmp / "x.npy", x)
+    return tmp, y
+
+
+@pytest.mark.parametrize("precision", ["mxint8", "mxfp8"])
+def test_mx_default_model_within_half_a_point_of_f32_without_calibration(w, fashion_1k, precision):
+    tmp, y = fashion_1k
+    pkg = w.tmp / "m.weft"
+    r = w("compile", FASHION, "--precision", precision, "-o", pkg)
+    assert "calib" not in r.stderr.lower() or "warning" not in r.stderr.lower()
+    f32, mx = w.tmp / "f32.npy", w.tmp / "mx.npy"
+    w("run", FASHION, "--input", tmp / "x.npy", "--output", f32, "--output-name", "logits")
+    w("run", pkg, "--input", tmp / "x.npy", "--output", mx, "--output-name", "logits")
+    acc_f32 = float((np.load(f32).argmax(1) == y).mean())
+    acc_mx = float((np.load(mx).argmax(1) == y).mean())
+    print(f"{precision}: f32 top-1 {acc_f32 * 100:.2f}%, MX top-1 {acc_mx * 100:.2f}% on {len(y)} images")
+    assert acc_f32 >= 0.9
+    assert abs(acc_mx - acc_f32) <= 0.005
+
+
+def test_mx_package_records_formats_and_reports_per_layer(w, tmp_path):
+    x, _ = fashion_test(16)
+    np.save(tmp_path / "x.npy", x)
+    pkg, rep = tmp_path / "m.weft", tmp_path / "r.json"
+    w("compile", FASHION, "--precision", "mxfp4", "--mx-activations", "int8", "--report", rep, "--eval", tmp_path / "x.npy", "-o", pkg)
+    info = json.loads(w("inspect", pkg, "--json").stdout)
+    assert info["precision"] == "mxfp4_e2m1"
+    assert info["metadata"]["mx_weights"] == "mxfp4_e2m1"
+    assert info["metadata"]["mx_activations"] == "mxint8"
+    text = w("inspect", pkg).stdout
+    assert "MxConv" in text and "MxGemm" in text
+    report = json.loads(rep.read_text())
+    assert report["precision"] == "mxfp4_e2m1"
+    assert len(report["layers"]) >= 15
+    assert all(np.isfinite(layer["sqnr_db"]) and layer["sqnr_db"] > 0 for layer in report["layers"])
+    assert report["outputs"][0]["top1_agreement"] is not None
+
+
+@pytest.mark.parametrize("precision", ["mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4"])
+def test_mx_packages_bit_exact_between_reference_and_pocl(w, tmp_path, precision):
+    x, _ = fashion_test(8)
+    np.save(tmp_path / "x.npy", x)
+    pkg = tmp_path / "m.weft"
+    acts = ["--mx-activations", "f16"] if precision == "mxfp6_e3m2" else []
+    w("compile", FASHION, "--precision", precision, *acts, "-o", pkg)
+    ref, cl = tmp_path / "ref.npy", tmp_path / "cl.npy"
+    w("run", pkg, "--input", tmp_path / "x.npy", "--output", ref, "--output-name", "logits")
+    w("run", pkg, "--device", "pocl", "--input", tmp_path / "x.npy", "--output", cl, "--output-name", "logits")
+    a, b = np.load(ref), np.load(cl)
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_mx_flags_are_checked(w, tmp_path):
+    pkg = tmp_path / "m.weft"
+    r = w("compile", FASHION, "--precision", "mxfp5", "-o", pkg, check=False)
+    assert r.returncode != 0 and "mxfp5" in r.stderr
+    r = w("compile", FASHION, "--precision", "mxint8", "--mx-activations", "bf16", "-o", pkg, check=False)
+    assert r.returncode != 0 and "bf16" in r.stderr
+    r = w("compile", FASHION, "--precision", "f16", "--mx-activations", "int8", "-o", pkg, check=False)
+    assert r.returncode != 0 and "MX precisions" in r.stderr

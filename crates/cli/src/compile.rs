@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use weft_compile::{Batch, CompileOptions, Precision};
+use weft_core::mx::MxFormat;
+use weft_core::op::MxActivations;
 use weft_image::Preprocess;
 use weft_quant::Method;
 
@@ -15,9 +17,14 @@ use crate::progress::Progress;
 pub struct CompileArgs {
     /// An ONNX model (float, or pre-quantized QDQ / QOperator).
     pub model: PathBuf,
-    /// int8, f16 or f32.
+    /// int8, f16, f32, or an OCP MX format: mxint8, mxfp8 (E4M3), mxfp8_e5m2, mxfp6 (E2M3),
+    /// mxfp6_e3m2, mxfp4 (MX needs no calibration data).
     #[arg(long, default_value = "int8")]
     pub precision: Precision,
+    /// MX precisions: the activations' format at the MX layers: `same` (the weights'),
+    /// `int8` (MXINT8), `f16`, or any MX format name.
+    #[arg(long, default_value = "same")]
+    pub mx_activations: String,
     /// Calibration data: a .npy batch [N, ...] or a directory of images.
     #[arg(long)]
     pub calib: Option<PathBuf>,
@@ -152,7 +159,21 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         ("source_producer".to_string(), model.producer.clone()),
     ]
     .into();
+    let mx_activations = match (args.precision, args.mx_activations.as_str()) {
+        (_, "same") => None,
+        (Precision::Mx(_), "f16") => Some(MxActivations::F16),
+        (Precision::Mx(_), "int8") => Some(MxActivations::Mx(MxFormat::Int8)),
+        (Precision::Mx(_), other) => match MxFormat::parse(other) {
+            Some(f) => Some(MxActivations::Mx(f)),
+            None => bail!("--mx-activations {other}: not supported (same, int8, f16, or an MX format name)"),
+        },
+        (p, other) => bail!("--mx-activations {other} applies to MX precisions, not {p}"),
+    };
+    if matches!(args.precision, Precision::Mx(_)) && args.calib.is_some() {
+        eprintln!("note: MX precisions need no calibration data; --calib serves only the report");
+    }
     let opts = CompileOptions {
+        mx_activations,
         name,
         precision: args.precision,
         method: args.calib_method,

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use weft_core::op::MxActivations;
 use weft_core::{Graph, Tensor};
 use weft_image::Preprocess;
 use weft_quant::{Calibrator, IntValues, Method, QuantParams};
@@ -41,6 +42,8 @@ pub struct CompileOptions {
     pub preprocess: Preprocess,
     pub labels: Vec<String>,
     pub metadata: BTreeMap<String, String>,
+    /// MX precisions: what the activations are converted to (`None`: the weights' format).
+    pub mx_activations: Option<MxActivations>,
 }
 
 /// Compiles a float graph into a package (and an accuracy report when asked).
@@ -58,6 +61,21 @@ pub fn compile(
         Precision::F16 => {
             let mut g = graph.clone();
             weft_quant::f16::to_f16_storage(&mut g);
+            (g, None)
+        }
+        Precision::Mx(format) => {
+            let acts = opts.mx_activations.unwrap_or(MxActivations::Mx(format));
+            let (g, summary) = weft_quant::mx::to_mx(&graph, format, acts)?;
+            metadata.insert("mx_weights".into(), format.name().into());
+            metadata.insert("mx_activations".into(), acts.to_string());
+            let mut layers = format!(
+                "{} convolutions and {} fully connected layers in MX",
+                summary.convolutions, summary.fully_connected
+            );
+            if !summary.kept_float.is_empty() {
+                layers += &format!("; kept in f32: {}", summary.kept_float.join(", "));
+            }
+            metadata.insert("mx_layers".into(), layers);
             (g, None)
         }
         Precision::Int8 => {

@@ -156,12 +156,19 @@ impl Graph {
         map
     }
 
-    /// Number of trainable parameters (elements of float initializers).
+    /// Number of trainable parameters (elements of float and i8 initializers, and the
+    /// weights of MX layers, whose element codes are u8).
     pub fn parameter_count(&self) -> usize {
+        let mx_weights: HashSet<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::MxConv(_) | Op::MxGemm(_)))
+            .filter_map(|n| n.input(1))
+            .collect();
         self.initializers
-            .values()
-            .filter(|t| t.dtype().is_float() || t.dtype() == DType::I8)
-            .map(Tensor::len)
+            .iter()
+            .filter(|(name, t)| t.dtype().is_float() || t.dtype() == DType::I8 || mx_weights.contains(name.as_str()))
+            .map(|(_, t)| t.len())
             .sum()
     }
 

@@ -22,6 +22,7 @@
 //! exactly as integers and the sum is scaled by the two shared exponents once. Across blocks
 //! the scaled partial sums are added in f32, in block order. For MXFP8 E5M2 the integer
 //! products can pass 64 bits, so its blocks are summed in f32 products, in element order.
+//! A layer's order of blocks is stated where the layer is (`weft_reference::mx`).
 
 /// Elements per block.
 pub const BLOCK: usize = 32;
@@ -415,42 +416,65 @@ pub fn fake_quantize(format: MxFormat, shape: &[usize], axis: usize, data: &[f32
     MxTensor::quantize(format, shape, axis, data).dequantize()
 }
 
+/// An element code as a signed number of steps (`value = steps * 2^quantum`), or `None` for
+/// NaN/Inf codes.
+pub fn signed_steps(format: MxFormat, code: u8) -> Option<i64> {
+    decode_steps(format, code).map(|(neg, m)| if neg { -m } else { m })
+}
+
+/// Exact integer sum of products (the block sum of formats with [`MxFormat::exact_dot`]).
+pub fn dot_exact(a: &[i64], b: &[i64]) -> i64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Sum of products in f32, in element order (each product is exact; the sums round).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        acc += x * y;
+    }
+    acc
+}
+
+/// A block sum scaled by `2^exp`: computed in f64 (exact) and rounded to f32 once.
+pub fn scale_sum(sum: f32, exp: i32) -> f32 {
+    (f64::from(sum) * pow2(exp)) as f32
+}
+
+/// `2^e` as f64 (exact for the exponents MX layers produce).
+#[inline]
+pub fn pow2(e: i32) -> f64 {
+    if (-1022..=1023).contains(&e) {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        2f64.powi(e)
+    }
+}
+
 /// The dot product of two blocks of equal length (codes `a` in format `fa` with scale `sa`,
 /// `b` likewise). When both formats sum exactly ([`MxFormat::exact_dot`]), the element
 /// products are summed as integers (in units of `2^(quantum_a + quantum_b)`), the sum is
-/// converted to f32 once (ties to even) and scaled by `2^(ea + eb + quantum_a + quantum_b)`,
-/// computed in f64 and rounded to f32 once. Otherwise each product is formed in f32 (exact:
-/// no element has more than 4 significant bits) and added in element order in f32, then
-/// scaled the same way. A NaN scale or a NaN/Inf element gives NaN.
+/// converted to f32 once (ties to even) and scaled by `2^(ea + eb + quantum_a + quantum_b)`
+/// ([`scale_sum`]). Otherwise the step counts are taken as f32 (exact: no element has more
+/// than 7 significant bits), multiplied and added in element order in f32 ([`dot_f32`]),
+/// then scaled the same way. A NaN scale or a NaN/Inf element gives NaN.
 pub fn block_dot(fa: MxFormat, sa: u8, a: &[u8], fb: MxFormat, sb: u8, b: &[u8]) -> f32 {
     let (Some(ea), Some(eb)) = (scale_exponent(sa), scale_exponent(sb)) else {
         return f32::NAN;
     };
-    let exp = ea + eb + fa.quantum() + fb.quantum();
-    let sum: f32 = if fa.exact_dot() && fb.exact_dot() {
-        let mut acc = 0i64;
-        for (x, y) in a.iter().zip(b) {
-            let (Some((nx, mx)), Some((ny, my))) = (decode_steps(fa, *x), decode_steps(fb, *y)) else {
-                return f32::NAN;
-            };
-            let p = mx * my;
-            acc += if nx != ny { -p } else { p };
-        }
-        acc as f32
-    } else {
-        let mut acc = 0f32;
-        for (x, y) in a.iter().zip(b) {
-            let (Some((nx, mx)), Some((ny, my))) = (decode_steps(fa, *x), decode_steps(fb, *y)) else {
-                return f32::NAN;
-            };
-            // Each step count is below 2^18 with few significant bits: exact in f32 after
-            // taking out the powers of two.
-            let p = (mx as f32) * (my as f32);
-            acc += if nx != ny { -p } else { p };
-        }
-        acc
+    let steps = |f: MxFormat, codes: &[u8]| -> Option<Vec<i64>> { codes.iter().map(|c| signed_steps(f, *c)).collect() };
+    let (Some(xa), Some(xb)) = (steps(fa, a), steps(fb, b)) else {
+        return f32::NAN;
     };
-    (f64::from(sum) * 2f64.powi(exp)) as f32
+    let exp = ea + eb + fa.quantum() + fb.quantum();
+    let sum = if fa.exact_dot() && fb.exact_dot() {
+        dot_exact(&xa, &xb) as f32
+    } else {
+        let fa32: Vec<f32> = xa.iter().map(|v| *v as f32).collect();
+        let fb32: Vec<f32> = xb.iter().map(|v| *v as f32).collect();
+        dot_f32(&fa32, &fb32)
+    };
+    scale_sum(sum, exp)
 }
 
 #[cfg(test)]

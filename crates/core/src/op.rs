@@ -6,6 +6,7 @@
 //! form; importers convert older forms into constant inputs.
 
 use crate::DType;
+use crate::mx::MxFormat;
 
 /// How a convolution or pooling window is padded.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -270,6 +271,49 @@ pub enum Op {
     },
     /// Inputs: x, x_scale, x_zp, y_scale, y_zp.
     QLinearGlobalAveragePool,
+
+    // ---- MX block floating point (arithmetic in `crate::mx`) ----
+    /// Convolution with MX weights. Inputs: x f32 `[N,C,H,W]`, weight element codes u8
+    /// `[M,C/g,kH,kW]`, weight scale codes u8 `[M,ceil(C/g/32),kH,kW]` (blocks along the
+    /// input channels of a group), optional bias f32 `[M]`.
+    MxConv(MxConv),
+    /// Fully connected layer with MX weights. Inputs: x f32 `[N,K]`, weight element codes u8
+    /// `[M,K]`, weight scale codes u8 `[M,ceil(K/32)]`, optional bias f32 `[M]`.
+    MxGemm(MxGemm),
+}
+
+/// What an MX layer converts its input activations to before the dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MxActivations {
+    /// Blocks of 32 along the input channels (of each group), in this MX format.
+    Mx(MxFormat),
+    /// Each value rounded to f16 (products and sums in f32).
+    F16,
+}
+
+impl std::fmt::Display for MxActivations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MxActivations::Mx(m) => m.fmt(f),
+            MxActivations::F16 => f.write_str("f16"),
+        }
+    }
+}
+
+/// MX convolution attributes: the geometry (with its fused activation) and the formats.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MxConv {
+    pub conv: Conv,
+    pub weights: MxFormat,
+    pub activations: MxActivations,
+}
+
+/// MX fully connected attributes.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MxGemm {
+    pub weights: MxFormat,
+    pub activations: MxActivations,
+    pub activation: Option<Activation>,
 }
 
 /// Requantization parameters shared by the integer ops: the output zero point and the
@@ -376,6 +420,8 @@ impl Op {
             Op::QLinearAdd => "QLinearAdd",
             Op::QLinearGemm { .. } => "QGemm",
             Op::QLinearGlobalAveragePool => "QLinearGlobalAveragePool",
+            Op::MxConv(_) => "MxConv",
+            Op::MxGemm(_) => "MxGemm",
         }
     }
 
@@ -388,6 +434,10 @@ impl Op {
             | Op::QConv(QConv {
                 conv: Conv { group, .. },
                 ..
+            })
+            | Op::MxConv(MxConv {
+                conv: Conv { group, .. },
+                ..
             }) => match input_shapes.get(1) {
                 Some(w) if w.len() == 4 => out * (w[1] * w[2] * w[3]) as u64 * u64::from(*group > 0),
                 _ => 0,
@@ -396,7 +446,7 @@ impl Op {
                 Some(a) if a.len() == 2 => out * (if g.trans_a { a[0] } else { a[1] }) as u64,
                 _ => 0,
             },
-            Op::QGemm(_) => match input_shapes.first() {
+            Op::QGemm(_) | Op::MxGemm(_) => match input_shapes.first() {
                 Some(a) if a.len() == 2 => out * a[1] as u64,
                 _ => 0,
             },

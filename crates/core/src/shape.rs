@@ -325,6 +325,38 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             }
             Ok(vec![(DType::U8, out)])
         }
+        Op::MxConv(m) => {
+            expect_dtype(node, s, 1, DType::U8)?;
+            expect_dtype(node, s, 2, DType::U8)?;
+            let out = conv_shape(node, s, &x, &m.conv, 1, 3)?;
+            let (_, w) = in_shape(node, s, 1)?;
+            let want = vec![w[0], crate::mx::blocks_along(w[1]), w[2], w[3]];
+            let (_, sc) = in_shape(node, s, 2)?;
+            if sc != &want {
+                return Err(mismatch(node, format!("weight scales of shape {want:?}"), sc));
+            }
+            Ok(vec![(DType::F32, out)])
+        }
+        Op::MxGemm(_) => {
+            expect_dtype(node, s, 1, DType::U8)?;
+            expect_dtype(node, s, 2, DType::U8)?;
+            let (_, w) = in_shape(node, s, 1)?;
+            if x.len() != 2 || w.len() != 2 || x[1] != w[1] {
+                return Err(mismatch(node, "x [N,K] and w [M,K]", (&x, w)));
+            }
+            let want = vec![w[0], crate::mx::blocks_along(w[1])];
+            let (_, sc) = in_shape(node, s, 2)?;
+            if sc != &want {
+                return Err(mismatch(node, format!("weight scales of shape {want:?}"), sc));
+            }
+            if node.input(3).is_some() {
+                let (_, b) = in_shape(node, s, 3)?;
+                if b != &vec![w[0]] {
+                    return Err(mismatch(node, format!("bias of shape [{}]", w[0]), b));
+                }
+            }
+            Ok(vec![(DType::F32, vec![x[0], w[0]])])
+        }
         Op::QGemm(_) => {
             expect_dtype(node, s, 0, DType::U8)?;
             let (_, w) = in_shape(node, s, 1)?;

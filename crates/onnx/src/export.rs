@@ -284,7 +284,9 @@ impl Writer<'_> {
             | Op::QLinearMatMul
             | Op::QLinearAdd
             | Op::QLinearGemm { .. }
-            | Op::QLinearGlobalAveragePool => {
+            | Op::QLinearGlobalAveragePool
+            | Op::MxConv(_)
+            | Op::MxGemm(_) => {
                 return Err(OnnxError::Invalid(format!(
                     "node '{}': {} is not exported; export the float graph",
                     n.name,

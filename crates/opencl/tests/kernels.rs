@@ -373,6 +373,7 @@ fn zoo_int8(name: &str, rng: &mut Rng, calib_batch: usize) -> Package {
         f32_input(rng, &[calib_batch, 3, 32, 32]),
     )])];
     let opts = weft_compile::CompileOptions {
+        mx_activations: None,
         name: "r8".into(),
         precision: Precision::Int8,
         method: weft_quant::Method::MinMax,

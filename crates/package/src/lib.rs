@@ -41,13 +41,16 @@ pub enum PackageError {
     Io { path: String, source: std::io::Error },
 }
 
-/// Numeric precision of a package's graph.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Numeric precision of a package's graph. Stored in the header as its name (`int8`,
+/// `f16`, `f32`, or an MX format such as `mxfp8_e4m3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
     Int8,
     F16,
     F32,
+    /// Convolutions and fully connected layers with weights in this OCP MX format (the
+    /// activations' format is in each MX op); everything else f32.
+    Mx(weft_core::mx::MxFormat),
 }
 
 impl std::str::FromStr for Precision {
@@ -57,7 +60,11 @@ impl std::str::FromStr for Precision {
             "int8" => Ok(Precision::Int8),
             "f16" => Ok(Precision::F16),
             "f32" => Ok(Precision::F32),
-            other => Err(format!("unknown precision '{other}' (int8, f16, f32)")),
+            other => weft_core::mx::MxFormat::parse(other).map(Precision::Mx).ok_or_else(|| {
+                format!(
+                    "unknown precision '{other}' (int8, f16, f32, mxint8, mxfp8, mxfp8_e4m3, mxfp8_e5m2, mxfp6, mxfp6_e3m2, mxfp6_e2m3, mxfp4)"
+                )
+            }),
         }
     }
 }
@@ -68,7 +75,21 @@ impl std::fmt::Display for Precision {
             Precision::Int8 => "int8",
             Precision::F16 => "f16",
             Precision::F32 => "f32",
+            Precision::Mx(m) => m.name(),
         })
+    }
+}
+
+impl Serialize for Precision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

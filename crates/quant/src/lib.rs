@@ -4,6 +4,7 @@
 pub mod calibrate;
 pub mod f16;
 pub mod lower;
+pub mod mx;
 pub mod prequantized;
 
 pub use calibrate::{Calibrator, Method, Ranges};

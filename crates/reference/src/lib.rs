@@ -5,6 +5,7 @@
 pub mod conv;
 pub mod executor;
 pub mod int;
+pub mod mx;
 pub mod ops;
 pub mod pool;
 

@@ -227,6 +227,8 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::Dequantize { scale, zero_point } => int::dequantize(x, *scale, *zero_point)?,
         Op::QConv(q) => int::qconv(q, inputs, &out_shape)?,
         Op::QGemm(q) => int::qgemm(q, inputs, &out_shape)?,
+        Op::MxConv(q) => crate::mx::mx_conv(node, q, inputs, &out_shape)?,
+        Op::MxGemm(q) => crate::mx::mx_gemm(node, q, inputs, &out_shape)?,
         Op::QAdd(q) => int::qadd(q, x, input(1)?, &out_shape)?,
         Op::QConcat(q) => {
             let all: Vec<&Tensor> = (0..node.inputs.len()).map(input).collect::<Result<_>>()?;

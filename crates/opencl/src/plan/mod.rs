@@ -173,7 +173,7 @@ impl KernelKind {
 pub fn float_storage(precision: Precision) -> Option<bool> {
     match precision {
         Precision::Int8 => None,
-        Precision::F32 => Some(false),
+        Precision::F32 | Precision::Mx(_) => Some(false),
         Precision::F16 => Some(true),
     }
 }
@@ -603,6 +603,7 @@ mod testing {
         let mut rng = weft_core::rng::Rng::new(5);
         let x = weft_core::Tensor::from_f32(&[2, 3, 32, 32], rng.normals(2 * 3 * 32 * 32, 1.0)).unwrap();
         let opts = weft_compile::CompileOptions {
+            mx_activations: None,
             name: "t".into(),
             precision,
             method: weft_quant::Method::MinMax,

@@ -15,9 +15,10 @@ const QCONV: &str = include_str!("../../../kernels/qconv.cl");
 const QELEMENTWISE: &str = include_str!("../../../kernels/qelementwise.cl");
 const QPOOL: &str = include_str!("../../../kernels/qpool.cl");
 const FLOAT: &str = include_str!("../../../kernels/float.cl");
+const MX: &str = include_str!("../../../kernels/mx.cl");
 
 /// The whole program's OpenCL C source: the int8 kernels, then the float kernels twice
-/// (f32 storage, then f16 storage).
+/// (f32 storage, then f16 storage), then the MX kernels.
 pub fn kernel_source() -> String {
     [
         COMMON,
@@ -28,6 +29,7 @@ pub fn kernel_source() -> String {
         FLOAT,
         "#undef WEFT_HALF\n#define WEFT_HALF 1",
         FLOAT,
+        MX,
     ]
     .join("\n")
 }

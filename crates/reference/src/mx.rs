@@ -15,7 +15,7 @@ use weft_core::shape::window;
 use weft_core::{CoreError, Node, Result, Tensor};
 
 /// Exponent marking the NaN scale.
-const NAN_EXP: i32 = i32::MIN;
+pub const NAN_EXP: i32 = i32::MIN;
 
 /// Element values as signed step counts: i32 when every block sum of the layer fits in
 /// 31 bits, i64 otherwise, f32 for the formats summed in f32.
@@ -25,9 +25,9 @@ enum Vals {
     F32(Vec<f32>),
 }
 
-/// How a layer sums its blocks.
-#[derive(Clone, Copy, PartialEq)]
-enum Path {
+/// How a layer sums its blocks (the OpenCL kernel's `path` argument is the discriminant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
     I32,
     I64,
     F32,
@@ -140,6 +140,29 @@ fn weights(
     })
 }
 
+/// A layer's weights as a device takes them: step counts `[M][taps][cg]` (as i32, or the
+/// f32 bits of the count on the f32 path) and exponents `[M][taps][blocks]` (step included,
+/// [`NAN_EXP`] for the NaN scale), from codes `[M, cg, taps...]` and scales `[M, blocks,
+/// taps...]`.
+pub fn device_weights(
+    node: &Node,
+    f: MxFormat,
+    codes: &Tensor,
+    scales: &Tensor,
+    path: Path,
+) -> Result<(Vec<i32>, Vec<i32>)> {
+    let s = codes.shape();
+    let (m, cg) = (s[0], s[1]);
+    let taps: usize = s[2..].iter().product();
+    let w = weights(node, f, codes, scales, m, cg, taps, path)?;
+    let steps = match w.vals {
+        Vals::I32(v) => v,
+        Vals::I64(v) => v.iter().map(|x| *x as i32).collect(), // E4M3 counts fit in 18 bits
+        Vals::F32(v) => v.iter().map(|x| x.to_bits() as i32).collect(),
+    };
+    Ok((steps, w.exps))
+}
+
 /// One block: weights from `wo` and activations from `xo`, `len` values, exponents `we`
 /// and `xe`.
 #[inline]
@@ -166,7 +189,7 @@ fn finish(acc: f32, bias: Option<&[f32]>, m: usize, act: Option<Activation>) -> 
 
 /// The layer's summation: exact (in i32 when 32 largest products fit in 31 bits) when both
 /// formats allow, f32 otherwise.
-fn path(weights: MxFormat, act: MxActivations) -> Path {
+pub fn path(weights: MxFormat, act: MxActivations) -> Path {
     match act {
         MxActivations::Mx(a) if a.exact_dot() && weights.exact_dot() => {
             if (weights.max_steps() * a.max_steps()).saturating_mul(mx::BLOCK as i64) < i64::from(i32::MAX) {

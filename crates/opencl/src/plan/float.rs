@@ -313,6 +313,13 @@ impl Planner<'_> {
                     out_shape,
                 );
             }
+            Op::MxConv(q) if xs.len() == 4 => {
+                return self.mx_layer(node, consts, q.weights, q.activations, &q.conv, q.conv.activation);
+            }
+            Op::MxGemm(q) if xs.len() == 2 => {
+                let conv = weft_core::op::Conv::default();
+                return self.mx_layer(node, consts, q.weights, q.activations, &conv, q.activation);
+            }
             Op::Flatten { .. } | Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Identity => {
                 // row-major storage: every reshape is a view
                 let Some(loc @ (Loc::F32 { .. } | Loc::F16 { .. })) = self.loc.get(&x).cloned() else {
@@ -395,6 +402,151 @@ impl Planner<'_> {
             );
         }
     }
+}
+
+impl Planner<'_> {
+    /// An MX convolution or fully connected layer (`kernels/mx.cl`): the activations
+    /// converted into a scratch pair (step counts, block exponents), then one output per
+    /// work-item. f16 activations stay on the host.
+    fn mx_layer(
+        &mut self,
+        node: &weft_core::Node,
+        consts: &mut Consts,
+        format: weft_core::mx::MxFormat,
+        acts: weft_core::op::MxActivations,
+        conv: &weft_core::op::Conv,
+        activation: Option<weft_core::op::Activation>,
+    ) -> Result<bool, OpenClError> {
+        use weft_core::mx::blocks_along;
+        use weft_reference::mx::{Path, device_weights, path};
+        let weft_core::op::MxActivations::Mx(af) = acts else {
+            return Ok(false);
+        };
+        if self.half() {
+            return Ok(false);
+        }
+        let x = node.input(0).unwrap_or_default().to_string();
+        let out = node.outputs.first().cloned().unwrap_or_default();
+        let out_shape = self.shape(&out);
+        let mut xs = self.shape(&x);
+        if xs.len() == 2 {
+            xs.extend([1, 1]);
+        }
+        let (Some(codes), Some(scales)) = (
+            node.input(1).and_then(|n| self.graph.initializers.get(n)),
+            node.input(2).and_then(|n| self.graph.initializers.get(n)),
+        ) else {
+            return Ok(false);
+        };
+        let ws = codes.shape().to_vec();
+        let (m, cg) = (ws[0], ws[1]);
+        let (kh, kw) = if ws.len() == 4 { (ws[2], ws[3]) } else { (1, 1) };
+        let g = conv.group.max(1);
+        let (n, c, h, w) = (xs[0], xs[1], xs[2], xs[3]);
+        if c != cg * g || m % g != 0 {
+            return Ok(false);
+        }
+        let bias = match node.input(3) {
+            None => Some(vec![0f32; m]),
+            b => self.const_f32(b),
+        };
+        let Some(bias) = bias.filter(|b| b.len() == m) else {
+            return Ok(false);
+        };
+        let key = |what: &str| format!("{}#{what}", node.name);
+        let path = path(format, acts);
+        if !consts.contains_key(&key("mxw")) {
+            let (steps, exps) = device_weights(node, format, codes, scales, path)?;
+            consts.insert(key("mxw"), i32_bytes(&steps));
+            consts.insert(key("mxe"), i32_bytes(&exps));
+            consts.insert(key("b"), f32_bytes(&bias));
+        }
+        let wy = window(h, kh, conv.strides[0], conv.dilations[0], &conv.padding, false, 0)
+            .map_err(OpenClError::Unsupported)?;
+        let wx = window(w, kw, conv.strides[1], conv.dilations[1], &conv.padding, false, 1)
+            .map_err(OpenClError::Unsupported)?;
+        let Some(x_slot) = self.float_on_device(&x) else {
+            return Ok(false);
+        };
+        let nbg = blocks_along(cg);
+        let steps_slot = self.alloc(n * h * w * c * 4);
+        let exps_slot = self.alloc(n * h * w * g * nbg * 4);
+        let int = |v: usize| Arg::I32(v as i32);
+        let act_args = vec![
+            Arg::Slot(x_slot),
+            Arg::Slot(steps_slot),
+            Arg::Slot(exps_slot),
+            int(c),
+            int(h * w),
+            int(cg),
+            int(nbg),
+            Arg::I32(af.emin()),
+            Arg::I32(af.mbits()),
+            Arg::I32(af.emax()),
+            Arg::I32(af.quantum()),
+            Arg::U32(af.max_steps() as u32),
+            Arg::I32(i32::from(path == Path::F32)),
+        ];
+        self.launch(
+            &node.name,
+            KernelKind::MxAct,
+            act_args,
+            [n * h * w, g * nbg, 1],
+            0,
+            xs.clone(),
+        );
+        let slot = self.alloc(self.float_bytes(&out_shape));
+        let (oh, ow) = (wy.out, wx.out);
+        let (act_kind, lo, hi) = match activation {
+            None => (0, f32::NEG_INFINITY, f32::INFINITY),
+            Some(weft_core::op::Activation::Relu) => (1, 0.0, f32::INFINITY),
+            Some(weft_core::op::Activation::Clip { min, max }) => (1, min, max),
+        };
+        let path_arg = match path {
+            Path::I32 => 0,
+            Path::I64 => 1,
+            Path::F32 => 2,
+        };
+        let args = vec![
+            Arg::Slot(steps_slot),
+            Arg::Slot(exps_slot),
+            Arg::Const(key("mxw")),
+            Arg::Const(key("mxe")),
+            Arg::Const(key("b")),
+            Arg::Slot(slot),
+            int(c),
+            int(h),
+            int(w),
+            int(cg),
+            int(m),
+            int(m / g),
+            int(oh),
+            int(ow),
+            int(kh),
+            int(kw),
+            int(conv.strides[0]),
+            int(conv.strides[1]),
+            int(conv.dilations[0]),
+            int(conv.dilations[1]),
+            int(wy.pad_begin),
+            int(wx.pad_begin),
+            Arg::I32(path_arg),
+            Arg::I32(act_kind),
+            Arg::F32(lo),
+            Arg::F32(hi),
+        ];
+        let macs = (n * m * oh * ow * cg * kh * kw) as u64;
+        self.launch(&node.name, KernelKind::MxConv, args, [ow, oh, n * m], macs, out_shape);
+        self.slots.release_scratch(steps_slot);
+        self.slots.release_scratch(exps_slot);
+        let loc = self.float_loc(slot);
+        self.bind(&out, loc);
+        Ok(true)
+    }
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {

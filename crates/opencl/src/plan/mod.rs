@@ -99,6 +99,10 @@ pub enum KernelKind {
     FClamp(bool),
     FPool(bool),
     FMean(bool),
+    /// MX layers (`kernels/mx.cl`): activation conversion, then the convolution or fully
+    /// connected layer.
+    MxAct,
+    MxConv,
     /// The FPGA variant's per-layer kernels (`kernels/fpga/`): convolution or fully
     /// connected layer, add, pooling, global mean. The launch's `layer` names the instance.
     WConv,
@@ -132,6 +136,8 @@ impl KernelKind {
             KernelKind::FPool(true) => "fpool_f16",
             KernelKind::FMean(false) => "fmean_f32",
             KernelKind::FMean(true) => "fmean_f16",
+            KernelKind::MxAct => "mx_act",
+            KernelKind::MxConv => "mx_conv",
             KernelKind::WConv => "wconv",
             KernelKind::WAdd => "wadd",
             KernelKind::WPool => "wpool",
@@ -141,6 +147,17 @@ impl KernelKind {
 
     /// The kernels a package of the given precision runs.
     pub fn for_precision(precision: Precision) -> Vec<KernelKind> {
+        if let Precision::Mx(_) = precision {
+            return vec![
+                KernelKind::FConv(false),
+                KernelKind::FAdd(false),
+                KernelKind::FClamp(false),
+                KernelKind::FPool(false),
+                KernelKind::FMean(false),
+                KernelKind::MxAct,
+                KernelKind::MxConv,
+            ];
+        }
         match float_storage(precision) {
             None => vec![
                 KernelKind::QConv,

@@ -195,3 +195,15 @@ def test_mx_flags_are_checked(w, tmp_path):
     assert r.returncode != 0 and "bf16" in r.stderr
     r = w("compile", FASHION, "--precision", "f16", "--mx-activations", "int8", "-o", pkg, check=False)
     assert r.returncode != 0 and "MX precisions" in r.stderr
+
+
+def test_fpga_model_counts_mx_multipliers_as_narrower(w, tmp_path):
+    lines = {}
+    for precision in ["mxint8", "mxfp4"]:
+        pkg = tmp_path / f"{precision}.weft"
+        w("compile", FASHION, "--precision", precision, "-o", pkg)
+        out = w("bench", pkg, "--fpga-model", "arria10-gx1150").stdout
+        assert "FPGA MODEL" in out and "MxConv" not in out
+        lines[precision] = [line for line in out.splitlines() if line.startswith("MX layers:")]
+    assert lines["mxint8"][0].startswith("MX layers: 1x")
+    assert lines["mxfp4"][0].startswith("MX layers: 8x")

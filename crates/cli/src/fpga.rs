@@ -3,7 +3,32 @@
 //! the plan's tile parameters, the bytes moved to and from external memory, and a roofline
 //! time. The assumptions are listed in docs/FPGA.md.
 
+use weft_core::mx::{MxFormat, blocks_along};
+use weft_core::op::MxActivations;
 use weft_core::{Graph, Op};
+
+/// Significand bits of an MX element (the implicit bit included; MXINT8's whole 8 bits):
+/// the width of the integer multiplier an MX product needs.
+fn significand_bits(f: MxFormat) -> u32 {
+    match f {
+        MxFormat::Int8 => 8,
+        MxFormat::Fp8E4M3 | MxFormat::Fp6E2M3 => 4,
+        MxFormat::Fp8E5M2 | MxFormat::Fp6E3M2 => 3,
+        MxFormat::Fp4E2M1 => 2,
+    }
+}
+
+/// How many of an MX layer's element products one DSP does per cycle, relative to int8:
+/// the multiplier's area shrinks with the product of the operand widths (8 x 8 = 64 for
+/// int8), capped at 8x because the shifts that align each product to the block's exponent
+/// and the adder tree do not shrink with it. f16 activations take the int8 rate.
+pub fn mx_density(weights: MxFormat, acts: MxActivations) -> u32 {
+    let a = match acts {
+        MxActivations::Mx(f) => significand_bits(f),
+        MxActivations::F16 => 11,
+    };
+    (64 / (significand_bits(weights) * a)).clamp(1, 8)
+}
 
 /// A board's resources as the model sees them.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +110,8 @@ pub struct LayerEstimate {
     pub compute_us: f64,
     pub memory_us: f64,
     pub time_us: f64,
+    /// MX layers: the element products a DSP does per cycle relative to int8.
+    pub mx_density: Option<u32>,
 }
 
 /// The plan's tile: `tm` output channels x 16 pixels x 4 input channels per array cycle.
@@ -96,14 +123,24 @@ pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Re
         .max(1.0);
     let mut out = vec![];
     for node in &graph.nodes {
-        let (is_conv, group) = match &node.op {
-            Op::QConv(q) => (true, q.conv.group.max(1)),
-            Op::QGemm(_) => (true, 1),
-            _ => (false, 1),
+        let (is_conv, group, mx) = match &node.op {
+            Op::QConv(q) => (true, q.conv.group.max(1), None),
+            Op::QGemm(_) => (true, 1, None),
+            Op::MxConv(q) => (true, q.conv.group.max(1), Some((q.weights, q.activations))),
+            Op::MxGemm(q) => (true, 1, Some((q.weights, q.activations))),
+            _ => (false, 1, None),
         };
         if !is_conv {
             continue;
         }
+        let density = mx.map(|(w, a)| mx_density(w, a));
+        // MX layers: narrower multipliers, so more arrays from the same DSPs
+        let arrays = match density {
+            Some(d) => ((f64::from(b.dsps) * b.usable * f64::from(b.macs_per_dsp * d)) / array)
+                .floor()
+                .max(1.0),
+            None => arrays,
+        };
         let shape_of = |i: usize| {
             node.input(i)
                 .and_then(|n| inferred.shape(n))
@@ -135,10 +172,22 @@ pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Re
         let padded = (n * group * mg.div_ceil(tm) * tm * ohw.div_ceil(16) * 16 * k_padded) as f64;
         let cycles = padded / (array * arrays);
         let compute_us = cycles / b.mhz;
-        let bytes = (m * cg * kpos) as f64                        // weights
-            + xs.iter().product::<usize>() as f64                 // input, read once (line buffers)
-            + (n * m * ohw) as f64                                // output
-            + if node.inputs.len() > 5 { (n * m * ohw) as f64 } else { 0.0 }; // residual
+        let bytes = match mx {
+            None => {
+                (m * cg * kpos) as f64                            // weights
+                + xs.iter().product::<usize>() as f64             // input, read once (line buffers)
+                + (n * m * ohw) as f64                            // output
+                + if node.inputs.len() > 5 { (n * m * ohw) as f64 } else { 0.0 } // residual
+            }
+            // MX: element codes at their width and one scale byte per block; the plan's
+            // activations are f32 in and out
+            Some((w, _)) => {
+                (m * cg * kpos) as f64 * f64::from(w.bits()) / 8.0
+                    + (m * blocks_along(cg) * kpos) as f64
+                    + 4.0 * xs.iter().product::<usize>() as f64
+                    + 4.0 * (n * m * ohw) as f64
+            }
+        };
         let memory_us = bytes / (b.gbps * 1e3);
         out.push(LayerEstimate {
             node: node.name.clone(),
@@ -148,6 +197,7 @@ pub fn estimate(graph: &Graph, batch: usize, b: &Board, tm: usize) -> anyhow::Re
             compute_us,
             memory_us,
             time_us: compute_us.max(memory_us) + b.launch_us,
+            mx_density: density,
         });
     }
     Ok((out, arrays as usize))
@@ -158,7 +208,7 @@ pub fn print(graph: &Graph, batch: usize, spec: &str, tm: usize) -> anyhow::Resu
     let (layers, arrays) = estimate(graph, batch, &b, tm)?;
     if layers.is_empty() {
         anyhow::bail!(
-            "the package has no int8 convolution or fully connected layers to model (compile with --precision int8)"
+            "the package has no int8 or MX convolution or fully connected layers to model (compile with --precision int8 or an MX precision)"
         );
     }
     println!(
@@ -175,6 +225,11 @@ pub fn print(graph: &Graph, batch: usize, spec: &str, tm: usize) -> anyhow::Resu
         tm * 64,
         2.0 * (tm * 64 * arrays) as f64 * b.mhz / 1e3
     );
+    if let Some(d) = layers.iter().find_map(|l| l.mx_density) {
+        println!(
+            "MX layers: {d}x the int8 products per DSP (narrower multipliers; docs/FPGA.md), weights at their element width"
+        );
+    }
     println!(
         "{:<36} {:>20} {:>12} {:>6} {:>10} {:>10} {:>10} {:>7}",
         "layer", "shape", "MACs", "eff", "compute us", "memory us", "time us", "bound"
@@ -221,5 +276,16 @@ mod tests {
         assert!(board("custom:dsp=-1,mhz=300,gbps=1").is_err());
         assert!(board("custom:dsp=1,mhz=300,gbps=1,warp=9").is_err());
         assert!(board("virtex-2").is_err());
+    }
+
+    #[test]
+    fn mx_multipliers_are_denser_the_narrower_they_are() {
+        let same = |f| mx_density(f, MxActivations::Mx(f));
+        assert_eq!(same(MxFormat::Int8), 1);
+        assert_eq!(same(MxFormat::Fp8E4M3), 4);
+        assert_eq!(same(MxFormat::Fp6E3M2), 7);
+        assert_eq!(same(MxFormat::Fp4E2M1), 8);
+        assert_eq!(mx_density(MxFormat::Fp4E2M1, MxActivations::F16), 2);
+        assert_eq!(mx_density(MxFormat::Fp8E4M3, MxActivations::Mx(MxFormat::Int8)), 2);
     }
 }

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use weft_compile::{Package, Precision};
 use weft_core::mx::MxFormat;
@@ -17,6 +18,10 @@ use weft_opencl::{Session, SessionOptions};
 
 mod common;
 use common::{assert_no_simulator_reports, devices};
+
+/// One check at a time: Oclgrind (21.10) gives wrong answers when two threads run kernels
+/// on it at once (seen here: the two tests in parallel fail on Oclgrind only, never on PoCL).
+static SERIAL: Mutex<()> = Mutex::new(());
 
 struct Case {
     c: usize,
@@ -80,6 +85,7 @@ fn graph(case: &Case, hw: usize, rng: &mut Rng) -> Graph {
 }
 
 fn check(g: &Graph, format: MxFormat, x: &Tensor, devices: &[String]) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (mx, summary) = weft_quant::mx::to_mx(g, format, MxActivations::Mx(format)).unwrap();
     assert_eq!((summary.convolutions, summary.fully_connected), (1, 1));
     let pkg = Package {

@@ -325,6 +325,22 @@ pub fn quantize_block(format: MxFormat, values: &[f32], codes: &mut [u8]) -> u8 
     scale_code(e)
 }
 
+/// Converts one block (at most [`BLOCK`] values) straight to signed step counts (the
+/// element values in units of `2^quantum`, as [`signed_steps`] would decode the codes of
+/// [`quantize_block`]); returns the shared exponent, or `None` for the NaN scale (steps 0).
+pub fn quantize_block_steps(format: MxFormat, values: &[f32], steps: &mut [i64]) -> Option<i32> {
+    if values.iter().any(|v| !v.is_finite()) {
+        steps.iter_mut().for_each(|s| *s = 0);
+        return None;
+    }
+    let e = shared_exponent(format, values);
+    for (v, s) in values.iter().zip(steps.iter_mut()) {
+        let (neg, m) = quantize_value(format, *v, e);
+        *s = if neg { -m } else { m };
+    }
+    Some(e)
+}
+
 /// `X * P` as f32 (rounded once, ties to even, from the exact value).
 pub fn dequantize(format: MxFormat, scale: u8, code: u8) -> f32 {
     match scale_exponent(scale) {
@@ -520,6 +536,23 @@ mod tests {
         // Ties go to even: 2.5 lies between 2 and 3 (E2M1's step there is 1) and gives 2.
         let s = quantize_block(MxFormat::Fp4E2M1, &[4.0, 2.5], &mut codes[..2]);
         assert_eq!(dequantize(MxFormat::Fp4E2M1, s, codes[1]), 2.0);
+    }
+
+    #[test]
+    fn block_steps_are_the_decoded_codes() {
+        let vals: Vec<f32> = (0..40).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.173).collect();
+        for f in MxFormat::ALL {
+            for block in vals.chunks(BLOCK) {
+                let mut codes = [0u8; BLOCK];
+                let mut steps = [0i64; BLOCK];
+                let s = quantize_block(f, block, &mut codes[..block.len()]);
+                let e = quantize_block_steps(f, block, &mut steps[..block.len()]);
+                assert_eq!(e, scale_exponent(s), "{f}");
+                for (c, st) in codes.iter().zip(&steps).take(block.len()) {
+                    assert_eq!(signed_steps(f, *c), Some(*st), "{f}");
+                }
+            }
+        }
     }
 
     #[test]

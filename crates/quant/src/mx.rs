@@ -51,7 +51,7 @@ pub fn to_mx(graph: &Graph, weights: MxFormat, activations: MxActivations) -> Re
                         codes,
                         scales,
                         bias,
-                    ))
+                    )?)
                 }
             }
             Op::Gemm(gm)
@@ -87,7 +87,7 @@ pub fn to_mx(graph: &Graph, weights: MxFormat, activations: MxActivations) -> Re
                     Some(bias) => {
                         let (codes, scales) = store(&mut g, &node, weights, &w)?;
                         summary.fully_connected += 1;
-                        Some(mx_node(&mut g, &node, gemm(weights, activations), codes, scales, bias))
+                        Some(mx_node(&mut g, &node, gemm(weights, activations), codes, scales, bias)?)
                     }
                     None => None,
                 }
@@ -104,7 +104,7 @@ pub fn to_mx(graph: &Graph, weights: MxFormat, activations: MxActivations) -> Re
                     .into_owned();
                 let (codes, scales) = store(&mut g, &node, weights, &w)?;
                 summary.fully_connected += 1;
-                Some(mx_node(&mut g, &node, gemm(weights, activations), codes, scales, None))
+                Some(mx_node(&mut g, &node, gemm(weights, activations), codes, scales, None)?)
             }
             Op::Conv(_) | Op::Gemm(_) | Op::MatMul => {
                 summary.kept_float.push(node.name.clone());
@@ -152,22 +152,27 @@ fn store(
     Ok((codes, scales))
 }
 
-fn mx_node(g: &mut Graph, node: &Node, op: Op, codes: String, scales: String, bias: Option<Vec<f32>>) -> Node {
+fn mx_node(
+    g: &mut Graph,
+    node: &Node,
+    op: Op,
+    codes: String,
+    scales: String,
+    bias: Option<Vec<f32>>,
+) -> Result<Node, QuantError> {
     let mut inputs = vec![node.inputs[0].clone(), codes, scales];
     if let Some(b) = bias {
         let name = g.fresh_name(&format!("{}.bias", node.name));
         let n = b.len();
-        if let Ok(t) = Tensor::from_f32(&[n], b) {
-            g.initializers.insert(name.clone(), t);
-            inputs.push(name);
-        }
+        g.initializers.insert(name.clone(), Tensor::from_f32(&[n], b)?);
+        inputs.push(name);
     }
-    Node {
+    Ok(Node {
         name: node.name.clone(),
         op,
         inputs,
         outputs: node.outputs.clone(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -68,20 +68,14 @@ fn convert(x: &[f32], channels: usize, cg: usize, act: MxActivations, path: Path
             out.vals = Vals::F32(x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect());
         }
         MxActivations::Mx(f) => {
-            let mut codes = [0u8; BLOCK];
             let mut steps = vec![0i64; x.len()];
             for p in 0..pixels {
                 for g in 0..groups {
                     for b in 0..nbg {
                         let lo = p * channels + g * cg + b * BLOCK;
                         let len = BLOCK.min(cg - b * BLOCK);
-                        let s = mx::quantize_block(f, &x[lo..lo + len], &mut codes[..len]);
-                        out.exps[p * out.blocks + g * nbg + b] =
-                            mx::scale_exponent(s).map_or(NAN_EXP, |e| e + f.quantum());
-                        for (k, c) in codes[..len].iter().enumerate() {
-                            // codes made from finite values are never NaN codes
-                            steps[lo + k] = mx::signed_steps(f, *c).unwrap_or(0);
-                        }
+                        let e = mx::quantize_block_steps(f, &x[lo..lo + len], &mut steps[lo..lo + len]);
+                        out.exps[p * out.blocks + g * nbg + b] = e.map_or(NAN_EXP, |e| e + f.quantum());
                     }
                 }
             }

@@ -16,6 +16,7 @@ pub fn input(shape: &[usize], seed: u64) -> Tensor {
 fn int8(graph: Graph, input_shape: &[usize]) -> Result<Package, String> {
     let opts = CompileOptions {
         mx_activations: None,
+        mx_input_activations: None,
         name: graph.name.clone(),
         precision: Precision::Int8,
         method: weft_quant::Method::MinMax,

@@ -25,6 +25,11 @@ pub struct CompileArgs {
     /// `int8` (MXINT8), `f16`, or any MX format name.
     #[arg(long, default_value = "same")]
     pub mx_activations: String,
+    /// MX precisions: the activations' format at the layers that read the network's input
+    /// (no convolution or matrix product before them): `int8` (MXINT8; 8-bit pixels do not
+    /// fit narrower elements), `same` (as --mx-activations), `f16`, or any MX format name.
+    #[arg(long, default_value = "int8")]
+    pub mx_input_activations: String,
     /// Calibration data: a .npy batch [N, ...] or a directory of images.
     #[arg(long)]
     pub calib: Option<PathBuf>,
@@ -159,21 +164,22 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         ("source_producer".to_string(), model.producer.clone()),
     ]
     .into();
-    let mx_activations = match (args.precision, args.mx_activations.as_str()) {
-        (_, "same") => None,
-        (Precision::Mx(_), "f16") => Some(MxActivations::F16),
-        (Precision::Mx(_), "int8") => Some(MxActivations::Mx(MxFormat::Int8)),
-        (Precision::Mx(_), other) => match MxFormat::parse(other) {
-            Some(f) => Some(MxActivations::Mx(f)),
-            None => bail!("--mx-activations {other}: not supported (same, int8, f16, or an MX format name)"),
-        },
-        (p, other) => bail!("--mx-activations {other} applies to MX precisions, not {p}"),
+    let mx_activations = mx_activations_flag("--mx-activations", args.precision, &args.mx_activations)?;
+    let mx_input_activations = match (args.precision, args.mx_input_activations.as_str()) {
+        // the default: ignored by the other precisions
+        (Precision::Mx(_), _) | (_, "same") => {
+            mx_activations_flag("--mx-input-activations", args.precision, &args.mx_input_activations)?
+                .or(mx_activations)
+        }
+        (_, "int8") => None,
+        (p, other) => bail!("--mx-input-activations {other} applies to MX precisions, not {p}"),
     };
     if matches!(args.precision, Precision::Mx(_)) && args.calib.is_some() {
         eprintln!("note: MX precisions need no calibration data; --calib serves only the report");
     }
     let opts = CompileOptions {
         mx_activations,
+        mx_input_activations,
         name,
         precision: args.precision,
         method: args.calib_method,
@@ -211,4 +217,18 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
         eprintln!("report written to {}", path.display());
     }
     Ok(())
+}
+
+/// Parses an MX activation flag's value (`same` gives `None`).
+fn mx_activations_flag(flag: &str, precision: Precision, value: &str) -> anyhow::Result<Option<MxActivations>> {
+    Ok(match (precision, value) {
+        (_, "same") => None,
+        (Precision::Mx(_), "f16") => Some(MxActivations::F16),
+        (Precision::Mx(_), "int8") => Some(MxActivations::Mx(MxFormat::Int8)),
+        (Precision::Mx(_), other) => match MxFormat::parse(other) {
+            Some(f) => Some(MxActivations::Mx(f)),
+            None => bail!("{flag} {other}: not supported (same, int8, f16, or an MX format name)"),
+        },
+        (p, other) => bail!("{flag} {other} applies to MX precisions, not {p}"),
+    })
 }

@@ -225,9 +225,24 @@ pub fn print(graph: &Graph, batch: usize, spec: &str, tm: usize) -> anyhow::Resu
         tm * 64,
         2.0 * (tm * 64 * arrays) as f64 * b.mhz / 1e3
     );
-    if let Some(d) = layers.iter().find_map(|l| l.mx_density) {
+    // MX layers: the density most layers have, then the layers that differ (the input layers
+    // take MXINT8 activations by default)
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    for d in layers.iter().filter_map(|l| l.mx_density) {
+        *counts.entry(d).or_default() += 1;
+    }
+    if let Some((&d, _)) = counts.iter().max_by_key(|(d, n)| (**n, **d)) {
+        let others: Vec<String> = layers
+            .iter()
+            .filter_map(|l| l.mx_density.filter(|x| *x != d).map(|x| format!("{x}x at {}", l.node)))
+            .collect();
+        let others = if others.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", others.join(", "))
+        };
         println!(
-            "MX layers: {d}x the int8 products per DSP (narrower multipliers; docs/FPGA.md), weights at their element width"
+            "MX layers: {d}x the int8 products per DSP (narrower multipliers; docs/FPGA.md), weights at their element width{others}"
         );
     }
     println!(

@@ -25,8 +25,9 @@ pub fn inspect(path: &Path, batch: usize, layers: bool, json: bool) -> anyhow::R
                 weft_compile::FORMAT_VERSION,
                 p.precision
             );
+            let width = p.metadata.keys().map(String::len).max().unwrap_or(0).max(18);
             for (k, v) in &p.metadata {
-                println!("  {k:<18} {v}");
+                println!("  {k:<width$} {v}");
             }
             println!(
                 "preprocess {}",

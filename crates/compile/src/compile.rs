@@ -44,6 +44,9 @@ pub struct CompileOptions {
     pub metadata: BTreeMap<String, String>,
     /// MX precisions: what the activations are converted to (`None`: the weights' format).
     pub mx_activations: Option<MxActivations>,
+    /// MX precisions: the activations' format at the layers that read the network's input
+    /// (`None`: the same as the other layers').
+    pub mx_input_activations: Option<MxActivations>,
 }
 
 /// Compiles a float graph into a package (and an accuracy report when asked).
@@ -65,9 +68,16 @@ pub fn compile(
         }
         Precision::Mx(format) => {
             let acts = opts.mx_activations.unwrap_or(MxActivations::Mx(format));
-            let (g, summary) = weft_quant::mx::to_mx(&graph, format, acts)?;
+            let input_acts = opts.mx_input_activations.unwrap_or(acts);
+            let (g, summary) = weft_quant::mx::to_mx(&graph, format, acts, input_acts)?;
             metadata.insert("mx_weights".into(), format.name().into());
             metadata.insert("mx_activations".into(), acts.to_string());
+            if input_acts != acts && !summary.input_layers.is_empty() {
+                metadata.insert(
+                    "mx_input_activations".into(),
+                    format!("{input_acts} at {}", summary.input_layers.join(", ")),
+                );
+            }
             let mut layers = format!(
                 "{} convolutions and {} fully connected layers in MX",
                 summary.convolutions, summary.fully_connected

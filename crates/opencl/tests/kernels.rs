@@ -374,6 +374,7 @@ fn zoo_int8(name: &str, rng: &mut Rng, calib_batch: usize) -> Package {
     )])];
     let opts = weft_compile::CompileOptions {
         mx_activations: None,
+        mx_input_activations: None,
         name: "r8".into(),
         precision: Precision::Int8,
         method: weft_quant::Method::MinMax,

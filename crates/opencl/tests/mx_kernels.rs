@@ -86,7 +86,7 @@ fn graph(case: &Case, hw: usize, rng: &mut Rng) -> Graph {
 
 fn check(g: &Graph, format: MxFormat, x: &Tensor, devices: &[String]) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (mx, summary) = weft_quant::mx::to_mx(g, format, MxActivations::Mx(format)).unwrap();
+    let (mx, summary) = weft_quant::mx::to_mx(g, format, MxActivations::Mx(format), MxActivations::Mx(format)).unwrap();
     assert_eq!((summary.convolutions, summary.fully_connected), (1, 1));
     let pkg = Package {
         name: "mx".into(),

@@ -19,16 +19,58 @@ pub struct MxSummary {
     /// Matrix products left in f32 (weights computed while running, or shapes MxGemm does
     /// not take), by node name.
     pub kept_float: Vec<String>,
+    /// MX layers that read the network's input with no matrix product before them (they
+    /// take `input_activations`), by node name.
+    pub input_layers: Vec<String>,
 }
 
-/// Lowers `graph` (optimized and sorted) to MX layers.
-pub fn to_mx(graph: &Graph, weights: MxFormat, activations: MxActivations) -> Result<(Graph, MxSummary), QuantError> {
+/// Conv, Gemm and MatMul: the products that become MX layers.
+fn is_product(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Conv(_) | Op::Gemm(_) | Op::MatMul | Op::MxConv(_) | Op::MxGemm(_)
+    )
+}
+
+/// Names of the products whose data input is computed from the graph's inputs through no
+/// other product (normalization, transposes, padding and the like may come between).
+pub fn input_layers(graph: &Graph) -> std::collections::HashSet<String> {
+    let mut after_product = std::collections::HashSet::new();
+    let mut first = std::collections::HashSet::new();
+    for node in &graph.nodes {
+        let fed = node.inputs.iter().any(|v| after_product.contains(v.as_str()));
+        if is_product(&node.op) && !node.input(0).is_some_and(|v| after_product.contains(v)) {
+            first.insert(node.name.clone());
+        }
+        if fed || is_product(&node.op) {
+            after_product.extend(node.outputs.iter().cloned());
+        }
+    }
+    first
+}
+
+/// Lowers `graph` (optimized and sorted) to MX layers. The layers that read the network's
+/// input (see [`input_layers`]) convert their activations to `input_activations`, the
+/// others to `activations`: an image's 8-bit pixels do not fit FP8/6/4 elements.
+pub fn to_mx(
+    graph: &Graph,
+    weights: MxFormat,
+    activations: MxActivations,
+    input_activations: MxActivations,
+) -> Result<(Graph, MxSummary), QuantError> {
     let shapes = weft_core::shape::infer(graph, &HashMap::new())?;
     let mut g = graph.clone();
     let mut summary = MxSummary::default();
     let is_const = |v: Option<&str>| v.is_some_and(|v| graph.initializers.contains_key(v));
+    let first = input_layers(graph);
+    let body_activations = activations;
     let mut nodes = Vec::with_capacity(g.nodes.len());
     for node in std::mem::take(&mut g.nodes) {
+        let activations = if first.contains(&node.name) {
+            input_activations
+        } else {
+            body_activations
+        };
         let converted = match &node.op {
             Op::Conv(c) if is_const(node.input(1)) && (node.input(2).is_none() || is_const(node.input(2))) => {
                 let w = graph.initializers[node.input(1).unwrap_or_default()].to_f32();
@@ -112,6 +154,9 @@ pub fn to_mx(graph: &Graph, weights: MxFormat, activations: MxActivations) -> Re
             }
             _ => None,
         };
+        if converted.is_some() && first.contains(&node.name) {
+            summary.input_layers.push(node.name.clone());
+        }
         nodes.push(converted.unwrap_or(node));
     }
     g.nodes = nodes;
@@ -219,7 +264,7 @@ mod tests {
         let want = weft_reference::Executor::new(g.clone()).unwrap().run(&inputs).unwrap();
         let want = want[0].1.to_f32();
         for f in MxFormat::ALL {
-            let (mx, summary) = to_mx(&g, f, MxActivations::Mx(f)).unwrap();
+            let (mx, summary) = to_mx(&g, f, MxActivations::Mx(f), MxActivations::Mx(f)).unwrap();
             assert_eq!((summary.convolutions, summary.fully_connected), (1, 1));
             assert!(!mx.initializers.contains_key("w"));
             let got = weft_reference::Executor::new(mx).unwrap().run(&inputs).unwrap();
@@ -265,7 +310,7 @@ mod tests {
                 g.initializers
                     .insert("w".into(), Tensor::from_f32(&[m, cg, 3, 3], w.clone()).unwrap());
                 g.nodes = vec![Node::new("c", Op::Conv(conv.clone()), &["x", "w"], &["y"])];
-                let (mx, _) = to_mx(&g, f, MxActivations::Mx(f)).unwrap();
+                let (mx, _) = to_mx(&g, f, MxActivations::Mx(f), MxActivations::Mx(f)).unwrap();
                 let xt: HashMap<String, Tensor> =
                     [("x".to_string(), Tensor::from_f32(&[1, c, 4, 4], x.clone()).unwrap())].into();
                 let got = weft_reference::Executor::new(mx).unwrap().run(&xt).unwrap()[0]
@@ -286,6 +331,60 @@ mod tests {
                 for (a, b) in got.iter().zip(want.iter()) {
                     assert!((a - b).abs() <= 1e-5 * scale, "{f} group {group}: {a} vs {b}");
                 }
+            }
+        }
+    }
+
+    /// The layers that read the input through normalization and layout ops (but no product)
+    /// take the input format; every layer behind a product takes the body format, including
+    /// one fed by both (a skip from the input joined with a conv's output).
+    #[test]
+    fn input_layers_take_the_input_activation_format() {
+        let mut g = Graph {
+            name: "t".into(),
+            inputs: vec![ValueInfo::new(
+                "x",
+                DType::F32,
+                vec![Some(1), Some(4), Some(4), Some(4)],
+            )],
+            outputs: vec![ValueInfo::new("y", DType::F32, vec![])],
+            ..Default::default()
+        };
+        let mut rng = weft_core::rng::Rng::new(4);
+        let mut w = |n: usize| Tensor::from_f32(&[n, 4, 1, 1], (0..n * 4).map(|_| rng.normal()).collect()).unwrap();
+        for (k, n) in [("w1", 4), ("w2", 4), ("w3", 4), ("w4", 4)] {
+            g.initializers.insert(k.into(), w(n));
+        }
+        g.initializers
+            .insert("mean".into(), Tensor::from_f32(&[1], vec![0.5]).unwrap());
+        let conv = || Op::Conv(Conv::default());
+        g.nodes = vec![
+            Node::new("norm", Op::Sub, &["x", "mean"], &["xn"]),
+            Node::new("stem_a", conv(), &["xn", "w1"], &["a"]),
+            Node::new("stem_b", conv(), &["x", "w2"], &["b"]),
+            Node::new("relu", Op::Relu, &["a"], &["ar"]),
+            Node::new("join", Op::Add, &["ar", "xn"], &["j"]),
+            Node::new("body", conv(), &["j", "w3"], &["c"]),
+            Node::new("sum", Op::Add, &["c", "b"], &["s"]),
+            Node::new("tail", conv(), &["s", "w4"], &["y"]),
+        ];
+        g.sort().unwrap();
+        let first = input_layers(&g);
+        let mut first: Vec<&str> = first.iter().map(String::as_str).collect();
+        first.sort_unstable();
+        assert_eq!(first, ["stem_a", "stem_b"]);
+        let body = MxFormat::Fp8E4M3;
+        let (mx, summary) = to_mx(&g, body, MxActivations::Mx(body), MxActivations::Mx(MxFormat::Int8)).unwrap();
+        assert_eq!(summary.input_layers.len(), 2);
+        for n in &mx.nodes {
+            if let Op::MxConv(c) = &n.op {
+                let want = if n.name.starts_with("stem") {
+                    MxFormat::Int8
+                } else {
+                    body
+                };
+                assert_eq!(c.activations, MxActivations::Mx(want), "{}", n.name);
+                assert_eq!(c.weights, body, "{}", n.name);
             }
         }
     }

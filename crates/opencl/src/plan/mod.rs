@@ -621,6 +621,7 @@ mod testing {
         let x = weft_core::Tensor::from_f32(&[2, 3, 32, 32], rng.normals(2 * 3 * 32 * 32, 1.0)).unwrap();
         let opts = weft_compile::CompileOptions {
             mx_activations: None,
+            mx_input_activations: None,
             name: "t".into(),
             precision,
             method: weft_quant::Method::MinMax,

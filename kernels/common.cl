@@ -43,6 +43,26 @@ WEFT_DOT_TARGET
 static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
     return __builtin_ia32_vpdpbusd512(acc, x, w);
 }
+#elif defined(WEFT_DOT_AVX2)
+// AVX2 has no byte dot product that is exact for u8 x s8 (vpmaddubsw saturates its pair
+// sums at 16 bits), so the 4-way product is two vpmaddwd on 16-bit halves: the even
+// bytes (0 and 2 of each word) and the odd bytes (1 and 3), u8 zero-extended and s8
+// sign-extended; each 16 x 16-bit product pair sums exactly into 32 bits.
+#define WEFT_DOT_TARGET __attribute__((target("avx2")))
+WEFT_DOT_TARGET
+static inline int8 dot4acc8(int8 acc, int8 x, int8 w) {
+    const short16 xs = as_short16(x);
+    const short16 ws = as_short16(w);
+    const short16 xe = xs & (short16)(0xff);
+    const short16 xo = as_short16(as_ushort16(xs) >> (ushort16)(8));
+    const short16 we = (ws << (short16)(8)) >> (short16)(8);
+    const short16 wo = ws >> (short16)(8);
+    return acc + __builtin_ia32_pmaddwd256(xe, we) + __builtin_ia32_pmaddwd256(xo, wo);
+}
+WEFT_DOT_TARGET
+static inline int16 dot4acc16(int16 acc, int16 x, int16 w) {
+    return (int16)(dot4acc8(acc.lo, x.lo, w.lo), dot4acc8(acc.hi, x.hi, w.hi));
+}
 #elif defined(WEFT_DOT_KHR)
 #define WEFT_DOT_TARGET
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable

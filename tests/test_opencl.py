@@ -4,6 +4,7 @@ profiling; program binaries; the kernels' portable path compiles for a SPIR targ
 CPU-only construct leaks into the FPGA path)."""
 
 import json
+import platform
 import shutil
 import subprocess
 
@@ -78,6 +79,38 @@ def test_portable_hook_is_bit_exact_too(w):
     pkg = compile_int8(w, "resnet18", 224, seed=3)
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     same_bytes(w, pkg, x, "--portable-kernels")
+
+
+def pocl_hooks(w):
+    devices = json.loads(w("devices", "--json").stdout)
+    pocl = [d for d in devices if "Portable Computing Language" in d["platform"]]
+    assert pocl, devices
+    return pocl[0]["int8_hooks"]
+
+
+def test_every_hook_the_device_builds_is_bit_exact(w, monkeypatch):
+    hooks = pocl_hooks(w)
+    assert hooks[-1] == "portable"
+    if platform.machine() == "x86_64":
+        # every x86-64 host CI runs on has AVX2: the hook chosen where AVX512-VNNI is missing
+        assert "avx2" in hooks, hooks
+    cases = [(compile_int8(w, "resnet18", 224, seed=3), (1, 3, 224, 224)), (compile_int8(w, "resnet8", 32, seed=4), (5, 3, 32, 32))]
+    for hook in hooks:
+        monkeypatch.setenv("WEFT_DOT_HOOK", hook)
+        options = w("program", "source", "--device", "pocl").stdout.splitlines()[0]
+        define = {"portable": None, "avx2": "WEFT_DOT_AVX2", "avx512-vnni": "WEFT_DOT_VNNI", "cl_khr_integer_dot_product": "WEFT_DOT_KHR"}[hook]
+        assert (define in options) if define else ("WEFT_DOT" not in options), (hook, options)
+        for pkg, shape in cases:
+            same_bytes(w, pkg, np.random.default_rng(len(hook)).standard_normal(shape).astype(np.float32))
+
+
+def test_a_hook_the_device_cannot_build_is_ignored(w, monkeypatch):
+    monkeypatch.setenv("WEFT_DOT_HOOK", "no-such-hook")
+    proc = w("program", "source", "--device", "pocl")
+    assert "no-such-hook" in proc.stderr and "cannot build" in proc.stderr
+    default = pocl_hooks(w)[0]
+    monkeypatch.delenv("WEFT_DOT_HOOK")
+    assert w("program", "source", "--device", "pocl").stdout.splitlines()[0] == proc.stdout.splitlines()[0], default
 
 
 def test_profile_prints_per_layer_table(w):

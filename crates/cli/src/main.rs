@@ -359,6 +359,7 @@ fn devices(json: bool) -> anyhow::Result<()> {
                     "max_alloc_bytes": d.max_alloc,
                     "is_cpu": d.is_cpu,
                     "int8_hook": d.dot_hook(false).name(),
+                    "int8_hooks": d.dot_hooks().iter().map(|h| h.name()).collect::<Vec<_>>(),
                 })
             })
             .collect();

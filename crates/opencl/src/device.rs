@@ -14,6 +14,8 @@ pub enum DotHook {
     Khr,
     /// PoCL's CPU device on an AVX512-VNNI host: the clang builtin for `vpdpbusd`.
     Vnni,
+    /// PoCL's CPU device on an AVX2 host without AVX512-VNNI: `vpmaddwd` on 16-bit halves.
+    Avx2,
 }
 
 impl DotHook {
@@ -22,6 +24,7 @@ impl DotHook {
             DotHook::Portable => None,
             DotHook::Khr => Some("WEFT_DOT_KHR"),
             DotHook::Vnni => Some("WEFT_DOT_VNNI"),
+            DotHook::Avx2 => Some("WEFT_DOT_AVX2"),
         }
     }
 
@@ -30,6 +33,7 @@ impl DotHook {
             DotHook::Portable => "portable",
             DotHook::Khr => "cl_khr_integer_dot_product",
             DotHook::Vnni => "avx512-vnni",
+            DotHook::Avx2 => "avx2",
         }
     }
 }
@@ -67,22 +71,46 @@ impl DeviceInfo {
         self.platform.contains("Portable Computing Language") || self.platform.to_lowercase().contains("pocl")
     }
 
-    /// The best hook this device supports, unless `portable` is forced.
-    pub fn dot_hook(&self, portable: bool) -> DotHook {
-        if portable {
-            return DotHook::Portable;
-        }
+    /// The hooks this device can build, best first (the portable one always last).
+    pub fn dot_hooks(&self) -> Vec<DotHook> {
+        let mut hooks = Vec::new();
         if self
             .extensions
             .split_whitespace()
             .any(|e| e == "cl_khr_integer_dot_product")
         {
-            return DotHook::Khr;
+            hooks.push(DotHook::Khr);
         }
         if self.is_pocl() && self.is_cpu && host_has_vnni() {
-            return DotHook::Vnni;
+            hooks.push(DotHook::Vnni);
         }
-        DotHook::Portable
+        if self.is_pocl() && self.is_cpu && host_has_avx2() {
+            hooks.push(DotHook::Avx2);
+        }
+        hooks.push(DotHook::Portable);
+        hooks
+    }
+
+    /// The best hook this device supports, unless `portable` is forced. `WEFT_DOT_HOOK`
+    /// (a hook's name: `portable`, `avx2`, `avx512-vnni`, `cl_khr_integer_dot_product`)
+    /// picks another one the device supports, for comparisons and tests; a name the device
+    /// cannot build is ignored with a warning.
+    pub fn dot_hook(&self, portable: bool) -> DotHook {
+        if portable {
+            return DotHook::Portable;
+        }
+        if let Some(want) = std::env::var_os("WEFT_DOT_HOOK").filter(|v| !v.is_empty()) {
+            let want = want.to_string_lossy();
+            match self.dot_hooks().into_iter().find(|h| h.name() == want) {
+                Some(h) => return h,
+                None => tracing::warn!(
+                    "WEFT_DOT_HOOK={want}: {} cannot build that hook (it can: {})",
+                    self.name,
+                    self.dot_hooks().iter().map(|h| h.name()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        self.dot_hooks()[0]
     }
 
     /// `platform:index` label as `weft devices` prints it.
@@ -98,6 +126,16 @@ fn host_has_vnni() -> bool {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn host_has_vnni() -> bool {
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+fn host_has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn host_has_avx2() -> bool {
     false
 }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use weft_core::Tensor;
+use weft_core::{DType, Tensor};
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -246,9 +246,15 @@ fn read_inputs(specs: &[String], graph: &weft_core::Graph) -> anyhow::Result<Has
             .iter()
             .find(|i| i.name == name)
             .context("input not found")?;
-        let t = weft_core::npy::read(Path::new(&file))?;
-        // Float inputs accept any numeric data (converted); others need their exact dtype.
-        if t.dtype() != decl.dtype && !decl.dtype.is_float() {
+        // raw-byte arrays (NumPy has no bfloat16, float8, float4, int4 or int2) are read as
+        // the declared type
+        let t = weft_core::npy::read_exact(Path::new(&file), Some(decl.dtype))?;
+        // Float inputs accept any numeric data (converted), uint8 bools; others need their
+        // exact dtype.
+        let converts = (decl.dtype.is_float() && !t.dtype().is_storage_only())
+            || (decl.dtype.is_float() && matches!(t.dtype(), DType::F64 | DType::Bool))
+            || (decl.dtype == DType::U8 && t.dtype() == DType::Bool);
+        if t.dtype() != decl.dtype && !converts {
             bail!(
                 "input '{name}' from {file}: expected {}, the file holds {}",
                 decl.dtype,

@@ -7,6 +7,7 @@
 pub mod dtype;
 pub mod error;
 pub mod graph;
+pub mod minifloat;
 pub mod mx;
 pub mod npy;
 pub mod op;

@@ -2,21 +2,49 @@
 //! either byte order, C or Fortran order).
 
 use crate::tensor::array_from;
-use crate::{CoreError, Result, Tensor};
+use crate::{CoreError, DType, Result, Tensor};
 use npyz::{TypeChar, WriterBuilder};
 
 fn bad(msg: impl Into<String>) -> CoreError {
     CoreError::Npy(msg.into())
 }
 
-/// Parses a `.npy` file. float64 data is converted to float32, bool to uint8.
+/// Parses a `.npy` file. float64 data is converted to float32, bool to uint8; the other
+/// types beyond weft's computing ones (int16, uint16/32/64, raw bytes) are errors.
 pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
+    let t = from_bytes_exact(bytes, None)?;
+    match t.dtype() {
+        DType::F64 => Ok(t.cast(DType::F32)),
+        DType::Bool => Ok(t.cast(DType::U8)),
+        dt if dt.is_float() || matches!(dt, DType::I8 | DType::U8 | DType::I32 | DType::I64) => Ok(t),
+        dt => Err(bad(format!(
+            "unsupported dtype {dt} (use float32, float16, float64, int8, uint8, bool, int32 or int64)"
+        ))),
+    }
+}
+
+/// Parses a `.npy` file keeping its element type. NumPy has no names for ONNX's bfloat16,
+/// float8, float4, int4 and int2: their arrays (as `ml_dtypes` saves them) are raw bytes of
+/// one or two bytes per element, read as `raw` when it is given and of that size.
+pub fn from_bytes_exact(bytes: &[u8], raw: Option<DType>) -> Result<Tensor> {
     if !bytes.starts_with(b"\x93NUMPY") {
         return Err(bad("not an .npy file (bad magic bytes)"));
     }
+    // ml_dtypes names float8_e5m2 '<f1', which no .npy reader knows: read it as raw bytes
+    let patched;
+    let bytes = match find(bytes, b"'descr': '<f1'") {
+        Some(i) if i < 256 => {
+            let mut b = bytes.to_vec();
+            b[i + 11] = b'V';
+            patched = b;
+            &patched[..]
+        }
+        _ => bytes,
+    };
     let mut data = bytes;
     let header = npyz::NpyHeader::from_reader(&mut data).map_err(|e| bad(format!("bad header: {e}")))?;
     let file = npyz::NpyFile::with_header(header.clone(), data);
+    let data: &[u8] = data;
     let npyz::DType::Plain(ty) = header.dtype() else {
         return Err(bad("structured or array dtypes are not supported"));
     };
@@ -43,22 +71,30 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor> {
     let read = |e: std::io::Error| bad(format!("bad data: {e}"));
     let t = match (ty.type_char(), size) {
         (TypeChar::Float, 4) => Tensor::F32(array_from(&storage_shape, file.into_vec::<f32>().map_err(read)?)?),
-        (TypeChar::Float, 8) => {
-            let v = file.into_vec::<f64>().map_err(read)?;
-            Tensor::F32(array_from(&storage_shape, v.into_iter().map(|x| x as f32).collect())?)
-        }
         (TypeChar::Float, 2) => Tensor::F16(array_from(&storage_shape, file.into_vec::<half::f16>().map_err(read)?)?),
         (TypeChar::Int, 1) => Tensor::I8(array_from(&storage_shape, file.into_vec::<i8>().map_err(read)?)?),
         (TypeChar::Uint, 1) => Tensor::U8(array_from(&storage_shape, file.into_vec::<u8>().map_err(read)?)?),
-        (TypeChar::Bool, 1) => {
-            let v = file.into_vec::<bool>().map_err(read)?;
-            Tensor::U8(array_from(&storage_shape, v.into_iter().map(u8::from).collect())?)
-        }
+        (TypeChar::Bool, 1) => Tensor::Bool(array_from(&storage_shape, file.into_vec::<bool>().map_err(read)?)?),
         (TypeChar::Int, 4) => Tensor::I32(array_from(&storage_shape, file.into_vec::<i32>().map_err(read)?)?),
         (TypeChar::Int, 8) => Tensor::I64(array_from(&storage_shape, file.into_vec::<i64>().map_err(read)?)?),
+        (TypeChar::Int, 2) => Tensor::I16(array_from(&storage_shape, file.into_vec::<i16>().map_err(read)?)?),
+        (TypeChar::Uint, 2) => Tensor::U16(array_from(&storage_shape, file.into_vec::<u16>().map_err(read)?)?),
+        (TypeChar::Uint, 4) => Tensor::U32(array_from(&storage_shape, file.into_vec::<u32>().map_err(read)?)?),
+        (TypeChar::Uint, 8) => Tensor::U64(array_from(&storage_shape, file.into_vec::<u64>().map_err(read)?)?),
+        (TypeChar::Float, 8) => Tensor::F64(array_from(&storage_shape, file.into_vec::<f64>().map_err(read)?)?),
+        (TypeChar::RawData, n) if raw.is_some_and(|r| r.size_of() == n && n <= 2) => {
+            let dt = raw.unwrap_or(DType::U8);
+            // raw elements have no byte order: these are the little-endian bytes ml_dtypes wrote
+            Tensor::from_le_bytes(dt, &storage_shape, &data[..want])?
+        }
         _ => {
+            let hint = match raw {
+                Some(r) if !r.is_float() && r.is_storage_only() => format!(" for {r}"),
+                _ => String::new(),
+            };
             return Err(bad(format!(
-                "unsupported dtype '{ty}' (use float32, float16, float64, int8, uint8, bool, int32 or int64)"
+                "unsupported dtype '{ty}'{hint} (use float16/32/64, int8/16/32/64, uint8/16/32/64, bool, \
+                 or raw bytes of the model's bfloat16, float8, float4, int4 or int2 input)"
             )));
         }
     };
@@ -73,14 +109,7 @@ fn transpose(t: &Tensor, perm: &[usize]) -> Tensor {
     fn go<T: Clone>(a: &ndarray::ArrayD<T>, perm: &[usize]) -> ndarray::ArrayD<T> {
         a.view().permuted_axes(perm.to_vec()).as_standard_layout().into_owned()
     }
-    match t {
-        Tensor::F32(a) => Tensor::F32(go(a, perm)),
-        Tensor::F16(a) => Tensor::F16(go(a, perm)),
-        Tensor::I8(a) => Tensor::I8(go(a, perm)),
-        Tensor::U8(a) => Tensor::U8(go(a, perm)),
-        Tensor::I32(a) => Tensor::I32(go(a, perm)),
-        Tensor::I64(a) => Tensor::I64(go(a, perm)),
-    }
+    crate::map_variant!(t, a => go(a, perm))
 }
 
 /// Serializes a tensor as a `.npy` file (C order, little-endian).
@@ -108,9 +137,54 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
         Tensor::U8(a) => write(shape, a.iter().copied()),
         Tensor::I32(a) => write(shape, a.iter().copied()),
         Tensor::I64(a) => write(shape, a.iter().copied()),
+        Tensor::F64(a) => write(shape, a.iter().copied()),
+        Tensor::Bool(a) => write(shape, a.iter().copied()),
+        Tensor::I16(a) => write(shape, a.iter().copied()),
+        Tensor::U16(a) => write(shape, a.iter().copied()),
+        Tensor::U32(a) => write(shape, a.iter().copied()),
+        Tensor::U64(a) => write(shape, a.iter().copied()),
+        // no NumPy name: raw bytes, as ml_dtypes saves these types
+        other => Ok(raw_npy(shape, other.dtype().size_of(), &other.to_le_bytes())),
     };
     // Writing into memory cannot fail.
     written.unwrap_or_default()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).take(512).position(|w| w == needle)
+}
+
+/// A `.npy` file of raw (`<V1`, `<V2`) elements.
+fn raw_npy(shape: &[usize], size: usize, data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| format!("{d},")).collect();
+    let dims = if shape.len() == 1 {
+        dims.concat()
+    } else {
+        dims.concat().trim_end_matches(',').replace(',', ", ")
+    };
+    let mut header = format!("{{'descr': '<V{size}', 'fortran_order': False, 'shape': ({dims}), }}");
+    // magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Reads a `.npy` file from disk, keeping its element type (`raw` as in [`from_bytes_exact`]).
+pub fn read_exact(path: &std::path::Path, raw: Option<DType>) -> Result<Tensor> {
+    let bytes = std::fs::read(path).map_err(|source| CoreError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    from_bytes_exact(&bytes, raw).map_err(|e| match e {
+        CoreError::Npy(m) => CoreError::Npy(format!("{}: {m}", path.display())),
+        other => other,
+    })
 }
 
 /// Reads a `.npy` file from disk.

@@ -211,6 +211,13 @@ pub enum Op {
     },
     Cast {
         to: DType,
+        /// To the 8-bit floats: out-of-range values (infinities too) become the largest
+        /// finite value rather than infinity or NaN.
+        #[serde(default = "yes")]
+        saturate: bool,
+        /// To E8M0: how values that are not powers of two round.
+        #[serde(default)]
+        round: crate::minifloat::RoundMode,
     },
 
     // ---- Integer ops (the quantized graph; arithmetic defined in `crate::quant`) ----
@@ -465,4 +472,19 @@ pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> std::ops::Range
     let fix = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
     let (s, e) = (fix(start), fix(end.unwrap_or(r)));
     s..e.max(s)
+}
+
+impl Op {
+    /// A saturating Cast to `to` (ONNX's defaults).
+    pub fn cast(to: DType) -> Op {
+        Op::Cast {
+            to,
+            saturate: true,
+            round: crate::minifloat::RoundMode::Up,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }

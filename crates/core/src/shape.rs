@@ -402,7 +402,14 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
                 .input(1)
                 .and_then(|z| s.values.get(z))
                 .map_or(DType::F32, |(d, _)| *d);
-            Ok(vec![(if dt == DType::F16 { DType::F16 } else { DType::F32 }, x)])
+            Ok(vec![(
+                if matches!(dt, DType::F16 | DType::BF16) {
+                    dt
+                } else {
+                    DType::F32
+                },
+                x,
+            )])
         }
         Op::QLinearConv(c) => {
             let out = conv_shape(node, s, &x, c, 3, 8)?;
@@ -470,7 +477,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             one(x)
         }
-        Op::Cast { to } => Ok(vec![(*to, x)]),
+        Op::Cast { to, .. } => Ok(vec![(*to, x)]),
         Op::Add | Op::Sub | Op::Mul | Op::Div => {
             let (_, y) = in_shape(node, s, 1)?;
             let out = broadcast(&x, y).ok_or_else(|| mismatch(node, format!("shape broadcastable with {x:?}"), y))?;
@@ -715,6 +722,7 @@ fn fold_small(node: &Node, s: &Shapes) -> Option<Tensor> {
         Op::Identity
         | Op::Cast {
             to: DType::I64 | DType::I32,
+            ..
         } => c(0).cloned(),
         Op::Gather { axis: 0 } => {
             let data = c(0)?.to_i64_vec();

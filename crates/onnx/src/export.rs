@@ -248,7 +248,7 @@ impl Writer<'_> {
                 self.emit(&n.name, "ReduceMean", &ins[..1], outs, attrs);
             }
             Op::Gather { axis } => self.emit(&n.name, "Gather", ins, outs, vec![int("axis", *axis)]),
-            Op::Cast { to } => self.emit(&n.name, "Cast", ins, outs, vec![int("to", i64::from(onnx_type(*to)))]),
+            Op::Cast { to, .. } => self.emit(&n.name, "Cast", ins, outs, vec![int("to", i64::from(onnx_type(*to)))]),
             Op::Relu
             | Op::Clip
             | Op::Add

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use prost::Message;
+use weft_core::minifloat::RoundMode;
 use weft_core::op::{Conv, Gemm, PadMode, Padding, Pool};
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 
@@ -407,7 +408,7 @@ impl Importer<'_> {
             "Cast" if a.int("to", 0)? == Dt::Double as i64 && self.narrowed_doubles.contains(&outputs[0]) => {
                 self.double_casts
                     .push((name.clone(), inputs.first().cloned().unwrap_or_default()));
-                Op::Cast { to: DType::F32 }
+                Op::cast(DType::F32)
             }
             "Cast" => {
                 let to = a.int("to", 0)?;
@@ -415,7 +416,19 @@ impl Importer<'_> {
                     .ok()
                     .and_then(exact_weft_type)
                     .ok_or_else(|| a.unsupported(format!("Cast to {} is not supported", type_name(to as i32))))?;
-                Op::Cast { to: dtype }
+                let round = match a.string("round_mode")?.as_deref() {
+                    None | Some("up") => RoundMode::Up,
+                    Some("down") => RoundMode::Down,
+                    Some("nearest") => RoundMode::Nearest,
+                    Some(other) => {
+                        return Err(a.invalid(format!("round_mode '{other}' is not one of up, down, nearest")));
+                    }
+                };
+                Op::Cast {
+                    to: dtype,
+                    saturate: a.int("saturate", 1)? != 0,
+                    round,
+                }
             }
             "QuantizeLinear" => {
                 if a.int("saturate", 1)? != 1 || a.has("block_size") && a.int("block_size", 0)? != 0 {
@@ -428,11 +441,12 @@ impl Importer<'_> {
                 if out_type != 0 {
                     let dt = i32::try_from(out_type).ok().and_then(exact_weft_type);
                     let zp = match dt {
-                        Some(DType::U8) => weft_core::tensor::array_from(&[], vec![0u8]).map(Tensor::U8)?,
-                        Some(DType::I8) => weft_core::tensor::array_from(&[], vec![0i8]).map(Tensor::I8)?,
+                        Some(dt) if quantized_type(dt) => {
+                            Tensor::wrap_i64(weft_core::tensor::array_from(&[], vec![0i64])?, dt)
+                        }
                         _ => {
                             return Err(a.unsupported(format!(
-                                "quantizing to {} is not supported (only UINT8 and INT8)",
+                                "quantizing to {} is not supported (only 8-, 16-, 4- and 2-bit integers and 8- and 4-bit floats)",
                                 type_name(out_type as i32)
                             )));
                         }
@@ -537,4 +551,12 @@ fn pool(a: &Attrs, average: bool) -> Result<Pool> {
         ceil_mode: a.int("ceil_mode", 0)? != 0,
         count_include_pad: average && a.int("count_include_pad", 0)? != 0,
     })
+}
+
+/// The types QuantizeLinear may produce.
+fn quantized_type(dt: DType) -> bool {
+    matches!(
+        dt,
+        DType::U8 | DType::I8 | DType::U16 | DType::I16 | DType::U4 | DType::I4 | DType::U2 | DType::I2
+    ) || (dt.mini().is_some() && dt != DType::F8E8M0)
 }

@@ -2,37 +2,48 @@
 
 use std::path::Path;
 
-use half::f16;
 use weft_core::{DType, Tensor};
 
 use crate::proto::TensorProto;
 use crate::proto::tensor_proto::DataType as Dt;
 use crate::{OnnxError, Result};
 
+/// ONNX element type codes with weft's dtype for each.
+const CODES: [(i32, DType); 23] = [
+    (1, DType::F32),
+    (2, DType::U8),
+    (3, DType::I8),
+    (4, DType::U16),
+    (5, DType::I16),
+    (6, DType::I32),
+    (7, DType::I64),
+    (9, DType::Bool),
+    (10, DType::F16),
+    (11, DType::F64),
+    (12, DType::U32),
+    (13, DType::U64),
+    (16, DType::BF16),
+    (17, DType::F8E4M3FN),
+    (18, DType::F8E4M3FNUZ),
+    (19, DType::F8E5M2),
+    (20, DType::F8E5M2FNUZ),
+    (21, DType::U4),
+    (22, DType::I4),
+    (23, DType::F4E2M1),
+    (24, DType::F8E8M0),
+    (25, DType::U2),
+    (26, DType::I2),
+];
+
 /// ONNX element type code of a weft dtype.
 pub fn onnx_type(dtype: DType) -> i32 {
-    (match dtype {
-        DType::F32 => Dt::Float,
-        DType::F16 => Dt::Float16,
-        DType::I8 => Dt::Int8,
-        DType::U8 => Dt::Uint8,
-        DType::I32 => Dt::Int32,
-        DType::I64 => Dt::Int64,
-    }) as i32
+    CODES.iter().find(|(_, d)| *d == dtype).map_or(0, |(c, _)| *c)
 }
 
 /// The weft dtype that holds exactly ONNX's type `code` (no widening, no narrowing): what
-/// graph inputs, outputs and Cast targets may be.
+/// graph inputs, outputs and Cast targets may be. None for strings and complex numbers.
 pub fn exact_weft_type(code: i32) -> Option<DType> {
-    Some(match Dt::try_from(code).ok()? {
-        Dt::Float => DType::F32,
-        Dt::Float16 => DType::F16,
-        Dt::Int8 => DType::I8,
-        Dt::Uint8 => DType::U8,
-        Dt::Int32 => DType::I32,
-        Dt::Int64 => DType::I64,
-        _ => return None,
-    })
+    CODES.iter().find(|(c, _)| *c == code).map(|(_, d)| *d)
 }
 
 pub fn type_name(code: i32) -> String {
@@ -76,72 +87,66 @@ pub fn from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
         t.raw_data.as_deref()
     };
     let count_err = |got: usize| bad(format!("has {got} values, shape {shape:?} needs {n}"));
-    let dt = Dt::try_from(code).map_err(|_| bad(format!("data type {} is not supported", type_name(code))))?;
-    let tensor = match (dt, raw) {
-        (Dt::Float, Some(r)) => Tensor::from_le_bytes(DType::F32, &shape, r),
-        (Dt::Float16, Some(r)) => Tensor::from_le_bytes(DType::F16, &shape, r),
-        (Dt::Int8, Some(r)) => Tensor::from_le_bytes(DType::I8, &shape, r),
-        (Dt::Uint8 | Dt::Bool, Some(r)) => Tensor::from_le_bytes(DType::U8, &shape, r),
-        (Dt::Int32, Some(r)) => Tensor::from_le_bytes(DType::I32, &shape, r),
-        (Dt::Int64, Some(r)) => Tensor::from_le_bytes(DType::I64, &shape, r),
-        (Dt::Double, Some(r)) => {
-            if r.len() != n * 8 {
-                return Err(count_err(r.len() / 8));
-            }
-            let v = r
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
-                .collect();
-            Tensor::from_f32(&shape, v)
+    let Some(dtype) = exact_weft_type(code) else {
+        return Err(bad(format!("data type {} is not supported", type_name(code))));
+    };
+    // elements per byte in raw_data (ONNX packs the 4- and 2-bit types, low bits first)
+    let per_byte = match dtype {
+        DType::I4 | DType::U4 | DType::F4E2M1 => 2,
+        DType::I2 | DType::U2 => 4,
+        _ => 1,
+    };
+    let unpack = |bytes: &[u8]| -> Result<Vec<u8>> {
+        if bytes.len() != n.div_ceil(per_byte) {
+            return Err(count_err(bytes.len() * per_byte));
         }
-        (Dt::Int16 | Dt::Uint16, Some(r)) => {
-            if r.len() != n * 2 {
-                return Err(count_err(r.len() / 2));
-            }
-            let signed = dt == Dt::Int16;
-            let v: Vec<i32> = r
-                .chunks_exact(2)
-                .map(|c| {
-                    if signed {
-                        i32::from(i16::from_le_bytes([c[0], c[1]]))
-                    } else {
-                        i32::from(u16::from_le_bytes([c[0], c[1]]))
-                    }
-                })
-                .collect();
-            weft_core::tensor::array_from(&shape, v).map(Tensor::I32)
-        }
-        (Dt::Float, None) => {
+        let bits = 8 / per_byte;
+        let mask = ((1u16 << bits) - 1) as u8;
+        Ok((0..n)
+            .map(|i| (bytes[i / per_byte] >> ((i % per_byte) * bits)) & mask)
+            .collect())
+    };
+    let tensor = match (dtype, raw) {
+        (dt, Some(r)) if per_byte > 1 => Tensor::from_le_bytes(dt, &shape, &unpack(r)?),
+        (dt, Some(r)) => Tensor::from_le_bytes(dt, &shape, r),
+        (DType::F32, None) => {
             check(t.float_data.len(), n).map_err(count_err)?;
             Tensor::from_f32(&shape, t.float_data.clone())
         }
-        (Dt::Double, None) => {
+        (DType::F64, None) => {
             check(t.double_data.len(), n).map_err(count_err)?;
-            Tensor::from_f32(&shape, t.double_data.iter().map(|&v| v as f32).collect())
+            weft_core::tensor::array_from(&shape, t.double_data.clone()).map(Tensor::F64)
         }
-        (Dt::Int64, None) => {
+        (DType::I64, None) => {
             check(t.int64_data.len(), n).map_err(count_err)?;
             Tensor::from_i64(&shape, t.int64_data.clone())
         }
-        (Dt::Int32 | Dt::Int16 | Dt::Uint16, None) => {
+        (DType::I32, None) => {
             check(t.int32_data.len(), n).map_err(count_err)?;
             weft_core::tensor::array_from(&shape, t.int32_data.clone()).map(Tensor::I32)
         }
-        (Dt::Int8, None) => {
-            check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as i8).collect()).map(Tensor::I8)
+        (DType::U32 | DType::U64, None) => {
+            check(t.uint64_data.len(), n).map_err(count_err)?;
+            let a = weft_core::tensor::array_from(&shape, t.uint64_data.clone()).map(Tensor::U64)?;
+            Ok(if dtype == DType::U32 {
+                Tensor::wrap_i64(a.to_i64(), DType::U32)
+            } else {
+                a
+            })
         }
-        (Dt::Uint8 | Dt::Bool, None) => {
-            check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| v as u8).collect()).map(Tensor::U8)
+        (dt, None) if per_byte > 1 => {
+            // each int32 holds one packed byte
+            let bytes: Vec<u8> = t.int32_data.iter().map(|&v| v as u8).collect();
+            Tensor::from_le_bytes(dt, &shape, &unpack(&bytes)?)
         }
-        (Dt::Float16, None) => {
+        (dt, None) => {
+            // the other types keep each element's bits in one int32
             check(t.int32_data.len(), n).map_err(count_err)?;
-            weft_core::tensor::array_from(&shape, t.int32_data.iter().map(|&v| f16::from_bits(v as u16)).collect())
-                .map(Tensor::F16)
-        }
-        (other, _) => {
-            return Err(bad(format!("data type {} is not supported", other.as_str_name())));
+            let bytes: Vec<u8> = match dt.size_of() {
+                2 => t.int32_data.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect(),
+                _ => t.int32_data.iter().map(|&v| v as u8).collect(),
+            };
+            Tensor::from_le_bytes(dt, &shape, &bytes)
         }
     };
     tensor.map_err(|e| bad(e.to_string()))
@@ -190,7 +195,48 @@ pub fn to_proto(name: &str, t: &Tensor) -> TensorProto {
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(onnx_type(t.dtype())),
         name: Some(name.to_string()),
-        raw_data: Some(t.to_le_bytes()),
+        raw_data: Some(packed_bytes(t)),
         ..Default::default()
+    }
+}
+
+/// A tensor's bytes as ONNX's raw_data holds them (4- and 2-bit types packed).
+fn packed_bytes(t: &Tensor) -> Vec<u8> {
+    let per_byte = match t.dtype() {
+        DType::I4 | DType::U4 | DType::F4E2M1 => 2,
+        DType::I2 | DType::U2 => 4,
+        _ => return t.to_le_bytes(),
+    };
+    let bits = 8 / per_byte;
+    let codes = t.to_le_bytes();
+    codes
+        .chunks(per_byte)
+        .map(|c| c.iter().enumerate().fold(0u8, |acc, (i, &v)| acc | (v << (i * bits))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_bit_initializers_unpack_and_pack() {
+        let codes = weft_core::tensor::array_from(&[3], vec![0x1, 0xF, 0x8]).unwrap();
+        let t = Tensor::from_codes(DType::I4, codes).unwrap();
+        let proto = to_proto("w", &t);
+        assert_eq!(
+            proto.raw_data.as_deref(),
+            Some(&[0xF1u8, 0x08][..]),
+            "two per byte, low nibble first"
+        );
+        let back = from_proto(&proto, None).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.to_i64_vec(), vec![1, -1, -8]);
+        // a raw_data of the wrong length is an error, not a panic
+        let short = TensorProto {
+            raw_data: Some(vec![0xF1]),
+            ..proto
+        };
+        assert!(from_proto(&short, None).is_err());
     }
 }

@@ -309,6 +309,20 @@ fn per_axis(
 pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
     let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
     let xs = x.to_f32();
+    let to = zp.map_or(weft_core::DType::U8, Tensor::dtype);
+    if to.mini().is_some() {
+        // to a small float: x / s + zp rounded to the nearest value of the format
+        let zf: Vec<f32> = zp.map(|t| t.to_f32().iter().copied().collect()).unwrap_or_default();
+        let v: Vec<f32> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| {
+                let c = (i / inner) % n;
+                f / s[c] + zf.get(c).or(zf.first()).copied().unwrap_or(0.0)
+            })
+            .collect();
+        return Ok(Tensor::from_f32(x.shape(), v)?.cast_float(to, true, Default::default()));
+    }
     let v: Vec<f32> = xs
         .iter()
         .enumerate()
@@ -324,6 +338,19 @@ pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
 /// ONNX DequantizeLinear: `(x - zp) * s`.
 pub fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
     let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
+    if x.dtype().mini().is_some() {
+        let zf: Vec<f32> = zp.map(|t| t.to_f32().iter().copied().collect()).unwrap_or_default();
+        let v: Vec<f32> = x
+            .to_f32()
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let c = (i / inner) % n;
+                (q - zf.get(c).or(zf.first()).copied().unwrap_or(0.0)) * s[c]
+            })
+            .collect();
+        return Tensor::from_f32(x.shape(), v);
+    }
     let v: Vec<f32> = x
         .to_i64()
         .iter()

@@ -9,18 +9,7 @@ use crate::conv::conv2d;
 use crate::int;
 use crate::pool::{PoolKind, global_pool, pool2d};
 
-macro_rules! map_tensor {
-    ($t:expr, $a:ident => $body:expr) => {
-        match $t {
-            Tensor::F32($a) => Tensor::F32($body),
-            Tensor::F16($a) => Tensor::F16($body),
-            Tensor::I8($a) => Tensor::I8($body),
-            Tensor::U8($a) => Tensor::U8($body),
-            Tensor::I32($a) => Tensor::I32($body),
-            Tensor::I64($a) => Tensor::I64($body),
-        }
-    };
-}
+use weft_core::map_variant as map_tensor;
 
 /// Largest tensor (in elements) a node may produce: 4 Gi elements.
 pub const MAX_ELEMENTS: usize = 1 << 32;
@@ -84,6 +73,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             }
             Tensor::F32(y)
         }
+        Op::Relu if matches!(x.dtype(), DType::U8 | DType::U16 | DType::U32 | DType::U64) => x.clone(),
         Op::Relu if !x.dtype().is_float() => Tensor::I64(x.to_i64().mapv(|v| v.max(0))),
         Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
         Op::Clip if !x.dtype().is_float() => {
@@ -222,7 +212,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
             let picked = map_tensor!(x, a_ => a_.select(Axis(a), &idx));
             picked.reshaped(&out_shape)?
         }
-        Op::Cast { to } => onnx_cast(x, *to),
+        Op::Cast { to, saturate, round } => onnx_cast(x, *to, *saturate, *round),
         Op::Quantize { scale, zero_point } => int::quantize(x, *scale, *zero_point)?,
         Op::Dequantize { scale, zero_point } => int::dequantize(x, *scale, *zero_point)?,
         Op::QConv(q) => int::qconv(q, inputs, &out_shape)?,
@@ -245,10 +235,10 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::QuantizeLinear { axis } => int::quantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?,
         Op::DequantizeLinear { axis } => {
             let y = int::dequantize_linear(x, input(1)?, inputs.get(2).copied().flatten(), *axis)?;
-            if input(1)?.dtype() == DType::F16 {
-                y.cast(DType::F16)
-            } else {
-                y
+            // the output has the scale's type
+            match input(1)?.dtype() {
+                dt @ (DType::F16 | DType::BF16) => y.cast(dt),
+                _ => y,
             }
         }
         Op::QLinearConv(c) => int::qlinear_conv(c, inputs, &out_shape)?,
@@ -322,6 +312,9 @@ fn check_dtypes(node: &Node, inputs: &[Option<&Tensor>]) -> Result<()> {
     };
     let dt = x.dtype();
     let refuse = |what: String| Err(CoreError::node(node, format!("{what} is not supported")));
+    if dt.is_storage_only() && same_type(&node.op) {
+        return refuse(format!("{} on {dt} tensors", node.op.name()));
+    }
     if !dt.is_float() {
         let exact = match &node.op {
             Op::Relu | Op::Clip | Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pad { .. } | Op::Concat { .. } => true,
@@ -360,44 +353,50 @@ fn keep_dtype(op: &Op, dt: DType, result: Tensor) -> Tensor {
     }
 }
 
-/// i64 values to `dt` with two's-complement wrapping (and exact conversion to floats).
 fn wrap_i64(a: ArrayD<i64>, dt: DType) -> Tensor {
-    match dt {
-        DType::I64 => Tensor::I64(a),
-        DType::I32 => Tensor::I32(a.mapv(|v| v as i32)),
-        DType::I8 => Tensor::I8(a.mapv(|v| v as i8)),
-        DType::U8 => Tensor::U8(a.mapv(|v| v as u8)),
-        DType::F32 => Tensor::F32(a.mapv(|v| v as f32)),
-        DType::F16 => Tensor::F16(a.mapv(|v| half::f16::from_f32(v as f32))),
-    }
+    Tensor::wrap_i64(a, dt)
 }
 
 /// ONNX Cast: floats to integers truncate toward zero (saturating where out of range, which
-/// ONNX leaves undefined), integers to narrower integers wrap, to floats round to nearest.
-fn onnx_cast(x: &Tensor, to: DType) -> Tensor {
-    if x.dtype() == to {
+/// ONNX leaves undefined; the 4- and 2-bit integers wrap, as ONNX's reference does),
+/// integers to narrower integers wrap, to floats round to nearest even; to the 8- and 4-bit
+/// floats as `saturate` says, to E8M0 as `round` says.
+fn onnx_cast(x: &Tensor, to: DType, saturate: bool, round: weft_core::minifloat::RoundMode) -> Tensor {
+    let from = x.dtype();
+    if from == to {
         return x.clone();
     }
-    match (x, to) {
-        (Tensor::F32(_) | Tensor::F16(_), DType::F32) => Tensor::F32(x.to_f32()),
-        (Tensor::F32(_) | Tensor::F16(_), DType::F16) => Tensor::F16(x.to_f32().mapv(half::f16::from_f32)),
-        (Tensor::F32(_) | Tensor::F16(_), _) => {
-            let f = x.to_f32();
-            match to {
-                DType::I64 => Tensor::I64(f.mapv(|v| v as i64)),
-                DType::I32 => Tensor::I32(f.mapv(|v| v as i32)),
-                DType::I8 => Tensor::I8(f.mapv(|v| v as i8)),
-                _ => Tensor::U8(f.mapv(|v| v as u8)),
-            }
-        }
-        (Tensor::I64(a), _) => wrap_i64(a.clone(), to),
-        _ => wrap_i64(x.to_i64(), to),
+    if to.is_any_float() {
+        return if from.is_any_float() {
+            x.cast_float(to, saturate, round)
+        } else {
+            Tensor::F64(x.to_f64()).cast_float(to, saturate, round)
+        };
     }
+    if to == DType::Bool {
+        return Tensor::Bool(x.to_f64().mapv(|v| v != 0.0));
+    }
+    if from.is_any_float() {
+        let f = x.to_f64();
+        return match to {
+            DType::I64 => Tensor::I64(f.mapv(|v| v as i64)),
+            DType::I32 => Tensor::I32(f.mapv(|v| v as i32)),
+            DType::I16 => Tensor::I16(f.mapv(|v| v as i16)),
+            DType::I8 => Tensor::I8(f.mapv(|v| v as i8)),
+            DType::U64 => Tensor::U64(f.mapv(|v| v as u64)),
+            DType::U32 => Tensor::U32(f.mapv(|v| v as u32)),
+            DType::U16 => Tensor::U16(f.mapv(|v| v as u16)),
+            DType::U8 => Tensor::U8(f.mapv(|v| v as u8)),
+            _ => wrap_i64(f.mapv(|v| v as i64), to),
+        };
+    }
+    wrap_i64(x.to_i64(), to)
 }
 
 fn binary(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let err = |m: String| CoreError::node(node, m);
     if !a.dtype().is_float() && !b.dtype().is_float() {
+        let unsigned64 = a.dtype() == DType::U64;
         let (a, b) = (a.to_i64(), b.to_i64());
         let shape = shape::broadcast(a.shape(), b.shape())
             .ok_or_else(|| err(format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape())))?;
@@ -414,6 +413,8 @@ fn binary(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             Op::Add => i64::wrapping_add,
             Op::Sub => i64::wrapping_sub,
             Op::Mul => i64::wrapping_mul,
+            // uint64 values are held as their bits
+            _ if unsigned64 => |x, y| (x as u64 / y as u64) as i64,
             _ => i64::wrapping_div,
         };
         return Ok(Tensor::I64(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y))));

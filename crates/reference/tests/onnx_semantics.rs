@@ -72,8 +72,8 @@ fn mixed_operand_types_and_float_only_ops_are_refused() {
 #[test]
 fn cast_truncates_floats_and_wraps_integers() {
     let x = Tensor::from_f32(&[4], vec![-1.7, 1.7, 2.5, -0.2]).unwrap();
-    assert_eq!(eval(Op::Cast { to: DType::I32 }, &[&x]).unwrap(), i32s(&[-1, 1, 2, 0]));
-    let y = eval(Op::Cast { to: DType::I8 }, &[&i32s(&[200, -129, 5])]).unwrap();
+    assert_eq!(eval(Op::cast(DType::I32), &[&x]).unwrap(), i32s(&[-1, 1, 2, 0]));
+    let y = eval(Op::cast(DType::I8), &[&i32s(&[200, -129, 5])]).unwrap();
     assert_eq!(y, i8s(&[-56, 127, 5]));
 }
 
@@ -127,4 +127,96 @@ fn pad_wrap_and_axes() {
     )
     .unwrap();
     assert_eq!(y, i8s(&[-3, 5, 6]));
+}
+
+fn f32s(v: &[f32]) -> Tensor {
+    Tensor::from_f32(&[v.len()], v.to_vec()).unwrap()
+}
+
+#[test]
+fn wider_integers_wrap_in_their_own_type() {
+    let a = Tensor::I16(ArrayD::from_shape_vec(IxDyn(&[2]), vec![i16::MAX, -5]).unwrap());
+    let y = eval(Op::Add, &[&a, &a]).unwrap();
+    assert_eq!(
+        y,
+        Tensor::I16(ArrayD::from_shape_vec(IxDyn(&[2]), vec![-2, -10]).unwrap())
+    );
+    // uint64 beyond i64::MAX divides as unsigned
+    let big = Tensor::U64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![u64::MAX]).unwrap());
+    let two = Tensor::U64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![2]).unwrap());
+    let y = eval(Op::Div, &[&big, &two]).unwrap();
+    assert_eq!(
+        y,
+        Tensor::U64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![u64::MAX / 2]).unwrap())
+    );
+}
+
+#[test]
+fn casts_to_small_floats_saturate_as_asked() {
+    let x = f32s(&[0.48, 1e6, f32::INFINITY, -1e6]);
+    let sat = eval(Op::cast(DType::F8E4M3FN), &[&x]).unwrap();
+    assert_eq!(sat.dtype(), DType::F8E4M3FN);
+    assert_eq!(
+        sat.to_f32().iter().copied().collect::<Vec<_>>(),
+        vec![0.46875, 448.0, 448.0, -448.0]
+    );
+    let raw = Op::Cast {
+        to: DType::F8E4M3FN,
+        saturate: false,
+        round: Default::default(),
+    };
+    let y = eval(raw, &[&x]).unwrap().to_f32();
+    assert_eq!(y[0], 0.46875);
+    assert!(y.iter().skip(1).all(|v| v.is_nan()), "{y:?}");
+    let e5 = eval(
+        Op::Cast {
+            to: DType::F8E5M2,
+            saturate: false,
+            round: Default::default(),
+        },
+        &[&x],
+    )
+    .unwrap()
+    .to_f32();
+    assert_eq!(e5[1], f32::INFINITY);
+    // and back: exact
+    let back = eval(Op::cast(DType::F32), &[&sat]).unwrap();
+    assert_eq!(back, f32s(&[0.46875, 448.0, 448.0, -448.0]));
+}
+
+#[test]
+fn casts_to_four_bit_integers_wrap() {
+    let y = eval(Op::cast(DType::I4), &[&f32s(&[-9.0, 8.0, 7.9, -1.5])]).unwrap();
+    assert_eq!(y.dtype(), DType::I4);
+    assert_eq!(y.to_i64_vec(), vec![7, -8, 7, -1]);
+    let y = eval(Op::cast(DType::U2), &[&i32s(&[5, -1])]).unwrap();
+    assert_eq!(y.to_i64_vec(), vec![1, 3]);
+}
+
+#[test]
+fn storage_only_types_are_refused_by_compute_ops() {
+    let d = Tensor::F64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![1.0]).unwrap());
+    let e = eval(Op::Add, &[&d, &d]).unwrap_err();
+    assert!(e.to_string().contains("Add on float64 tensors is not supported"), "{e}");
+    let b = Tensor::Bool(ArrayD::from_shape_vec(IxDyn(&[1]), vec![true]).unwrap());
+    assert!(eval(Op::Relu, &[&b]).is_err());
+}
+
+#[test]
+fn quantize_to_int4_and_float8_and_back() {
+    let x = f32s(&[-20.0, 3.0, 100.0]);
+    let s = f32s(&[2.0]);
+    let zp = Tensor::I4(ArrayD::from_elem(IxDyn(&[]), weft_core::minifloat::Code::<6>(0)));
+    let q = eval(Op::QuantizeLinear { axis: 1 }, &[&x, &s, &zp]).unwrap();
+    assert_eq!(q.dtype(), DType::I4);
+    assert_eq!(q.to_i64_vec(), vec![-8, 2, 7], "round half even, then clamp to [-8, 7]");
+    let zp8 = Tensor::from_f32(&[], vec![0.0]).unwrap().cast(DType::F8E4M3FN);
+    let q = eval(
+        Op::QuantizeLinear { axis: 1 },
+        &[&f32s(&[1000.0, 0.3]), &f32s(&[1.0]), &zp8],
+    )
+    .unwrap();
+    assert_eq!(q.to_f32().iter().copied().collect::<Vec<_>>(), vec![448.0, 0.3125]);
+    let y = eval(Op::DequantizeLinear { axis: 1 }, &[&q, &f32s(&[0.5])]).unwrap();
+    assert_eq!(y, f32s(&[224.0, 0.15625]));
 }

@@ -18,7 +18,24 @@ pub fn kserve_datatype(d: DType) -> &'static str {
         DType::U8 => "UINT8",
         DType::I32 => "INT32",
         DType::I64 => "INT64",
+        DType::F64 => "FP64",
+        DType::Bool => "BOOL",
+        DType::I16 => "INT16",
+        DType::U16 => "UINT16",
+        DType::U32 => "UINT32",
+        DType::U64 => "UINT64",
+        DType::BF16 => "BF16",
+        // no KServe type; models with them are refused at load (`served_dtype`)
+        _ => "BYTES",
     }
+}
+
+/// The element types weft serves a model's inputs and outputs in.
+pub fn served_dtype(d: DType) -> bool {
+    matches!(
+        d,
+        DType::F32 | DType::F16 | DType::I8 | DType::U8 | DType::I32 | DType::I64
+    )
 }
 
 /// What one of a model's inputs expects.
@@ -43,6 +60,21 @@ impl InputSpec {
     pub fn all(package: &Package, max_pixels: u64, max_batch: usize) -> Result<Vec<InputSpec>, ServeError> {
         if package.graph.inputs.is_empty() {
             return Err(ServeError::Setup(format!("model '{}' has no inputs", package.name)));
+        }
+        let edges = package
+            .graph
+            .inputs
+            .iter()
+            .map(|i| ("input", i))
+            .chain(package.graph.outputs.iter().map(|o| ("output", o)));
+        for (what, v) in edges {
+            if !served_dtype(v.dtype) {
+                return Err(ServeError::Setup(format!(
+                    "model '{}': {what} '{}' has element type {}, which serving does not support \
+                     (float32, float16, int8, uint8, int32, int64); `weft run` computes it",
+                    package.name, v.name, v.dtype
+                )));
+            }
         }
         Ok(package
             .graph

@@ -62,6 +62,14 @@ fn config_type(d: weft_core::DType) -> i32 {
         DType::U8 => DataType::TypeUint8,
         DType::I32 => DataType::TypeInt32,
         DType::I64 => DataType::TypeInt64,
+        DType::F64 => DataType::TypeFp64,
+        DType::Bool => DataType::TypeBool,
+        DType::I16 => DataType::TypeInt16,
+        DType::U16 => DataType::TypeUint16,
+        DType::U32 => DataType::TypeUint32,
+        DType::U64 => DataType::TypeUint64,
+        // not served (refused at load)
+        _ => DataType::TypeInvalid,
     }) as i32
 }
 

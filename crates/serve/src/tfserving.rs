@@ -125,6 +125,15 @@ fn tf_dtype(d: DType) -> DataType {
         DType::U8 => DataType::DtUint8,
         DType::I32 => DataType::DtInt32,
         DType::I64 => DataType::DtInt64,
+        DType::F64 => DataType::DtDouble,
+        DType::Bool => DataType::DtBool,
+        DType::I16 => DataType::DtInt16,
+        DType::U16 => DataType::DtUint16,
+        DType::U32 => DataType::DtUint32,
+        DType::U64 => DataType::DtUint64,
+        DType::BF16 => DataType::DtBfloat16,
+        // not served (refused at load)
+        _ => DataType::DtInvalid,
     }
 }
 

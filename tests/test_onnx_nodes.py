@@ -1,4 +1,5 @@
-"""The ONNX project's own node tests on weft's reference executor (tests/onnx_nodes.py).
+"""The ONNX project's own node tests on weft's reference executor and, compiled, on PoCL
+(tests/onnx_nodes.py).
 
 Every test of every operator the README claims either passes (ONNX's dtype, shape and
 values) or is refused with an error saying what is not supported; none may give a wrong
@@ -59,3 +60,47 @@ def test_pass_rate(results):
 def test_nine_in_ten_pass(results):
     count = collections.Counter(v for v, _ in results.values())
     assert count["pass"] >= 0.9 * len(results), dict(count)
+
+
+@pytest.fixture(scope="module")
+def pocl_results(weft):
+    """Every case compiled (f32, or int8 when pre-quantized) and run on PoCL."""
+    return onnx_nodes.run_all(weft, onnx_nodes.claimed_cases(), device="pocl")
+
+
+def test_pocl_gives_onnx_answers_or_refuses(pocl_results):
+    bad = {"wrong", "error"}
+    assert not any(v in bad for v, _ in pocl_results.values()), _report(pocl_results, bad)
+
+
+def test_pocl_pass_floor(pocl_results):
+    count = collections.Counter(v for v, _ in pocl_results.values())
+    assert count["pass"] >= onnx_nodes.POCL_PASS_FLOOR, dict(count)
+
+
+def test_serve_refuses_types_it_cannot_carry(weft, tmp_path):
+    """A model with a float64 output runs under `weft run`; `weft serve` says it cannot serve
+    it instead of starting with a type no client can read."""
+    import subprocess
+
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.DOUBLE)],
+        "to_double",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [2, 3])],
+    )
+    model = tmp_path / "m.onnx"
+    model.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]).SerializeToString())
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 3
+    np.save(tmp_path / "x.npy", x)
+    subprocess.run([weft, "run", model, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy"], check=True, capture_output=True)
+    y = np.load(tmp_path / "y.npy")
+    assert y.dtype == np.float64 and np.array_equal(y, x.astype(np.float64))
+    pkg = tmp_path / "m.weft"
+    subprocess.run([weft, "compile", model, "--precision", "f32", "-o", pkg], check=True, capture_output=True)
+    proc = subprocess.run([weft, "serve", pkg, "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "output 'y' has element type float64, which serving does not support" in proc.stderr, proc.stderr

@@ -193,6 +193,12 @@ pub fn compile(args: &CompileArgs) -> anyhow::Result<()> {
     let mut progress = Progress::new();
     let (package, report) = weft_compile::compile(graph, opts, &mut |stage, i, n| progress.update(stage, i, n))?;
     progress.finish();
+    // a package must load: values a node needs as constants (Reshape's shape, Squeeze's
+    // axes, Pad's pads) cannot be graph inputs of a compiled model
+    if let Err(e @ weft_core::CoreError::Dynamic { .. }) = weft_core::shape::infer(&package.graph, &Default::default())
+    {
+        anyhow::bail!("{e}; `weft run` on the ONNX model itself computes it");
+    }
     package.save(&args.output)?;
     eprintln!(
         "compiled {} ({}) to {} in {:.1} s",

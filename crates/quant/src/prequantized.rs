@@ -79,10 +79,12 @@ impl Extract<'_> {
         let name = node
             .input(idx)
             .ok_or_else(|| QuantError::node(node, format!("input {idx} is missing")))?;
-        self.src
-            .initializers
-            .get(name)
-            .ok_or_else(|| QuantError::node(node, format!("'{name}' must be a constant")))
+        self.src.initializers.get(name).ok_or_else(|| {
+            QuantError::node(
+                node,
+                format!("'{name}' given while running is not supported in an int8 package: it must be a constant"),
+            )
+        })
     }
 
     fn scalar_params(&self, node: &Node, s_idx: usize, zp_idx: usize) -> Result<(f32, i32), QuantError> {
@@ -200,7 +202,12 @@ impl Extract<'_> {
             .src
             .initializers
             .get(b)
-            .ok_or_else(|| QuantError::node(node, "bias must be a constant"))?
+            .ok_or_else(|| {
+                QuantError::node(
+                    node,
+                    "a bias given while running is not supported in an int8 package: it must be a constant",
+                )
+            })?
             .clone();
         let float: Vec<f32> = b
             .to_i64_vec()
@@ -270,7 +277,9 @@ impl Extract<'_> {
                         .qmap
                         .get(&x)
                         .cloned()
-                        .ok_or_else(|| QuantError::node(node, format!("'{x}' is not a quantized value")))?;
+                        .ok_or_else(|| QuantError::node(node, format!(
+                            "dequantizing '{x}', which no QuantizeLinear or quantized op of the model produces, is not supported in an int8 package"
+                        )))?;
                     self.alias.insert(node.outputs[0].clone(), f);
                 }
             }

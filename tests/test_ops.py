@@ -203,3 +203,51 @@ def test_initializers_in_external_data_files_match_onnxruntime(w):
     np.save(x, rand(rng, 1, 4, 9, 8))
     proc = w("run", path, "--input", x, "--output", w.tmp / "y.npy", check=False)
     assert proc.returncode == 1 and "weights.bin" in proc.stderr, proc.stderr
+
+
+def _squeeze_excite_model(rng):
+    """A MobileNetV3/EfficientNet-style block: Conv, HardSwish, squeeze-excitation (global
+    pool, two 1x1 Convs, Sigmoid, Mul) and a SiLU (x * Sigmoid(x))."""
+    inits = {
+        "w1": rand(rng, 16, 3, 3, 3), "b1": rand(rng, 16), "w2": rand(rng, 4, 16, 1, 1), "b2": rand(rng, 4),
+        "w3": rand(rng, 16, 4, 1, 1), "b3": rand(rng, 16), "w4": rand(rng, 8, 16, 3, 3), "b4": rand(rng, 8),
+    }
+    nodes = [
+        N("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        N("HardSwish", ["c1"], ["h1"]),
+        N("GlobalAveragePool", ["h1"], ["g"]),
+        N("Conv", ["g", "w2", "b2"], ["s1"]),
+        N("Relu", ["s1"], ["s2"]),
+        N("Conv", ["s2", "w3", "b3"], ["s3"]),
+        N("Sigmoid", ["s3"], ["s4"]),
+        N("Mul", ["h1", "s4"], ["se"]),
+        N("Conv", ["se", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1]),
+        N("Sigmoid", ["c4"], ["sig"]),
+        N("Mul", ["c4", "sig"], ["y"]),
+    ]
+    return model(nodes, [("x", [2, 3, 16, 16])], [("y", None)], inits, 17)
+
+
+def test_squeeze_excitation_and_hard_swish_run_float_and_int8_on_pocl(w):
+    import onnx
+
+    rng = np.random.default_rng(3)
+    m = _squeeze_excite_model(rng)
+    x = rand(rng, 2, 3, 16, 16)
+    compare_with_onnxruntime(w, m, {"x": x}, tol=1e-4)
+    path = w.tmp / "model.onnx"
+    onnx.save(m, path)
+    np.save(w.tmp / "x.npy", x)
+    np.save(w.tmp / "calib.npy", rand(rng, 32, 3, 16, 16))
+    w("compile", path, "--precision", "f32", "-o", w.tmp / "f32.weft")
+    w("run", w.tmp / "f32.weft", "--device", "pocl", "--input", w.tmp / "x.npy", "--output", w.tmp / "f32.npy")
+    from conftest import ort_run, rel_error
+
+    want = ort_run(path, {"x": x})["y"]
+    assert rel_error(np.load(w.tmp / "f32.npy"), want) <= 1e-4
+    w("compile", path, "--calib", w.tmp / "calib.npy", "-o", w.tmp / "q.weft")
+    w("run", w.tmp / "q.weft", "--input", w.tmp / "x.npy", "--output", w.tmp / "ref.npy")
+    w("run", w.tmp / "q.weft", "--device", "pocl", "--input", w.tmp / "x.npy", "--output", w.tmp / "pocl.npy")
+    ref, pocl = np.load(w.tmp / "ref.npy"), np.load(w.tmp / "pocl.npy")
+    assert np.array_equal(ref, pocl), "int8 on PoCL is bit-exact with the integer reference"
+    assert rel_error(pocl, want) < 0.1

@@ -103,6 +103,127 @@ impl Default for Gemm {
     }
 }
 
+/// Element-wise float functions (ONNX's activation and math ops of one input), computed
+/// in f32 as ONNX defines them.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Unary {
+    Sigmoid,
+    Tanh,
+    HardSigmoid { alpha: f32, beta: f32 },
+    HardSwish,
+    LeakyRelu { alpha: f32 },
+    Elu { alpha: f32 },
+    Selu { alpha: f32, gamma: f32 },
+    Softplus,
+    Softsign,
+    Exp,
+    Log,
+    Sqrt,
+    Neg,
+    Abs,
+    Reciprocal,
+    Floor,
+    Ceil,
+}
+
+impl Unary {
+    /// The ONNX op type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unary::Sigmoid => "Sigmoid",
+            Unary::Tanh => "Tanh",
+            Unary::HardSigmoid { .. } => "HardSigmoid",
+            Unary::HardSwish => "HardSwish",
+            Unary::LeakyRelu { .. } => "LeakyRelu",
+            Unary::Elu { .. } => "Elu",
+            Unary::Selu { .. } => "Selu",
+            Unary::Softplus => "Softplus",
+            Unary::Softsign => "Softsign",
+            Unary::Exp => "Exp",
+            Unary::Log => "Log",
+            Unary::Sqrt => "Sqrt",
+            Unary::Neg => "Neg",
+            Unary::Abs => "Abs",
+            Unary::Reciprocal => "Reciprocal",
+            Unary::Floor => "Floor",
+            Unary::Ceil => "Ceil",
+        }
+    }
+
+    /// The op types of every function, for importers.
+    pub const NAMES: [&'static str; 17] = [
+        "Sigmoid",
+        "Tanh",
+        "HardSigmoid",
+        "HardSwish",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Softplus",
+        "Softsign",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Neg",
+        "Abs",
+        "Reciprocal",
+        "Floor",
+        "Ceil",
+    ];
+
+    /// `f(x)`.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Unary::Sigmoid => {
+                // stable for large |x|
+                if x >= 0.0 {
+                    1.0 / (1.0 + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (1.0 + e)
+                }
+            }
+            Unary::Tanh => x.tanh(),
+            Unary::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Unary::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Unary::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha * x
+                } else {
+                    x
+                }
+            }
+            Unary::Elu { alpha } => {
+                if x < 0.0 {
+                    alpha * (x.exp() - 1.0)
+                } else {
+                    x
+                }
+            }
+            Unary::Selu { alpha, gamma } => {
+                if x <= 0.0 {
+                    gamma * (alpha * x.exp() - alpha)
+                } else {
+                    gamma * x
+                }
+            }
+            Unary::Softplus => {
+                // ln(1 + e^x) without overflow
+                if x > 20.0 { x } else { x.exp().ln_1p() }
+            }
+            Unary::Softsign => x / (1.0 + x.abs()),
+            Unary::Exp => x.exp(),
+            Unary::Log => x.ln(),
+            Unary::Sqrt => x.sqrt(),
+            Unary::Neg => -x,
+            Unary::Abs => x.abs(),
+            Unary::Reciprocal => 1.0 / x,
+            Unary::Floor => x.floor(),
+            Unary::Ceil => x.ceil(),
+        }
+    }
+}
+
 /// Pad modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
@@ -156,6 +277,8 @@ pub enum Op {
         epsilon: f32,
     },
     Relu,
+    /// An element-wise float function of one input (Sigmoid, HardSwish, Exp, ...).
+    Unary(Unary),
     /// Inputs: X, optional min, optional max.
     Clip,
     Add,
@@ -387,6 +510,7 @@ impl Op {
             Op::Conv(_) => "Conv",
             Op::BatchNormalization { .. } => "BatchNormalization",
             Op::Relu => "Relu",
+            Op::Unary(u) => u.name(),
             Op::Clip => "Clip",
             Op::Add => "Add",
             Op::Sub => "Sub",

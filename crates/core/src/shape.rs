@@ -472,7 +472,7 @@ pub fn infer_node(node: &Node, s: &Shapes) -> Result<Vec<(DType, Vec<usize>)>> {
             }
             one(x)
         }
-        Op::Relu | Op::Clip | Op::Identity => one(x),
+        Op::Relu | Op::Clip | Op::Identity | Op::Unary(_) => one(x),
         Op::Softmax { axis, .. } => {
             normalize_axis(*axis, x.len()).ok_or_else(|| err(format!("axis {axis} out of range")))?;
             one(x)

@@ -1,7 +1,7 @@
 //! weft Graph to ONNX ModelProto (opset 17), loadable by onnxruntime.
 
 use prost::Message;
-use weft_core::op::{Activation, Conv, PadMode, Padding, Pool};
+use weft_core::op::{Activation, Conv, PadMode, Padding, Pool, Unary};
 use weft_core::{Graph, Node, Op, Tensor, ValueInfo};
 
 use crate::proto::attribute_proto::AttributeType as At;
@@ -248,6 +248,15 @@ impl Writer<'_> {
                 self.emit(&n.name, "ReduceMean", &ins[..1], outs, attrs);
             }
             Op::Gather { axis } => self.emit(&n.name, "Gather", ins, outs, vec![int("axis", *axis)]),
+            Op::Unary(u) => {
+                let attrs = match *u {
+                    Unary::HardSigmoid { alpha, beta } => vec![float("alpha", alpha), float("beta", beta)],
+                    Unary::LeakyRelu { alpha } | Unary::Elu { alpha } => vec![float("alpha", alpha)],
+                    Unary::Selu { alpha, gamma } => vec![float("alpha", alpha), float("gamma", gamma)],
+                    _ => vec![],
+                };
+                self.emit(&n.name, u.name(), ins, outs, attrs);
+            }
             Op::Cast { to, .. } => self.emit(&n.name, "Cast", ins, outs, vec![int("to", i64::from(onnx_type(*to)))]),
             Op::Relu
             | Op::Clip

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use prost::Message;
 use weft_core::minifloat::RoundMode;
-use weft_core::op::{Conv, Gemm, PadMode, Padding, Pool};
+use weft_core::op::{Conv, Gemm, PadMode, Padding, Pool, Unary};
 use weft_core::{DType, Graph, Node, Op, Tensor, ValueInfo};
 
 use crate::attrs::Attrs;
@@ -262,6 +262,33 @@ impl Importer<'_> {
                 }
             }
             "Relu" => Op::Relu,
+            "Sigmoid" => Op::Unary(Unary::Sigmoid),
+            "Tanh" => Op::Unary(Unary::Tanh),
+            "HardSigmoid" => Op::Unary(Unary::HardSigmoid {
+                alpha: a.float("alpha", 0.2)?,
+                beta: a.float("beta", 0.5)?,
+            }),
+            "HardSwish" => Op::Unary(Unary::HardSwish),
+            "LeakyRelu" => Op::Unary(Unary::LeakyRelu {
+                alpha: a.float("alpha", 0.01)?,
+            }),
+            "Elu" => Op::Unary(Unary::Elu {
+                alpha: a.float("alpha", 1.0)?,
+            }),
+            "Selu" => Op::Unary(Unary::Selu {
+                alpha: a.float("alpha", 1.673_263_2)?,
+                gamma: a.float("gamma", 1.050_701)?,
+            }),
+            "Softplus" => Op::Unary(Unary::Softplus),
+            "Softsign" => Op::Unary(Unary::Softsign),
+            "Exp" => Op::Unary(Unary::Exp),
+            "Log" => Op::Unary(Unary::Log),
+            "Sqrt" => Op::Unary(Unary::Sqrt),
+            "Neg" => Op::Unary(Unary::Neg),
+            "Abs" => Op::Unary(Unary::Abs),
+            "Reciprocal" => Op::Unary(Unary::Reciprocal),
+            "Floor" => Op::Unary(Unary::Floor),
+            "Ceil" => Op::Unary(Unary::Ceil),
             "Clip" => {
                 if v < 11 {
                     let min = self.constant(&format!("{name}.min"), Tensor::f32_scalar(a.float("min", f32::MIN)?));

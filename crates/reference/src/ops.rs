@@ -76,6 +76,7 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::Relu if matches!(x.dtype(), DType::U8 | DType::U16 | DType::U32 | DType::U64) => x.clone(),
         Op::Relu if !x.dtype().is_float() => Tensor::I64(x.to_i64().mapv(|v| v.max(0))),
         Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
+        Op::Unary(u) => Tensor::F32(x.to_f32().mapv(|v| u.apply(v))),
         Op::Clip if !x.dtype().is_float() => {
             let (lo, hi) = (scalar_i64(1).unwrap_or(i64::MIN), scalar_i64(2).unwrap_or(i64::MAX));
             Tensor::I64(x.to_i64().mapv(|v| v.max(lo).min(hi)))
@@ -285,6 +286,7 @@ fn same_type(op: &Op) -> bool {
         Op::Conv(_)
             | Op::BatchNormalization { .. }
             | Op::Relu
+            | Op::Unary(_)
             | Op::Clip
             | Op::Add
             | Op::Sub

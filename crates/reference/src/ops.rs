@@ -77,6 +77,14 @@ pub fn eval_node(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>
         Op::Relu if !x.dtype().is_float() => Tensor::I64(x.to_i64().mapv(|v| v.max(0))),
         Op::Relu => Tensor::F32(x.to_f32().mapv(|v| Activation::Relu.apply(v))),
         Op::Unary(u) => Tensor::F32(x.to_f32().mapv(|v| u.apply(v))),
+        Op::Clip if x.dtype() == DType::U64 => {
+            // uint64 values are held as their bits in i64: compare them unsigned
+            let (lo, hi) = (
+                scalar_i64(1).map_or(0, |v| v as u64),
+                scalar_i64(2).map_or(u64::MAX, |v| v as u64),
+            );
+            Tensor::I64(x.to_i64().mapv(|v| (v as u64).max(lo).min(hi) as i64))
+        }
         Op::Clip if !x.dtype().is_float() => {
             let (lo, hi) = (scalar_i64(1).unwrap_or(i64::MIN), scalar_i64(2).unwrap_or(i64::MAX));
             Tensor::I64(x.to_i64().mapv(|v| v.max(lo).min(hi)))

@@ -220,3 +220,10 @@ fn quantize_to_int4_and_float8_and_back() {
     let y = eval(Op::DequantizeLinear { axis: 1 }, &[&q, &f32s(&[0.5])]).unwrap();
     assert_eq!(y, f32s(&[224.0, 0.15625]));
 }
+
+#[test]
+fn uint64_clip_compares_unsigned() {
+    let u = |v: &[u64]| Tensor::U64(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap());
+    let y = eval(Op::Clip, &[&u(&[u64::MAX, 5, 1 << 63]), &u(&[6]), &u(&[u64::MAX - 1])]).unwrap();
+    assert_eq!(y, u(&[u64::MAX - 1, 6, 1 << 63]));
+}

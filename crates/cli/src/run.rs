@@ -251,8 +251,8 @@ fn read_inputs(specs: &[String], graph: &weft_core::Graph) -> anyhow::Result<Has
         let t = weft_core::npy::read_exact(Path::new(&file), Some(decl.dtype))?;
         // Float inputs accept any numeric data (converted), uint8 bools; others need their
         // exact dtype.
-        let converts = (decl.dtype.is_float() && !t.dtype().is_storage_only())
-            || (decl.dtype.is_float() && matches!(t.dtype(), DType::F64 | DType::Bool))
+        let converts = (decl.dtype.is_float()
+            && (!t.dtype().is_storage_only() || matches!(t.dtype(), DType::F64 | DType::Bool)))
             || (decl.dtype == DType::U8 && t.dtype() == DType::Bool);
         if t.dtype() != decl.dtype && !converts {
             bail!(

@@ -150,27 +150,6 @@ impl Unary {
         }
     }
 
-    /// The op types of every function, for importers.
-    pub const NAMES: [&'static str; 17] = [
-        "Sigmoid",
-        "Tanh",
-        "HardSigmoid",
-        "HardSwish",
-        "LeakyRelu",
-        "Elu",
-        "Selu",
-        "Softplus",
-        "Softsign",
-        "Exp",
-        "Log",
-        "Sqrt",
-        "Neg",
-        "Abs",
-        "Reciprocal",
-        "Floor",
-        "Ceil",
-    ];
-
     /// `f(x)`.
     pub fn apply(self, x: f32) -> f32 {
         match self {

@@ -359,13 +359,11 @@ impl Tensor {
         if to == DType::Bool {
             return Tensor::Bool(self.to_f64().mapv(|v| v != 0.0));
         }
-        if let (true, Tensor::I64(_) | Tensor::U64(_)) = (to == DType::I64 || to == DType::U64, self) {
-            // 64-bit integers convert exactly (no detour through f64)
-            return match (self, to) {
-                (Tensor::U64(a), DType::I64) => Tensor::I64(a.mapv(|v| v.min(i64::MAX as u64) as i64)),
-                (Tensor::I64(a), _) => Tensor::U64(a.mapv(|v| v.max(0) as u64)),
-                _ => self.clone(),
-            };
+        // between the 64-bit integers exactly (saturating), not through f64
+        match (self, to) {
+            (Tensor::U64(a), DType::I64) => return Tensor::I64(a.mapv(|v| v.min(i64::MAX as u64) as i64)),
+            (Tensor::I64(a), DType::U64) => return Tensor::U64(a.mapv(|v| v.max(0) as u64)),
+            _ => {}
         }
         let (lo, hi) = to.int_range().unwrap_or((0, 0));
         let (lo, hi) = (lo as f64, hi as f64);

@@ -90,12 +90,7 @@ pub fn from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let Some(dtype) = exact_weft_type(code) else {
         return Err(bad(format!("data type {} is not supported", type_name(code))));
     };
-    // elements per byte in raw_data (ONNX packs the 4- and 2-bit types, low bits first)
-    let per_byte = match dtype {
-        DType::I4 | DType::U4 | DType::F4E2M1 => 2,
-        DType::I2 | DType::U2 => 4,
-        _ => 1,
-    };
+    let per_byte = per_byte(dtype);
     let unpack = |bytes: &[u8]| -> Result<Vec<u8>> {
         if bytes.len() != n.div_ceil(per_byte) {
             return Err(count_err(bytes.len() * per_byte));
@@ -200,13 +195,21 @@ pub fn to_proto(name: &str, t: &Tensor) -> TensorProto {
     }
 }
 
-/// A tensor's bytes as ONNX's raw_data holds them (4- and 2-bit types packed).
-fn packed_bytes(t: &Tensor) -> Vec<u8> {
-    let per_byte = match t.dtype() {
+/// Elements per byte in ONNX's raw_data (it packs the 4- and 2-bit types, low bits first).
+fn per_byte(dtype: DType) -> usize {
+    match dtype {
         DType::I4 | DType::U4 | DType::F4E2M1 => 2,
         DType::I2 | DType::U2 => 4,
-        _ => return t.to_le_bytes(),
-    };
+        _ => 1,
+    }
+}
+
+/// A tensor's bytes as ONNX's raw_data holds them (4- and 2-bit types packed).
+fn packed_bytes(t: &Tensor) -> Vec<u8> {
+    let per_byte = per_byte(t.dtype());
+    if per_byte == 1 {
+        return t.to_le_bytes();
+    }
     let bits = 8 / per_byte;
     let codes = t.to_le_bytes();
     codes

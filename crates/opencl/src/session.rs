@@ -107,6 +107,9 @@ pub struct Session {
     lane_conv: bool,
     kernels: KernelSet,
     precision: Precision,
+    /// Graph inputs no node (and no output) reads, such as CastLike's `like`: checked for
+    /// type and shape only, so they may be empty.
+    unread_inputs: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -250,6 +253,16 @@ impl Session {
             options,
             source,
             build_time,
+            unread_inputs: package
+                .graph
+                .inputs
+                .iter()
+                .filter(|i| {
+                    !package.graph.nodes.iter().any(|n| n.inputs.contains(&i.name))
+                        && !package.graph.outputs.iter().any(|o| o.name == i.name)
+                })
+                .map(|i| i.name.clone())
+                .collect(),
             graph: package.graph.clone(),
             consts: HashMap::new(),
             pending_consts: packed,
@@ -432,11 +445,7 @@ impl Session {
                     ),
                 });
             }
-            // an input no node reads (CastLike's `like`, only there for its type) is checked
-            // for its type and shape and otherwise left alone, empty or not
-            let read = self.graph.nodes.iter().any(|n| n.inputs.contains(&decl.name))
-                || self.graph.outputs.iter().any(|o| o.name == decl.name);
-            if ok && !read {
+            if ok && self.unread_inputs.contains(&decl.name) {
                 continue;
             }
             if ok && t.shape().contains(&0) {

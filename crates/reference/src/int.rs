@@ -305,6 +305,12 @@ fn per_axis(
     Ok((scales, zps, shape[a], inner))
 }
 
+/// The zero points of a small-float QuantizeLinear/DequantizeLinear as values (`per_axis`
+/// has checked there is one per scale); none is all zeros.
+fn float_zero_points(zp: Option<&Tensor>) -> Vec<f32> {
+    zp.map(|t| t.to_f32().iter().copied().collect()).unwrap_or_default()
+}
+
 /// ONNX QuantizeLinear: `saturate(round_half_even(x / s) + zp)` to the zero point's type.
 pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
     let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
@@ -312,13 +318,13 @@ pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
     let to = zp.map_or(weft_core::DType::U8, Tensor::dtype);
     if to.mini().is_some() {
         // to a small float: x / s + zp rounded to the nearest value of the format
-        let zf: Vec<f32> = zp.map(|t| t.to_f32().iter().copied().collect()).unwrap_or_default();
+        let zf = float_zero_points(zp);
         let v: Vec<f32> = xs
             .iter()
             .enumerate()
             .map(|(i, &f)| {
                 let c = (i / inner) % n;
-                f / s[c] + zf.get(c).or(zf.first()).copied().unwrap_or(0.0)
+                f / s[c] + zf.get(c).copied().unwrap_or(0.0)
             })
             .collect();
         return Ok(Tensor::from_f32(x.shape(), v)?.cast_float(to, true, Default::default()));
@@ -339,14 +345,14 @@ pub fn quantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i6
 pub fn dequantize_linear(x: &Tensor, scale: &Tensor, zp: Option<&Tensor>, axis: i64) -> Result<Tensor> {
     let (s, z, n, inner) = per_axis(x.shape(), axis, scale, zp)?;
     if x.dtype().mini().is_some() {
-        let zf: Vec<f32> = zp.map(|t| t.to_f32().iter().copied().collect()).unwrap_or_default();
+        let zf = float_zero_points(zp);
         let v: Vec<f32> = x
             .to_f32()
             .iter()
             .enumerate()
             .map(|(i, &q)| {
                 let c = (i / inner) % n;
-                (q - zf.get(c).or(zf.first()).copied().unwrap_or(0.0)) * s[c]
+                (q - zf.get(c).copied().unwrap_or(0.0)) * s[c]
             })
             .collect();
         return Tensor::from_f32(x.shape(), v);

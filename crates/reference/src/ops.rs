@@ -358,13 +358,9 @@ fn keep_dtype(op: &Op, dt: DType, result: Tensor) -> Tensor {
     }
     match (result, dt) {
         (Tensor::F32(a), DType::F16) => Tensor::F16(a.mapv(half::f16::from_f32)),
-        (Tensor::I64(a), dt) => wrap_i64(a, dt),
+        (Tensor::I64(a), dt) => Tensor::wrap_i64(a, dt),
         (other, dt) => other.cast(dt),
     }
-}
-
-fn wrap_i64(a: ArrayD<i64>, dt: DType) -> Tensor {
-    Tensor::wrap_i64(a, dt)
 }
 
 /// ONNX Cast: floats to integers truncate toward zero (saturating where out of range, which
@@ -397,10 +393,10 @@ fn onnx_cast(x: &Tensor, to: DType, saturate: bool, round: weft_core::minifloat:
             DType::U32 => Tensor::U32(f.mapv(|v| v as u32)),
             DType::U16 => Tensor::U16(f.mapv(|v| v as u16)),
             DType::U8 => Tensor::U8(f.mapv(|v| v as u8)),
-            _ => wrap_i64(f.mapv(|v| v as i64), to),
+            _ => Tensor::wrap_i64(f.mapv(|v| v as i64), to),
         };
     }
-    wrap_i64(x.to_i64(), to)
+    Tensor::wrap_i64(x.to_i64(), to)
 }
 
 fn binary(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
